@@ -1,0 +1,175 @@
+"""Bundles: immutable snapshots of a project (definitions + active model versions)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from engine import home as layout
+from engine.artifacts import ArtifactError, read_verified, write_zip
+from engine.project import ACTIVE_FILE, SAVED_MODELS_DIR, Project, definition_files
+from engine.storage.control import ControlStore, bundles, now_iso
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+KIND = "bundle"
+
+
+class BundleError(Exception):
+    """A bundle cannot be created, found or trusted; the message says why."""
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    project: str
+    bundle_id: str
+    path: Path
+    sha256: str
+    release_notes: str
+    created_by: str
+    created_at: str
+
+
+def check_id(value: str, what: str = "bundle id") -> str:
+    if not _ID.match(value or ""):
+        raise BundleError(
+            f"{what} {value!r} is invalid: use letters, digits, '.', '_' or '-' (max 64)"
+        )
+    return value
+
+
+def _members(project: Project) -> tuple[dict[str, bytes], dict[str, str]]:
+    members = {
+        str(rel): (project.root / rel).read_bytes() for rel in definition_files(project.root)
+    }
+    versions: dict[str, str] = {}
+    for model in project.models:
+        version = project.active_model_version(model)
+        if version is None:
+            raise BundleError(f"model {model!r} has no active version: train it before bundling")
+        versions[model] = version
+        model_dir = project.saved_models_dir(model)
+        for f in sorted((model_dir / version).iterdir()):
+            members[f"{SAVED_MODELS_DIR}/{model}/{version}/{f.name}"] = f.read_bytes()
+        members[f"{SAVED_MODELS_DIR}/{model}/{ACTIVE_FILE}"] = (version + "\n").encode()
+    return members, versions
+
+
+def create_bundle(
+    home: Path,
+    store: ControlStore,
+    project: Project,
+    bundle_id: str,
+    release_notes: str,
+    created_by: str,
+) -> BundleInfo:
+    """Snapshot ``project`` as bundle ``bundle_id`` and publish it to the deployer."""
+    check_id(bundle_id)
+    if get_bundle(store, project.name, bundle_id, missing_ok=True):
+        raise BundleError(f"bundle {bundle_id!r} of project {project.name!r} already exists")
+    members, versions = _members(project)
+    created_at = now_iso()
+    manifest = {
+        "kind": KIND,
+        "format": 1,
+        "project": project.name,
+        "bundle_id": bundle_id,
+        "release_notes": release_notes,
+        "created_by": created_by,
+        "created_at": created_at,
+        "models": versions,
+    }
+    path = layout.bundles_dir(home, project.name) / f"{bundle_id}.zip"
+    try:
+        digest = write_zip(path, members, manifest)
+    except ArtifactError as exc:
+        raise BundleError(str(exc)) from None
+    info = BundleInfo(project.name, bundle_id, path, digest, release_notes, created_by, created_at)
+    with store.write() as conn:
+        conn.execute(
+            sa.insert(bundles).values(
+                project=info.project,
+                bundle_id=bundle_id,
+                path=str(path),
+                sha256=digest,
+                release_notes=release_notes,
+                created_by=created_by,
+                created_at=created_at,
+            )
+        )
+    return info
+
+
+def get_bundle(
+    store: ControlStore, project: str, bundle_id: str, missing_ok: bool = False
+) -> BundleInfo | None:
+    with store.read() as conn:
+        row = (
+            conn.execute(
+                sa.select(bundles).where(
+                    bundles.c.project == project, bundles.c.bundle_id == bundle_id
+                )
+            )
+            .mappings()
+            .first()
+        )
+    if row is None:
+        if missing_ok:
+            return None
+        raise BundleError(f"project {project!r} has no bundle {bundle_id!r}")
+    return BundleInfo(
+        row["project"],
+        row["bundle_id"],
+        Path(row["path"]),
+        row["sha256"],
+        row["release_notes"],
+        row["created_by"],
+        row["created_at"],
+    )
+
+
+def list_bundles(store: ControlStore, project: str | None = None) -> list[BundleInfo]:
+    q = sa.select(bundles).order_by(bundles.c.created_at.desc())
+    if project:
+        q = q.where(bundles.c.project == project)
+    with store.read() as conn:
+        rows = conn.execute(q).mappings().all()
+    return [
+        BundleInfo(
+            r["project"],
+            r["bundle_id"],
+            Path(r["path"]),
+            r["sha256"],
+            r["release_notes"],
+            r["created_by"],
+            r["created_at"],
+        )
+        for r in rows
+    ]
+
+
+def verify_bundle(
+    path: Path, project: str | None = None, bundle_id: str | None = None
+) -> dict[str, Any]:
+    """Check every member's SHA-256 and that the bundle is the one expected; return its manifest."""
+    try:
+        manifest, _ = read_verified(path, KIND)
+    except ArtifactError as exc:
+        raise BundleError(str(exc)) from None
+    if manifest.get("kind") != KIND:
+        raise BundleError(
+            f"{Path(path).name} is not a project bundle (kind {manifest.get('kind')!r})"
+        )
+    if project is not None and manifest.get("project") != project:
+        raise BundleError(
+            f"bundle {manifest.get('bundle_id')!r} belongs to project "
+            f"{manifest.get('project')!r}, not {project!r}"
+        )
+    if bundle_id is not None and manifest.get("bundle_id") != bundle_id:
+        raise BundleError(
+            f"{Path(path).name} holds bundle {manifest.get('bundle_id')!r}, not {bundle_id!r}"
+        )
+    return manifest

@@ -1,0 +1,110 @@
+"""The flow: recipes form a DAG over datasets; build a dataset with everything upstream."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from graphlib import CycleError, TopologicalSorter
+
+import duckdb
+
+from engine.project import Project, ProjectError
+from engine.storage import datasets as ds
+
+
+class FlowError(Exception):
+    """A recipe failed; the message names the recipe and carries DuckDB's message."""
+
+
+@dataclass(frozen=True)
+class RecipeRun:
+    recipe: str
+    output: str
+    partitions: list[str] | None
+    rows: int
+    seconds: float
+
+
+@dataclass
+class BuildResult:
+    target: str
+    runs: list[RecipeRun] = field(default_factory=list)
+
+
+def graph(project: Project) -> dict[str, set[str]]:
+    """Dataset → the datasets its recipe reads (sources map to an empty set)."""
+    deps: dict[str, set[str]] = {name: set() for name in project.datasets}
+    for recipe in project.recipes.values():
+        deps[recipe.output] = set(recipe.inputs)
+    return deps
+
+
+def build_order(project: Project, target: str) -> list[str]:
+    """Managed datasets to build, upstream first, to produce ``target``."""
+    if target not in project.datasets:
+        raise ProjectError(f"project {project.name!r} has no dataset {target!r}")
+    deps = graph(project)
+    needed: set[str] = set()
+    stack = [target]
+    while stack:
+        name = stack.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        stack.extend(deps[name])
+    try:
+        order = list(TopologicalSorter({n: deps[n] for n in needed}).static_order())
+    except CycleError as exc:
+        raise ProjectError(f"the flow has a cycle: {' -> '.join(exc.args[1])}") from None
+    return [n for n in order if project.recipe_for(n) is not None]
+
+
+def _views(project: Project, recipe_inputs: dict[str, str], partitions: list[str] | None):
+    views: dict[str, object] = {}
+    for name, mode in recipe_inputs.items():
+        ref = project.dataset(name)
+        views[name] = (ref, partitions if (mode == "same" and ref.partitioned_by) else None)
+    return views
+
+
+def run_recipe(
+    project: Project, recipe_name: str, partitions: list[str] | None = None
+) -> RecipeRun:
+    """Run one recipe. ``partitions`` restricts "same" inputs and the partitions written."""
+    recipe = project.recipes[recipe_name]
+    out_ref = project.dataset(recipe.output)
+    started = time.perf_counter()
+    restrict = partitions if out_ref.partitioned_by else None
+    try:
+        with ds.session(_views(project, recipe.inputs, restrict)) as con:
+            for name, mode in recipe.inputs.items():
+                in_ref = project.dataset(name)
+                # An unpartitioned input read "same" is filtered on the partition column.
+                if mode == "same" and restrict and not in_ref.partitioned_by:
+                    key = out_ref.partitioned_by
+                    days = ", ".join(f"'{p}'" for p in restrict)
+                    con.execute(
+                        f'CREATE OR REPLACE VIEW "{name}" AS SELECT * FROM '
+                        f"{ds.scan_sql(in_ref)} WHERE CAST({key} AS VARCHAR) IN ({days})"
+                    )
+            sql = recipe.sql.strip().rstrip(";")
+            written = ds.write(out_ref, sql, con=con, replace_all=restrict is None)
+            rows = 0
+            if written or not out_ref.partitioned_by:
+                scan = ds.scan_sql(out_ref, written or None)
+                rows = con.execute(f"SELECT count(*) FROM {scan}").fetchone()[0]
+    except duckdb.Error as exc:
+        raise FlowError(f"recipe {recipe_name!r} ({recipe.sql_file}) failed: {exc}") from None
+    except ds.DatasetError as exc:
+        raise FlowError(f"recipe {recipe_name!r} cannot run: {exc}") from None
+    return RecipeRun(recipe_name, recipe.output, restrict, int(rows), time.perf_counter() - started)
+
+
+def build(project: Project, target: str, partitions: list[str] | None = None) -> BuildResult:
+    """Build ``target`` and every managed dataset upstream of it, in dependency order."""
+    result = BuildResult(target)
+    for dataset in build_order(project, target):
+        recipe = project.recipe_for(dataset)
+        assert recipe is not None
+        result.runs.append(run_recipe(project, recipe.name, partitions))
+    return result

@@ -1,0 +1,221 @@
+"""The control store: one transactional SQL database for control-plane state.
+
+SQLite in WAL mode by default (safe for several processes on one machine); the same code
+runs on PostgreSQL by giving a ``postgresql+psycopg://`` URL. Only SQLAlchemy Core is used,
+with portable types; timestamps are ISO-8601 UTC strings so they sort as text everywhere.
+
+All reads go through :meth:`ControlStore.read`, all writes through :meth:`ControlStore.write`:
+nobody else opens a connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+metadata = sa.MetaData()
+
+
+def now_iso() -> str:
+    """Current UTC time as an ISO-8601 string (microseconds, ``+00:00``)."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _ts(name: str, nullable: bool = True) -> sa.Column:
+    return sa.Column(name, sa.String(40), nullable=nullable)
+
+
+projects = sa.Table(
+    "projects",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("path", sa.Text, nullable=False),
+    _ts("created_at", False),
+)
+
+bundles = sa.Table(
+    "bundles",
+    metadata,
+    sa.Column("project", sa.String(100), primary_key=True),
+    sa.Column("bundle_id", sa.String(100), primary_key=True),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("release_notes", sa.Text, nullable=False, default=""),
+    sa.Column("created_by", sa.String(100), nullable=False),
+    _ts("created_at", False),
+)
+
+api_packages = sa.Table(
+    "api_packages",
+    metadata,
+    sa.Column("service", sa.String(100), primary_key=True),
+    sa.Column("version", sa.String(100), primary_key=True),
+    sa.Column("project", sa.String(100), nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("release_notes", sa.Text, nullable=False, default=""),
+    sa.Column("created_by", sa.String(100), nullable=False),
+    _ts("created_at", False),
+)
+
+infrastructures = sa.Table(
+    "infrastructures",
+    metadata,
+    sa.Column("infra_id", sa.String(100), primary_key=True),
+    sa.Column("kind", sa.String(20), nullable=False),  # automation | apinode
+    sa.Column("stage", sa.String(50), nullable=False),
+    sa.Column("variables_json", sa.Text, nullable=False, default="{}"),
+    _ts("created_at", False),
+)
+
+deployments = sa.Table(
+    "deployments",
+    metadata,
+    sa.Column("deployment_id", sa.String(200), primary_key=True),
+    sa.Column("kind", sa.String(20), nullable=False),  # project | api
+    sa.Column("target", sa.String(100), nullable=False),  # project name or API service id
+    sa.Column("infra_id", sa.String(100), nullable=False),
+    sa.Column("version", sa.String(100), nullable=False),  # desired bundle id / package version
+    sa.Column("variables_json", sa.Text, nullable=False, default="{}"),
+    sa.Column("node_version", sa.String(100)),  # what the node reports as active
+    sa.Column("node_status", sa.String(20), nullable=False, default="UNKNOWN"),
+    sa.Column("node_message", sa.Text, nullable=False, default=""),
+    _ts("node_reported_at"),
+    _ts("created_at", False),
+    _ts("updated_at", False),
+    sa.UniqueConstraint("kind", "target", "infra_id"),
+)
+
+deployment_history = sa.Table(
+    "deployment_history",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("deployment_id", sa.String(200), nullable=False, index=True),
+    sa.Column("action", sa.String(30), nullable=False),  # deploy | update | rollback | activate
+    sa.Column("from_version", sa.String(100)),
+    sa.Column("to_version", sa.String(100)),
+    sa.Column("outcome", sa.String(20), nullable=False),
+    sa.Column("message", sa.Text, nullable=False, default=""),
+    sa.Column("actor", sa.String(100), nullable=False),
+    _ts("at", False),
+)
+
+scenario_runs = sa.Table(
+    "scenario_runs",
+    metadata,
+    sa.Column("run_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("infra_id", sa.String(100), nullable=False, index=True),
+    sa.Column("project", sa.String(100), nullable=False),
+    sa.Column("scenario", sa.String(100), nullable=False),
+    sa.Column("bundle_id", sa.String(100)),
+    sa.Column("trigger", sa.String(100), nullable=False),
+    sa.Column("params_json", sa.Text, nullable=False, default="{}"),
+    sa.Column(
+        "status", sa.String(20), nullable=False
+    ),  # QUEUED RUNNING SUCCESS WARNING FAILED ABORTED
+    sa.Column("message", sa.Text, nullable=False, default=""),
+    sa.Column("runner_pid", sa.Integer),
+    _ts("requested_at", False),
+    _ts("started_at"),
+    _ts("ended_at"),
+)
+
+step_runs = sa.Table(
+    "step_runs",
+    metadata,
+    sa.Column("run_id", sa.Integer, primary_key=True),
+    sa.Column("step_index", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("step_type", sa.String(50), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("message", sa.Text, nullable=False, default=""),
+    sa.Column("outputs_json", sa.Text, nullable=False, default="{}"),
+    _ts("started_at"),
+    _ts("ended_at"),
+)
+
+check_results = sa.Table(
+    "check_results",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("node", sa.String(100), nullable=False),  # design or an infrastructure id
+    sa.Column("project", sa.String(100), nullable=False),
+    sa.Column("dataset", sa.String(100), nullable=False),
+    sa.Column("partition", sa.String(50)),
+    sa.Column("check_name", sa.String(100), nullable=False),
+    sa.Column("outcome", sa.String(20), nullable=False),  # OK WARNING ERROR
+    sa.Column("value", sa.Text),
+    sa.Column("message", sa.Text, nullable=False, default=""),
+    sa.Column("run_id", sa.Integer),
+    _ts("at", False),
+)
+
+published_days = sa.Table(
+    "published_days",
+    metadata,
+    sa.Column("infra_id", sa.String(100), primary_key=True),
+    sa.Column("project", sa.String(100), primary_key=True),
+    sa.Column("dashboard", sa.String(100), primary_key=True),
+    sa.Column("day", sa.String(10), primary_key=True),
+    sa.Column("run_id", sa.Integer),
+    sa.Column("bundle_id", sa.String(100)),
+    sa.Column("checks_passed_at", sa.String(40)),
+    _ts("published_at", False),
+)
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DBAPI objects
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+class ControlStore:
+    """The control-plane database. ``read()`` and ``write()`` are the only ways in."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine: Engine = sa.create_engine(url, future=True, pool_pre_ping=True)
+        if self.engine.dialect.name == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+
+    def init_schema(self) -> None:
+        """Create missing tables (idempotent)."""
+        metadata.create_all(self.engine)
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Connection]:
+        """One transaction: committed on success, rolled back on any exception."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+_stores: dict[str, ControlStore] = {}
+
+
+def open_store(url: str) -> ControlStore:
+    """The process-wide store for ``url`` (created and schema-initialised once)."""
+    store = _stores.get(url)
+    if store is None:
+        if url.startswith("sqlite:///"):
+            from pathlib import Path
+
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        store = ControlStore(url)
+        store.init_schema()
+        _stores[url] = store
+    return store

@@ -1,0 +1,232 @@
+"""Datasets are folders of Parquet files, read and written through DuckDB.
+
+Layout of a dataset folder:
+
+* unpartitioned: ``<folder>/data.parquet``
+* partitioned by day: ``<folder>/day=YYYY-MM-DD/data.parquet``
+
+Every write goes to a staging name on the same filesystem and is moved into place with
+``os.replace``; a partition (or an unpartitioned dataset) is exactly one file, so a reader
+sees the old file or the new one, never half of one, and a killed writer leaves only
+staging debris that no reader globs. DuckDB connections are in-memory and short-lived:
+no process holds a database file open, so processes never wait on each other's locks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+
+DATA_FILE = "data.parquet"
+STAGING_DIR = ".staging"
+
+
+class DatasetError(Exception):
+    """A dataset is missing, empty or unreadable; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """Where a dataset lives and how it is laid out."""
+
+    name: str
+    path: Path
+    partitioned_by: str | None = None
+
+    @property
+    def glob(self) -> str:
+        if self.partitioned_by:
+            return str(self.path / "*" / "*.parquet")
+        return str(self.path / DATA_FILE)
+
+    def partition_path(self, value: str) -> Path:
+        return self.path / f"{self.partitioned_by}={value}"
+
+    def exists(self) -> bool:
+        if self.partitioned_by:
+            return any(self.path.glob(f"{self.partitioned_by}=*/*.parquet"))
+        return (self.path / DATA_FILE).exists()
+
+    def partitions(self) -> list[str]:
+        """Partition values present on disk, sorted."""
+        if not self.partitioned_by or not self.path.exists():
+            return []
+        prefix = f"{self.partitioned_by}="
+        return sorted(
+            p.name[len(prefix) :]
+            for p in self.path.iterdir()
+            if p.is_dir() and p.name.startswith(prefix) and any(p.glob("*.parquet"))
+        )
+
+
+def _sql_str(value: str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def scan_sql(ref: DatasetRef, partitions: Sequence[str] | None = None) -> str:
+    """A DuckDB table expression reading the dataset (optionally some partitions only)."""
+    if not ref.exists():
+        raise DatasetError(f"dataset {ref.name!r} has no data yet (looked in {ref.path})")
+    if not ref.partitioned_by:
+        return f"read_parquet({_sql_str(ref.glob)})"
+    if partitions is None:
+        files = ref.glob
+        src = f"read_parquet({_sql_str(files)}, hive_partitioning=true, union_by_name=true)"
+        return src
+    present = set(ref.partitions())
+    missing = [p for p in partitions if p not in present]
+    if missing:
+        raise DatasetError(
+            f"dataset {ref.name!r} has no partition {', '.join(missing)} "
+            f"(has {len(present)} partitions)"
+        )
+    if not partitions:
+        raise DatasetError(f"no partition of dataset {ref.name!r} was asked for")
+    files = (
+        "["
+        + ", ".join(_sql_str(str(ref.partition_path(p) / "*.parquet")) for p in partitions)
+        + "]"
+    )
+    return f"read_parquet({files}, hive_partitioning=true, union_by_name=true)"
+
+
+@contextlib.contextmanager
+def session(
+    views: Mapping[str, DatasetRef | tuple[DatasetRef, Sequence[str] | None]] | None = None,
+    threads: int | None = None,
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """An in-memory DuckDB connection with one view per dataset name.
+
+    ``views`` maps a SQL name to a dataset, or to ``(dataset, partitions)`` to restrict the
+    view to some partitions. The connection is closed on exit.
+    """
+    con = duckdb.connect(":memory:")
+    try:
+        if threads:
+            con.execute(f"SET threads = {int(threads)}")
+        for name, spec in (views or {}).items():
+            ref, parts = spec if isinstance(spec, tuple) else (spec, None)
+            con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM {scan_sql(ref, parts)}')
+        yield con
+    finally:
+        con.close()
+
+
+def query_df(
+    sql: str, views: Mapping[str, DatasetRef] | None = None, params: Sequence | None = None
+) -> pd.DataFrame:
+    """Run one query over dataset views and return a pandas DataFrame."""
+    with session(views) as con:
+        return con.execute(sql, params or []).df()
+
+
+def read_df(
+    ref: DatasetRef, partitions: Sequence[str] | None = None, columns: Sequence[str] | None = None
+) -> pd.DataFrame:
+    cols = ", ".join(f'"{c}"' for c in columns) if columns else "*"
+    with session() as con:
+        return con.sql(f"SELECT {cols} FROM {scan_sql(ref, partitions)}").df()
+
+
+def schema(ref: DatasetRef, partition: str | None = None) -> dict[str, str]:
+    """Column name → DuckDB type, as stored (of one partition if given)."""
+    with session() as con:
+        if partition is not None:
+            src = f"read_parquet({_sql_str(str(ref.partition_path(partition) / '*.parquet'))})"
+            if not list(ref.partition_path(partition).glob("*.parquet")):
+                raise DatasetError(f"dataset {ref.name!r} has no partition {partition}")
+        else:
+            src = scan_sql(ref)
+        rows = con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()
+    return {r[0]: r[1] for r in rows}
+
+
+def _staging_dir(ref: DatasetRef) -> Path:
+    staging = ref.path.parent / STAGING_DIR / f"{ref.name}-{uuid.uuid4().hex}"
+    staging.mkdir(parents=True)
+    return staging
+
+
+def _install_file(staged: Path, target_dir: Path) -> None:
+    """Move one staged Parquet file into ``target_dir/data.parquet`` atomically."""
+    target_dir.mkdir(parents=True, exist_ok=True)
+    os.replace(staged, target_dir / DATA_FILE)
+    for other in target_dir.glob("*.parquet"):
+        if other.name != DATA_FILE:
+            other.unlink()
+
+
+def write(
+    ref: DatasetRef,
+    data: pd.DataFrame | pa.Table | str,
+    *,
+    con: duckdb.DuckDBPyConnection | None = None,
+    replace_all: bool = False,
+) -> list[str]:
+    """Write ``data`` (a DataFrame, Arrow table or SQL query on ``con``) into the dataset.
+
+    Unpartitioned datasets are replaced as a whole. Partitioned datasets get every partition
+    present in ``data`` replaced; other partitions are kept unless ``replace_all``.
+    Returns the partitions written (empty list for an unpartitioned dataset).
+    """
+    own = con is None
+    con = con or duckdb.connect(":memory:")
+    staging = _staging_dir(ref)
+    try:
+        if isinstance(data, str):
+            source = f"({data})"
+        else:
+            con.register("__nodal_write_src", data)
+            source = "__nodal_write_src"
+        if not ref.partitioned_by:
+            staged = staging / DATA_FILE
+            con.execute(
+                f"COPY (SELECT * FROM {source}) TO {_sql_str(str(staged))} (FORMAT parquet)"
+            )
+            _install_file(staged, ref.path)
+            return []
+        key = ref.partitioned_by
+        con.execute(
+            f"COPY (SELECT * EXCLUDE ({key}), CAST({key} AS VARCHAR) AS {key} FROM {source}) "
+            f"TO {_sql_str(str(staging / 'out'))} (FORMAT parquet, PARTITION_BY ({key}), "
+            f"FILENAME_PATTERN 'part_{{i}}', WRITE_PARTITION_COLUMNS false)"
+        )
+        written: list[str] = []
+        out = staging / "out"
+        for part_dir in sorted(out.iterdir()) if out.exists() else []:
+            files = sorted(part_dir.glob("*.parquet"))
+            if len(files) > 1:
+                merged = part_dir / "merged.parquet.tmp"
+                globs = _sql_str(str(part_dir / "*.parquet"))
+                con.execute(
+                    f"COPY (SELECT * FROM read_parquet({globs})) TO {_sql_str(str(merged))} (FORMAT parquet)"
+                )
+                files = [merged]
+            _install_file(files[0], ref.path / part_dir.name)
+            written.append(part_dir.name.split("=", 1)[1])
+        if replace_all:
+            for old in ref.partitions():
+                if old not in written:
+                    shutil.rmtree(ref.partition_path(old))
+        return written
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not isinstance(data, str):
+            with contextlib.suppress(Exception):
+                con.unregister("__nodal_write_src")
+        if own:
+            con.close()
+
+
+def delete(ref: DatasetRef) -> None:
+    """Remove a dataset's files (used by tests and rebuilds)."""
+    shutil.rmtree(ref.path, ignore_errors=True)

@@ -1,0 +1,30 @@
+-- Model features of each transaction: the raw fields, the card's profile at the start of
+-- the day, and row-level features. The real-time API computes exactly the same values
+-- (engine/realtime.py mirrors this file; tests/e2e/test_lifecycle.py proves it).
+SELECT
+    t.transaction_id,
+    t.ts,
+    t.day,
+    t.card_id,
+    t.merchant_id,
+    t.merchant_category,
+    t.amount,
+    t.channel,
+    t.card_present,
+    t.merchant_latitude,
+    t.merchant_longitude,
+    hour(t.ts) AS hour_of_day,
+    -- haversine distance between the card holder's home and the merchant, in km
+    2 * 6371.0088 * asin(sqrt(
+        pow(sin(radians(t.merchant_latitude - p.home_latitude) / 2), 2)
+        + cos(radians(p.home_latitude)) * cos(radians(t.merchant_latitude))
+          * pow(sin(radians(t.merchant_longitude - p.home_longitude) / 2), 2)
+    )) AS distance_km,
+    t.amount / p.card_avg_amount AS amount_ratio,
+    p.card_txn_prev_day,
+    p.card_txn_prev_7d,
+    p.card_txn_history,
+    p.credit_score,
+    date_diff('day', p.account_open_date, CAST(t.ts AS DATE)) AS account_age_days
+FROM transactions t
+LEFT JOIN card_profiles p ON p.card_id = t.card_id AND p.day = CAST(t.ts AS DATE)

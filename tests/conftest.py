@@ -1,0 +1,63 @@
+"""Shared fixtures: one small but real nodal home, prepared once per test session."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from engine import datagen, demo, scenarios
+from engine.automation import AutomationNode
+from engine.project import Project
+from engine.settings import Settings, load_settings
+from engine.storage.control import ControlStore, open_store
+
+SMALL = datagen.GeneratorConfig(n_cards=800, n_merchants=200, n_days=30, txns_per_day=1500)
+
+
+@dataclass(frozen=True)
+class DemoEnv:
+    settings: Settings
+    store: ControlStore
+    project: Project
+    run_id: int
+
+    def environ(self) -> dict[str, str]:
+        """Environment a process (or an AppTest) needs to see this home."""
+        return {
+            "NODAL_HOME": str(self.settings.home),
+            "NODAL_DATA_DIR": str(self.settings.data_dir),
+            "NODAL_BASEMAP": "none",
+            "NODAL_POLL_SECONDS": "0.5",
+        }
+
+
+def make_settings(root: Path, **overrides: object) -> Settings:
+    return load_settings(
+        environ={}, home=root / "var", data_dir=root / "data", basemap="none", **overrides
+    )
+
+
+@pytest.fixture(scope="session")
+def demo_env(tmp_path_factory: pytest.TempPathFactory) -> DemoEnv:
+    """A home with the fraud project built, trained, bundled, deployed and scored once."""
+    root = tmp_path_factory.mktemp("nodal")
+    settings = make_settings(root)
+    store = open_store(settings.control_store_url)
+    project = demo.prepare(settings, store, SMALL)
+    node = AutomationNode(settings, store, demo.AUTOMATION_INFRA)
+    node.sync()
+    run_id = scenarios.request_run(
+        store, demo.AUTOMATION_INFRA, demo.PROJECT, "daily_scoring", "test"
+    )
+    assert node.run(run_id) == scenarios.SUCCESS, scenarios.get_run(store, run_id)
+    return DemoEnv(settings, store, project, run_id)
+
+
+@pytest.fixture
+def demo_environ(demo_env: DemoEnv, monkeypatch: pytest.MonkeyPatch) -> DemoEnv:
+    """``demo_env`` with its variables set in this process's environment (for AppTest)."""
+    for key, value in demo_env.environ().items():
+        monkeypatch.setenv(key, value)
+    return demo_env

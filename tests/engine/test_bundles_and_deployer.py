@@ -1,0 +1,160 @@
+"""Bundles are verified member by member; the deployer refuses bad input and changes nothing."""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+
+import pytest
+
+from engine import bundles, deployer
+from engine.artifacts import MANIFEST
+from engine.automation import AutomationNode
+
+
+def _flip_byte_in_member(zip_path, member: str) -> None:
+    with zipfile.ZipFile(zip_path) as zf:
+        info = zf.getinfo(member)
+    data = bytearray(zip_path.read_bytes())
+    # local header: 30 bytes + name + extra, then the (compressed) member data
+    name_len = int.from_bytes(data[info.header_offset + 26 : info.header_offset + 28], "little")
+    extra_len = int.from_bytes(data[info.header_offset + 28 : info.header_offset + 30], "little")
+    start = info.header_offset + 30 + name_len + extra_len
+    data[start + info.compress_size // 2] ^= 0xFF
+    zip_path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def fresh_bundle(demo_env, tmp_path):
+    """A new bundle of the demo project, and an automation infra of its own."""
+    store, project = demo_env.store, demo_env.project
+    bundle_id = f"t-{tmp_path.name[-20:]}".replace("_", "-")
+    info = bundles.create_bundle(
+        demo_env.settings.home, store, project, bundle_id, "test", "tester"
+    )
+    deployer.create_infra(store, "automation-test", "automation", "test", exist_ok=True)
+    return info
+
+
+def test_bundle_manifest_lists_every_member_with_its_checksum(fresh_bundle):
+    manifest = bundles.verify_bundle(fresh_bundle.path, project="fraud")
+    assert manifest["bundle_id"] == fresh_bundle.bundle_id and manifest["created_by"] == "tester"
+    members = manifest["members"]
+    assert "recipes/features.sql" in members and "checks.yaml" in members
+    version = manifest["models"]["fraud_model"]
+    assert f"saved_models/fraud_model/{version}/model.txt" in members
+    assert all(len(digest) == 64 for digest in members.values())
+
+
+def test_a_changed_byte_is_refused_at_deploy_naming_the_member(demo_env, fresh_bundle):
+    _flip_byte_in_member(fresh_bundle.path, "recipes/features.sql")
+    with pytest.raises(bundles.BundleError, match="recipes/features.sql"):
+        deployer.deploy_bundle(
+            demo_env.store, "fraud", fresh_bundle.bundle_id, "automation-test", "ops"
+        )
+    dep_ids = [
+        d.deployment_id for d in deployer.list_deployments(demo_env.store, "automation-test")
+    ]
+    assert all(
+        deployer.get_deployment(demo_env.store, d).version != fresh_bundle.bundle_id
+        for d in dep_ids
+    )
+
+
+def test_a_member_rewritten_with_a_valid_zip_fails_its_checksum(demo_env, fresh_bundle, tmp_path):
+    rebuilt = tmp_path / "rebuilt.zip"
+    with zipfile.ZipFile(fresh_bundle.path) as src, zipfile.ZipFile(rebuilt, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == "checks.yaml":
+                data = data.replace(b"tolerance: 0.2", b"tolerance: 9.0")
+            dst.writestr(item, data)
+    shutil.copy(rebuilt, fresh_bundle.path)
+    with pytest.raises(bundles.BundleError, match="checks.yaml fails its SHA-256 check"):
+        deployer.deploy_bundle(
+            demo_env.store, "fraud", fresh_bundle.bundle_id, "automation-test", "ops"
+        )
+
+
+def test_an_added_member_or_a_broken_manifest_is_refused(fresh_bundle):
+    with zipfile.ZipFile(fresh_bundle.path, "a") as zf:
+        zf.writestr("recipes/evil.sql", "SELECT 1")
+    with pytest.raises(bundles.BundleError, match="recipes/evil.sql is not in the manifest"):
+        bundles.verify_bundle(fresh_bundle.path)
+    fresh_bundle.path.write_bytes(b"not a zip")
+    with pytest.raises(bundles.BundleError, match="not a readable zip"):
+        bundles.verify_bundle(fresh_bundle.path)
+    assert MANIFEST == "manifest.json"
+
+
+def test_a_bundle_of_another_project_is_refused(fresh_bundle):
+    with pytest.raises(bundles.BundleError, match="belongs to project 'fraud', not 'churn'"):
+        bundles.verify_bundle(fresh_bundle.path, project="churn")
+
+
+def test_unknown_infrastructure_and_bundle_are_refused(demo_env, fresh_bundle):
+    with pytest.raises(deployer.DeployerError, match="unknown infrastructure 'nowhere'"):
+        deployer.deploy_bundle(demo_env.store, "fraud", fresh_bundle.bundle_id, "nowhere", "ops")
+    with pytest.raises(bundles.BundleError, match="no bundle 'v999'"):
+        deployer.deploy_bundle(demo_env.store, "fraud", "v999", "automation-test", "ops")
+    with pytest.raises(deployer.DeployerError, match="apinode node"):
+        deployer.deploy_bundle(demo_env.store, "fraud", fresh_bundle.bundle_id, "api-prod", "ops")
+    with pytest.raises(bundles.BundleError, match="already exists"):
+        bundles.create_bundle(
+            demo_env.settings.home,
+            demo_env.store,
+            demo_env.project,
+            fresh_bundle.bundle_id,
+            "",
+            "x",
+        )
+    with pytest.raises(bundles.BundleError, match="invalid"):
+        bundles.create_bundle(
+            demo_env.settings.home, demo_env.store, demo_env.project, "../x", "", "x"
+        )
+
+
+def test_deploy_activate_and_roll_back_with_history(demo_env, fresh_bundle):
+    store = demo_env.store
+    dep = deployer.deploy_bundle(store, "fraud", "v1", "automation-test", "alice")
+    node = AutomationNode(demo_env.settings, store, "automation-test")
+    node.sync()
+    assert node.active_bundle("fraud") == "v1"
+    deployer.deploy_bundle(store, "fraud", fresh_bundle.bundle_id, "automation-test", "bob")
+    assert deployer.get_deployment(store, dep.deployment_id).status == "OUT_OF_SYNC"
+    node.sync()
+    assert node.active_bundle("fraud") == fresh_bundle.bundle_id
+    assert deployer.get_deployment(store, dep.deployment_id).status == "HEALTHY"
+
+    deployer.rollback(store, dep.deployment_id, "carol")
+    node.sync()
+    assert node.active_bundle("fraud") == "v1"
+    requested = [
+        h for h in deployer.history(store, dep.deployment_id) if h["outcome"] == "REQUESTED"
+    ]
+    assert [(h["actor"], h["action"], h["from_version"], h["to_version"]) for h in requested][
+        :2
+    ] == [
+        ("carol", "rollback", fresh_bundle.bundle_id, "v1"),
+        ("bob", "deploy", "v1", fresh_bundle.bundle_id),
+    ]
+
+
+def test_a_bundle_failing_preactivation_leaves_the_previous_one_active(demo_env, fresh_bundle):
+    store = demo_env.store
+    deployer.create_infra(store, "automation-pre", "automation", "test", exist_ok=True)
+    dep = deployer.deploy_bundle(store, "fraud", "v1", "automation-pre", "alice")
+    node = AutomationNode(demo_env.settings, store, "automation-pre")
+    node.sync()
+    # The bundle verifies, but its model file is unusable once extracted.
+    deployer.deploy_bundle(store, "fraud", fresh_bundle.bundle_id, "automation-pre", "bob")
+    target = node.bundle_dir("fraud", fresh_bundle.bundle_id)
+    from engine.artifacts import extract_verified
+
+    extract_verified(fresh_bundle.path, target, "bundle")
+    version = demo_env.project.active_model_version("fraud_model")
+    (target / "saved_models" / "fraud_model" / version / "model.txt").write_text("garbage")
+    results = node.sync()
+    assert node.active_bundle("fraud") == "v1"
+    assert results[0].status == "ERROR" and "v1 stays active" in results[0].message
+    assert deployer.get_deployment(store, dep.deployment_id).status == "ERROR"
