@@ -28,7 +28,7 @@ from engine import (
     models,
     scenarios,
 )
-from engine.project import Project
+from engine.project import Project, ProjectError
 from engine.settings import Settings
 from engine.storage import datasets as ds
 from engine.storage.control import ControlStore, open_store
@@ -56,7 +56,7 @@ def prepare(
         )
     try:
         project = design.open_project(settings, PROJECT)
-    except Exception:
+    except ProjectError:
         project = design.import_project(settings, store, EXAMPLE)
         say(f"imported project {PROJECT} into {project.root}")
     if project.active_model_version(MODEL) is None:
@@ -163,6 +163,8 @@ def start_processes(settings: Settings, log_dir: Path) -> list[Child]:
         "true",
         "--browser.gatherUsageStats",
         "false",
+        "--client.toolbarMode",
+        "viewer",
     ]
     specs = [
         (

@@ -170,6 +170,8 @@ def set_version(
             .first()
         )
         previous = row["version"] if row else None
+        if previous == version:
+            return _to_deployment(row)  # already the desired version: nothing to record
         if row is None:
             conn.execute(
                 sa.insert(deployments).values(
@@ -194,7 +196,7 @@ def set_version(
         conn.execute(
             sa.insert(deployment_history).values(
                 deployment_id=dep_id,
-                action=action if row or action != "update" else "deploy",
+                action=action,
                 from_version=previous,
                 to_version=version,
                 outcome="REQUESTED",

@@ -155,7 +155,11 @@ def create_app(settings: Settings, infra_id: str, sync: bool = True) -> Litestar
 
     def internal_error(_request: Request, exc: Exception) -> Response:
         if isinstance(exc, HTTPException):
-            return error(exc.status_code, type(exc).__name__, str(exc.detail)[:200])
+            if exc.status_code == 413:
+                return error(413, "RequestTooLarge", f"request body over {MAX_BODY_BYTES} bytes")
+            return error(
+                exc.status_code, type(exc).__name__.removesuffix("Exception"), str(exc.detail)[:200]
+            )
         log.exception("internal error")
         return error(500, "InternalError", "the API node failed to answer; see its log")
 

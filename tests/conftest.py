@@ -13,6 +13,7 @@ from engine.project import Project
 from engine.settings import Settings, load_settings
 from engine.storage.control import ControlStore, open_store
 
+EXAMPLE = demo.EXAMPLE
 SMALL = datagen.GeneratorConfig(n_cards=800, n_merchants=200, n_days=30, txns_per_day=1500)
 
 

@@ -122,7 +122,9 @@ def session(
 
 
 def query_df(
-    sql: str, views: Mapping[str, DatasetRef] | None = None, params: Sequence | None = None
+    sql: str,
+    views: Mapping[str, DatasetRef | tuple[DatasetRef, Sequence[str] | None]] | None = None,
+    params: Sequence | None = None,
 ) -> pd.DataFrame:
     """Run one query over dataset views and return a pandas DataFrame."""
     with session(views) as con:

@@ -49,9 +49,9 @@ def test_writes_from_another_process_are_seen(tmp_path):
     store = ControlStore(url)
     store.init_schema()
     code = (
-        "from engine.storage.control import *; import sqlalchemy as sa; s = open_store(%r)\n"
+        f"from engine.storage.control import *; import sqlalchemy as sa; s = open_store({url!r})\n"
         "with s.write() as c: c.execute(sa.insert(infrastructures).values(infra_id='x', kind='apinode', "
-        "stage='prod', variables_json='{}', created_at=now_iso()))" % url
+        "stage='prod', variables_json='{}', created_at=now_iso()))"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
     with store.read() as conn:

@@ -1,0 +1,1 @@
+"""nodal's Streamlit apps: Design Studio, Deployer Console and Monitoring."""

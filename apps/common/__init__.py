@@ -1,0 +1,1 @@
+"""Small helpers shared by the three Streamlit apps (settings, store, status badges)."""

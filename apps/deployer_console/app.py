@@ -1,0 +1,31 @@
+"""Deployer Console: ops deploy bundles to automation nodes and watch every deployment.
+
+Run with ``streamlit run apps/deployer_console/app.py``; ``NODAL_HOME`` names the home.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from apps.common.context import get_settings
+
+st.set_page_config(
+    page_title="nodal · Deployer Console", page_icon=":material/rocket_launch:", layout="wide"
+)
+
+with st.sidebar:
+    st.title("Deployer Console")
+    st.caption(f"Home: `{get_settings().home}`")
+
+page = st.navigation(
+    [
+        st.Page(
+            "pages/deployments.py",
+            title="Deployments",
+            icon=":material/rocket_launch:",
+            default=True,
+        ),
+        st.Page("pages/bundles.py", title="Bundles & packages", icon=":material/inventory_2:"),
+    ]
+)
+page.run()

@@ -1,0 +1,86 @@
+"""Bundles page: every project bundle and API package, and where each one is deployed."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import pandas as pd
+import streamlit as st
+
+from apps.common.context import get_settings, get_store
+from engine import apipackages, bundles, deployer
+
+store = get_store(get_settings())
+
+# (kind, target, version) → infrastructures that want it
+wanted: dict[tuple[str, str, str], list[str]] = defaultdict(list)
+for d in deployer.list_deployments(store):
+    wanted[(d.kind, d.target, d.version)].append(d.infra_id)
+
+
+def _when(iso: str) -> str:
+    return iso[:19].replace("T", " ")
+
+
+st.title("Bundles & packages")
+st.header("Project bundles")
+all_bundles = bundles.list_bundles(store)
+if not all_bundles:
+    st.info(
+        "No bundle yet. A bundle is an immutable snapshot of a project (definitions and active "
+        "model versions): create one with `nodal bundle create <id> --project <name> --notes …`.",
+        icon=":material/info:",
+    )
+by_project: dict[str, list[bundles.BundleInfo]] = defaultdict(list)
+for b in all_bundles:
+    by_project[b.project].append(b)
+for project, items in sorted(by_project.items()):
+    st.subheader(f"Project {project}")
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "bundle": b.bundle_id,
+                    "created at": _when(b.created_at),
+                    "created by": b.created_by,
+                    "release notes": b.release_notes,
+                    "deployed on": ", ".join(wanted.get(("project", b.project, b.bundle_id), [])),
+                    "sha256": b.sha256[:12],
+                }
+                for b in items
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+        key=f"bundles_{project}",
+    )
+
+st.header("API packages")
+packages = apipackages.list_packages(store)
+if not packages:
+    st.info(
+        "No API package yet. A package freezes an API service's endpoints (models and lookup "
+        "data): create one with `nodal api package <version> --service <id> --project <name>`.",
+        icon=":material/info:",
+    )
+else:
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "service": p.service,
+                    "version": p.version,
+                    "project": p.project,
+                    "created at": _when(p.created_at),
+                    "created by": p.created_by,
+                    "release notes": p.release_notes,
+                    "deployed on": ", ".join(wanted.get(("api", p.service, p.version), [])),
+                    "sha256": p.sha256[:12],
+                }
+                for p in packages
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+        key="packages_table",
+    )

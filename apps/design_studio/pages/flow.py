@@ -1,0 +1,193 @@
+"""Flow page: the project's DAG, its datasets, and a button to build the training set."""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import streamlit as st
+
+from apps.common.context import get_settings
+from engine import design, flow
+from engine.project import Project, ProjectError
+from engine.storage.datasets import DatasetError
+
+TARGET = "training_set"
+NL = "\\n"  # a line break inside a DOT label
+
+
+def _q(node_id: str) -> str:
+    return '"' + node_id.replace('"', '\\"') + '"'
+
+
+def flow_dot(project: Project) -> str:
+    """Graphviz DOT of the flow: datasets (sources shaded, missing ones dashed) and recipes."""
+    lines = [
+        "digraph flow {",
+        '  rankdir=LR; bgcolor="transparent"; ranksep=0.3; nodesep=0.2;',
+        '  node [fontname="Helvetica", fontsize=12, margin="0.08,0.04"];',
+        '  edge [color="#64748b", fontname="Helvetica", fontsize=10, arrowsize=0.7];',
+    ]
+    for name, d in project.datasets.items():
+        ref = project.dataset(name)
+        exists = ref.exists()
+        detail = (
+            f"{len(ref.partitions())} days" if ref.partitioned_by else ("built" if exists else "")
+        )
+        if not exists:
+            detail = "not built yet" if d.kind == "managed" else "no data"
+        fill = "#dbeafe" if d.kind == "source" else "#f1f5f9"
+        style = "filled" if exists else "filled,dashed"
+        lines.append(
+            f"  {_q('ds:' + name)} [label={_q(name + NL + detail)}, shape=cylinder, "
+            f'style="{style}", fillcolor="{fill}", tooltip={_q(d.description or name)}];'
+        )
+    for recipe in project.recipes.values():
+        rid = "recipe:" + recipe.name
+        lines.append(
+            f'  {_q(rid)} [label={_q(recipe.name)}, shape=box, style="rounded,filled", '
+            f'fillcolor="#fef3c7", tooltip={_q("SQL recipe " + recipe.sql_file)}];'
+        )
+        for name, mode in recipe.inputs.items():
+            # "same": the recipe reads only the partitions being built (dashed).
+            style = ", style=dashed" if mode == "same" else ""
+            lines.append(f"  {_q('ds:' + name)} -> {_q(rid)} [arrowhead=none{style}];")
+        lines.append(f"  {_q(rid)} -> {_q('ds:' + recipe.output)};")
+    for model, spec in project.models.items():
+        version = project.active_model_version(model) or "not trained"
+        lines.append(
+            f"  {_q('model:' + model)} [label={_q(model + NL + version)}, shape=hexagon, "
+            f'style="filled", fillcolor="#dcfce7"];'
+        )
+        if spec.get("train_on") in project.datasets:
+            lines.append(
+                f'  {_q("ds:" + spec["train_on"])} -> {_q("model:" + model)} [label="train"];'
+            )
+    # Scenario steps that write datasets (scoring, publishing) run on automation nodes: dotted.
+    for scenario in project.scenarios.values():
+        for step in scenario.get("steps") or []:
+            if step.get("type") == "score" and step.get("model") in project.models:
+                src, dst = step.get("input"), step.get("output")
+                if src in project.datasets and dst in project.datasets:
+                    lines.append(
+                        f'  {_q("ds:" + src)} -> {_q("ds:" + dst)} [style=dotted, label="score"];'
+                    )
+                    lines.append(
+                        f"  {_q('model:' + step['model'])} -> {_q('ds:' + dst)} [style=dotted];"
+                    )
+            if step.get("type") == "publish_dashboard":
+                spec = project.dashboards.get(step.get("dashboard"), {})
+                src, dst = spec.get("source"), spec.get("output")
+                if src in project.datasets and dst in project.datasets:
+                    lines.append(
+                        f'  {_q("ds:" + src)} -> {_q("ds:" + dst)} [style=dotted, label="publish"];'
+                    )
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def _writers(project: Project) -> dict[str, str]:
+    """Dataset → what writes it: its recipe, or the scenario step that does."""
+    out = {r.output: r.sql_file for r in project.recipes.values()}
+    for scenario, spec in project.scenarios.items():
+        for step in spec.get("steps") or []:
+            if step.get("type") == "score" and step.get("output"):
+                out.setdefault(step["output"], f"scenario {scenario}: {step.get('name')}")
+            if step.get("type") == "publish_dashboard":
+                target = project.dashboards.get(step.get("dashboard"), {}).get("output")
+                if target:
+                    out.setdefault(target, f"scenario {scenario}: {step.get('name')}")
+    return out
+
+
+def datasets_table(project: Project) -> pd.DataFrame:
+    writers = _writers(project)
+    rows = []
+    for name, d in project.datasets.items():
+        ref = project.dataset(name)
+        rows.append(
+            {
+                "dataset": name,
+                "kind": d.kind,
+                "built by": writers.get(name, ""),
+                "partitioned by": d.partitioned_by or "",
+                "partitions": len(ref.partitions()) if d.partitioned_by else None,
+                "exists": ref.exists(),
+                "description": d.description,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+settings = get_settings()
+if "design_project" not in st.session_state:  # opened without the entry script's project picker
+    st.info("No project is selected: open the Design Studio's home page.", icon=":material/info:")
+    st.stop()
+try:
+    project = design.open_project(settings, st.session_state["design_project"])
+except ProjectError as exc:
+    st.error(f"The project cannot be read: {exc}")
+    st.stop()
+
+st.title(f"Flow of {project.name}")
+if project.description:
+    st.caption(project.description)
+
+# Filled after the build section below runs, so a build shows at once in the graph and table.
+graph_slot = st.container()
+table_slot = st.container()
+
+st.subheader("Build")
+st.write(
+    f"Build **{TARGET}** and every managed dataset upstream of it, in dependency order "
+    "(the model trains on it)."
+)
+if st.button(
+    f"Build {TARGET}", key="build_training_set", icon=":material/play_arrow:", type="primary"
+):
+    started = time.perf_counter()
+    try:
+        with st.spinner(f"Building {TARGET} …"):
+            result = flow.build(project, TARGET)
+        st.session_state["last_build"] = (result, time.perf_counter() - started)
+    except (flow.FlowError, ProjectError, DatasetError) as exc:
+        st.session_state.pop("last_build", None)
+        st.error(f"Build of {TARGET} failed: {exc}")
+
+if "last_build" in st.session_state:
+    result, seconds = st.session_state["last_build"]
+    st.success(f"Built {result.target}: {len(result.runs)} recipes in {seconds:.1f} s.")
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {"recipe": r.recipe, "output": r.output, "rows": r.rows, "seconds": r.seconds}
+                for r in result.runs
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+        column_config={"seconds": st.column_config.NumberColumn(format="%.2f")},
+        key="build_runs",
+    )
+
+with graph_slot:
+    st.graphviz_chart(flow_dot(project))
+    st.caption(
+        "Blue cylinders are source datasets (landing zone), grey ones are managed by the flow; "
+        "dashed means no data yet. Yellow boxes are SQL recipes (a dashed input is read only "
+        "for the days being built); dotted arrows are scenario steps (scoring, publishing) "
+        "that run on automation nodes. Hover a node for its description."
+    )
+
+with table_slot:
+    st.subheader("Datasets")
+    st.dataframe(
+        datasets_table(project),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "exists": st.column_config.CheckboxColumn(),
+            "partitions": st.column_config.NumberColumn(help="Days present on disk"),
+        },
+        key="datasets_table",
+    )

@@ -1,0 +1,142 @@
+"""Deployer Console pages, run with AppTest: deployments, the deploy form, bundles."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from streamlit.testing.v1 import AppTest
+
+from engine import apipackages, bundles, demo, deployer, design
+from engine.storage.control import bundles as bundles_table
+from tests.homes import copy_home, environ
+
+APP = Path(__file__).resolve().parents[2] / "apps" / "deployer_console" / "app.py"
+DEPLOYMENT = deployer.deployment_id_for(demo.PROJECT, demo.AUTOMATION_INFRA)
+
+
+def _open(page: str) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+@pytest.fixture
+def console_copy(demo_env, tmp_path, monkeypatch):
+    """A private copy of the demo home with a second bundle, v2, seen by the app."""
+    settings, store = copy_home(demo_env.settings, tmp_path)
+    for key, value in environ(settings).items():
+        monkeypatch.setenv(key, value)
+    project = design.open_project(settings, demo.PROJECT)
+    bundles.create_bundle(settings.home, store, project, "v2", "Second bundle.", "analyst")
+    return settings, store
+
+
+def _deploy(at: AppTest, bundle: str) -> AppTest:
+    at.selectbox(key="deploy_project").set_value(demo.PROJECT)
+    at.selectbox(key="deploy_bundle").set_value(bundle)
+    at.selectbox(key="deploy_infra").set_value(demo.AUTOMATION_INFRA)
+    at.run()
+    assert at.button(key="deploy_button").disabled, "Deploy must wait for the confirmation"
+    at.checkbox(key="deploy_confirm").check().run()
+    assert not at.button(key="deploy_button").disabled
+    at.button(key="deploy_button").click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_deployments_page_shows_the_worst_status_and_every_deployment(demo_environ):
+    at = _open("pages/deployments.py")
+    deployments = deployer.list_deployments(demo_environ.store)
+    worst = deployer.worst_status([d.status for d in deployments])
+    overall = at.markdown[0].value
+    assert overall.startswith("**Overall**") and f"{worst}]" in overall
+    assert f"worst of {len(deployments)} deployments" in overall
+    table = at.dataframe[0].value.set_index("deployment")
+    assert sorted(table.index) == sorted(d.deployment_id for d in deployments)
+    for d in deployments:
+        assert table.loc[d.deployment_id, "status"] == d.status
+        assert table.loc[d.deployment_id, "desired version"] == d.version
+        assert table.loc[d.deployment_id, "on node"] == (d.node_version or "—")
+    history = at.dataframe[1].value
+    assert at.selectbox(key="history_deployment").value == deployments[0].deployment_id
+    assert len(history) == len(deployer.history(demo_environ.store, deployments[0].deployment_id))
+
+
+def test_deploying_a_new_bundle_changes_the_desired_version_and_the_history(console_copy):
+    settings, store = console_copy
+    at = _deploy(_open("pages/deployments.py"), "v2")
+    assert not at.error
+    assert "now asks for bundle **v2** (was v1)" in at.success[0].value
+    row = at.dataframe[0].value.set_index("deployment").loc[DEPLOYMENT]
+    assert (row["desired version"], row["on node"], row["status"]) == ("v2", "v1", "OUT_OF_SYNC")
+    assert deployer.get_deployment(store, DEPLOYMENT).version == "v2"
+    latest = deployer.history(store, DEPLOYMENT)[0]
+    assert (latest["from_version"], latest["to_version"], latest["actor"]) == (
+        "v1",
+        "v2",
+        settings.user,
+    )
+    assert at.checkbox(key="deploy_confirm").value is False  # confirm again for the next one
+
+
+def test_the_form_refuses_a_bundle_unknown_by_the_time_of_the_click(console_copy):
+    _, store = console_copy
+    at = _open("pages/deployments.py")
+    history_before = deployer.history(store, DEPLOYMENT)
+    # v2 is in the list the user sees, then disappears from the registry before they click.
+    at.selectbox(key="deploy_bundle").set_value("v2")
+    at.checkbox(key="deploy_confirm").check().run()
+    with store.write() as conn:
+        conn.execute(sa.delete(bundles_table).where(bundles_table.c.bundle_id == "v2"))
+    at.button(key="deploy_button").click().run()
+    assert not at.exception
+    assert at.error[0].value == "Deployment refused: project 'fraud' has no bundle 'v2'"
+    assert not at.success
+    assert deployer.get_deployment(store, DEPLOYMENT).version == "v1"
+    assert deployer.history(store, DEPLOYMENT) == history_before
+
+
+def test_the_form_refuses_a_tampered_bundle_naming_the_changed_file(console_copy):
+    settings, store = console_copy
+    path = bundles.get_bundle(store, demo.PROJECT, "v2").path
+    with zipfile.ZipFile(path) as zf:
+        members = {name: zf.read(name) for name in zf.namelist()}
+    members["recipes/features.sql"] += b"\n-- sneaky change\n"
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    at = _deploy(_open("pages/deployments.py"), "v2")
+    message = at.error[0].value
+    assert message.startswith("Deployment refused:") and "recipes/features.sql" in message
+    assert deployer.get_deployment(store, DEPLOYMENT).version == "v1"
+
+
+def test_bundles_page_lists_bundles_with_notes_and_where_they_are_deployed(demo_environ):
+    at = _open("pages/bundles.py")
+    store = demo_environ.store
+    table = at.dataframe[0].value.set_index("bundle")
+    for b in bundles.list_bundles(store, demo.PROJECT):
+        assert table.loc[b.bundle_id, "release notes"] == b.release_notes
+        assert table.loc[b.bundle_id, "created by"] == b.created_by
+    deployed = deployer.get_deployment(store, DEPLOYMENT).version
+    assert demo.AUTOMATION_INFRA in table.loc[deployed, "deployed on"]
+    packages = at.dataframe[-1].value
+    expected = apipackages.list_packages(store)
+    assert list(packages["version"]) == [p.version for p in expected]
+    assert demo.API_INFRA in packages.set_index("service").loc["fraud_detection", "deployed on"]
+
+
+def test_an_empty_home_explains_what_to_do_on_both_pages(tmp_path, monkeypatch):
+    monkeypatch.setenv("NODAL_HOME", str(tmp_path / "var"))
+    monkeypatch.setenv("NODAL_DATA_DIR", str(tmp_path / "data"))
+    at = _open("pages/deployments.py")
+    assert "Nothing is deployed yet" in at.info[0].value
+    assert "automation infrastructure" in at.info[1].value
+    assert not at.dataframe and not at.button
+    at = _open("pages/bundles.py")
+    assert "No bundle yet" in at.info[0].value and "No API package yet" in at.info[1].value

@@ -1,0 +1,154 @@
+"""The daily fraud map page, run with AppTest: what a business user sees for a day."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from engine import demo
+from engine.automation import AutomationNode
+from engine.storage.datasets import query_df
+from tests.homes import copy_with_previous_day, environ, latest_published
+
+APP = Path(__file__).resolve().parents[2] / "apps" / "monitoring" / "app.py"
+
+
+def _run(day: str | None = None) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    if day is not None:
+        at.query_params["day"] = day
+    at.run()
+    at.switch_page("pages/fraud_map.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _deck(at: AppTest) -> dict:
+    charts = at.get("deck_gl_json_chart")
+    assert len(charts) == 1
+    return json.loads(charts[0].proto.json)
+
+
+def _layer(spec: dict, layer_id: str) -> dict:
+    return next(layer for layer in spec["layers"] if layer["id"] == layer_id)
+
+
+def _day_truth(settings, store, day: str, flag: str = "is_flagged") -> dict:
+    """Counts of one published day, straight from the extract's Parquet file with DuckDB."""
+    node = AutomationNode(settings, store, demo.AUTOMATION_INFRA)
+    folder = node.home / "projects" / demo.PROJECT / "data" / "fraud_map" / f"day={day}"
+    src = f"read_parquet('{folder}/*.parquet')"
+    totals = query_df(
+        f"SELECT count(*) AS n, count(*) FILTER (WHERE {flag}) AS flagged, "
+        f"coalesce(sum(amount) FILTER (WHERE {flag}), 0) AS amount FROM {src}"
+    ).iloc[0]
+    ids = set(query_df(f"SELECT transaction_id FROM {src} WHERE {flag}")["transaction_id"])
+    return {
+        "n": int(totals["n"]),
+        "flagged": int(totals["flagged"]),
+        "amount": float(totals["amount"]),
+        "ids": ids,
+    }
+
+
+@pytest.fixture
+def two_days(demo_env, tmp_path, monkeypatch):
+    settings, store, latest, previous = copy_with_previous_day(demo_env.settings, tmp_path)
+    for key, value in environ(settings).items():
+        monkeypatch.setenv(key, value)
+    return settings, store, latest, previous
+
+
+def test_the_map_shows_the_latest_days_flagged_transactions_and_kpis(demo_environ):
+    settings, store = demo_environ.settings, demo_environ.store
+    day = latest_published(store)
+    truth = _day_truth(settings, store, day)
+    at = _run()
+    assert at.selectbox(key="map_day").value == day
+    assert at.query_params["day"] == day  # the URL names the day: a shareable link
+    tiles = {t.label: t.value for t in at.metric}
+    assert tiles["Transactions"] == f"{truth['n']:,}"
+    assert tiles["Flagged as fraud"] == f"{truth['flagged']:,}"
+    assert tiles["Flagged amount"] == f"${truth['amount']:,.0f}"
+    spec = _deck(at)
+    points = _layer(spec, "flagged-transactions")
+    assert points["@@type"] == "ScatterplotLayer" and points["pickable"]
+    assert len(points["data"]) == truth["flagged"] > 0
+    assert {p["transaction_id"] for p in points["data"]} == truth["ids"]
+    labels = _layer(spec, "city-labels")
+    assert labels["@@type"] == "TextLayer"
+    assert {"New York", "Chicago", "Miami"} <= {c["name"] for c in labels["data"]}
+    # Offline basemap: no provider, no style, so nothing is fetched from the internet.
+    assert "mapProvider" not in spec and "mapStyle" not in spec
+    assert "{transaction_id}" in at.get("deck_gl_json_chart")[0].proto.tooltip
+    assert at.caption[0].value.startswith("data checks passed at ")
+    top = at.dataframe[0].value
+    assert len(top) == min(25, truth["flagged"])
+    assert top["fraud probability"].is_monotonic_decreasing
+
+
+def test_a_shared_link_opens_its_day_and_compares_with_the_day_before(two_days):
+    settings, store, latest, previous = two_days
+    at = _run(latest)
+    now, before = _day_truth(settings, store, latest), _day_truth(settings, store, previous)
+    tiles = {t.label: t for t in at.metric}
+    assert int(tiles["Transactions"].delta) == now["n"] - before["n"]
+    assert int(tiles["Flagged as fraud"].delta) == now["flagged"] - before["flagged"]
+    assert at.selectbox(key="map_day").options == [latest, previous]
+    older = _run(previous)
+    assert older.selectbox(key="map_day").value == previous
+    assert {t.label: t.value for t in older.metric}["Transactions"] == f"{before['n']:,}"
+    assert len(_layer(_deck(older), "flagged-transactions")["data"]) == before["flagged"]
+    assert all(not t.delta for t in older.metric)  # nothing published before the oldest day
+
+
+def test_picking_another_day_updates_the_url(two_days):
+    _, _, latest, previous = two_days
+    at = _run()
+    at.selectbox(key="map_day").set_value(previous).run()
+    assert not at.exception
+    assert at.query_params["day"] == previous
+
+
+def test_an_unpublished_day_in_the_link_falls_back_to_the_latest_with_a_warning(demo_environ):
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params["day"] = "1999-01-01"
+    at.run()
+    assert not at.exception and not at.error
+    assert "1999-01-01 is not a published day" in at.warning[0].value
+    day = latest_published(demo_environ.store)
+    assert at.selectbox(key="map_day").value == day
+    assert at.query_params["day"] == day
+
+
+def test_an_own_threshold_flags_by_probability(demo_environ):
+    settings, store = demo_environ.settings, demo_environ.store
+    at = _run()
+    assert at.slider(key="map_threshold").disabled
+    at.toggle(key="map_custom").set_value(True).run()
+    at.slider(key="map_threshold").set_value(0.5).run()
+    assert not at.exception
+    truth = _day_truth(settings, store, latest_published(store), "fraud_proba >= 0.5")
+    assert {t.label: t.value for t in at.metric}["Flagged as fraud"] == f"{truth['flagged']:,}"
+    points = _layer(_deck(at), "flagged-transactions")["data"]
+    assert {p["transaction_id"] for p in points} == truth["ids"]
+    assert all(p["proba"] >= 0.5 for p in points)
+
+
+def test_the_online_basemap_is_carto_light(demo_environ, monkeypatch):
+    monkeypatch.setenv("NODAL_BASEMAP", "carto")
+    spec = _deck(_run())
+    assert spec["mapProvider"] == "carto" and "basemaps.cartocdn.com" in spec["mapStyle"]
+
+
+def test_an_empty_home_explains_that_nothing_is_published_yet(tmp_path, monkeypatch):
+    monkeypatch.setenv("NODAL_HOME", str(tmp_path / "var"))
+    monkeypatch.setenv("NODAL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("NODAL_BASEMAP", "none")
+    at = _run()
+    assert "No day of project 'fraud' has been published" in at.info[0].value
+    assert "nodal scenario run daily_scoring" in at.info[0].value
+    assert not at.error and not at.get("deck_gl_json_chart") and not at.metric

@@ -1,0 +1,88 @@
+"""The seed's two data checks and scenario validation, on real generated data."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from engine import checks, scenarios
+from engine.datagen import GeneratorConfig, generate
+from engine.project import ProjectError, load_project
+from engine.storage.control import open_store
+from tests.conftest import EXAMPLE
+
+CONFIG = GeneratorConfig(n_cards=300, n_merchants=150, n_days=12, txns_per_day=800)
+
+
+@pytest.fixture(scope="module")
+def drifted(tmp_path_factory):
+    """Unseen merchant ids from day 10, an extra column from day 11."""
+    root = tmp_path_factory.mktemp("checks")
+    cfg = dataclasses.replace(CONFIG, unseen_merchants_from_day=10, extra_column_from_day=11)
+    summary = generate(cfg, root / "data")
+    project = load_project(EXAMPLE, root / "managed", {"data_dir": str(root / "data")})
+    store = open_store(f"sqlite:///{root / 'control.db'}")
+    return project, store, summary.days
+
+
+def _by_name(results):
+    return {r.name: r for r in results}
+
+
+def test_a_normal_day_passes_both_checks(drifted):
+    project, store, days = drifted
+    results = _by_name(checks.run_checks(project, "transactions", days[9], store, "design"))
+    assert results["distinct_merchants_in_typical_range"].outcome == checks.OK
+    assert results["columns_unchanged"].outcome == checks.OK
+
+
+def test_unseen_merchants_break_the_typical_distinct_range(drifted):
+    project, store, days = drifted
+    result = _by_name(checks.run_checks(project, "transactions", days[10], store, "design"))
+    assert result["distinct_merchants_in_typical_range"].outcome == checks.ERROR
+    assert "outside the typical range" in result["distinct_merchants_in_typical_range"].message
+
+
+def test_an_added_column_breaks_the_schema_check(drifted):
+    project, store, days = drifted
+    result = _by_name(checks.run_checks(project, "transactions", days[11], store, "design"))
+    assert result["columns_unchanged"].outcome == checks.ERROR
+    assert result["columns_unchanged"].message == "new columns: device_id"
+
+
+def test_the_first_day_has_no_history_to_learn_from(drifted):
+    project, store, days = drifted
+    result = _by_name(checks.run_checks(project, "transactions", days[0], store, "design"))
+    assert result["distinct_merchants_in_typical_range"].outcome == checks.WARNING
+
+
+def test_the_example_scenario_is_valid(drifted):
+    project, _, _ = drifted
+    assert scenarios.validate(project, "daily_scoring") == []
+
+
+def test_invalid_cron_and_unknown_step_types_are_reported(drifted, tmp_path):
+    project, _, _ = drifted
+    spec = project.scenarios["daily_scoring"]
+    project.scenarios["broken"] = {
+        **spec,
+        "triggers": [{"type": "time", "cron": "61 * * *"}],
+        "steps": [*spec["steps"], {"name": "x", "type": "teleport"}],
+    }
+    problems = " | ".join(scenarios.validate(project, "broken"))
+    assert "invalid cron '61 * * *'" in problems
+    assert "unknown type 'teleport'" in problems
+    del project.scenarios["broken"]
+
+
+def test_a_project_with_a_bad_recipe_input_is_refused(tmp_path):
+    import shutil
+
+    shutil.copytree(EXAMPLE, tmp_path / "p")
+    flow_yaml = tmp_path / "p" / "flow.yaml"
+    flow_yaml.write_text(
+        flow_yaml.read_text().replace("{transactions: same", "{transactionz: same")
+    )
+    with pytest.raises(ProjectError, match="input 'transactionz' is not a dataset"):
+        load_project(tmp_path / "p", tmp_path / "m", {"data_dir": "/nowhere"})
