@@ -14,6 +14,7 @@ from engine import deployer
 from engine import home as layout
 from engine.artifacts import ArtifactError, read_verified, write_zip
 from engine.bundles import check_id
+from engine.errors import NodalError
 from engine.project import Project, ProjectError
 from engine.storage import datasets as ds
 from engine.storage.control import ControlStore, api_packages, now_iso
@@ -22,7 +23,7 @@ KIND = "api_package"
 SERVICE_FILE = "service.yaml"
 
 
-class PackageError(Exception):
+class PackageError(NodalError):
     """A package cannot be created, found or trusted; the message says why."""
 
 

@@ -18,10 +18,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from engine.errors import NodalError
+
 MANIFEST = "manifest.json"
 
 
-class ArtifactError(Exception):
+class ArtifactError(NodalError):
     """An artifact is missing, corrupted, tampered with or of the wrong kind."""
 
 

@@ -20,13 +20,14 @@ from pathlib import Path
 from engine import bundles, deployer, scenarios
 from engine import home as layout
 from engine.artifacts import ArtifactError, extract_verified
+from engine.errors import NodalError
 from engine.models import SavedModel
 from engine.project import MANAGED_DATA_DIR, Project, ProjectError, load_project
 from engine.settings import Settings
 from engine.storage.control import ControlStore
 
 
-class ActivationError(Exception):
+class ActivationError(NodalError):
     """A bundle failed its pre-activation checks; the previous bundle stays active."""
 
 

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from engine import home as layout
 from engine.artifacts import ArtifactError, read_verified, write_zip
+from engine.errors import NodalError
 from engine.project import ACTIVE_FILE, SAVED_MODELS_DIR, Project, definition_files
 from engine.storage.control import ControlStore, bundles, now_iso
 
@@ -18,7 +19,7 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 KIND = "bundle"
 
 
-class BundleError(Exception):
+class BundleError(NodalError):
     """A bundle cannot be created, found or trusted; the message says why."""
 
 

@@ -33,12 +33,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numpy.typing import ArrayLike
 
+from engine.errors import NodalError
 from engine.storage.datasets import DatasetRef, write
 from engine.us_cities import CITY_BY_NAME, US_CITIES
 
 # --------------------------------------------------------------------------------------
 # Public API
 # --------------------------------------------------------------------------------------
+
+
+class GeneratorConfigError(NodalError, ValueError):
+    """A generator setting is out of range; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -695,15 +700,17 @@ def _write_meta(cfg: GeneratorConfig, summary: GenerationSummary) -> None:
 
 def _validate(cfg: GeneratorConfig) -> None:
     if cfg.n_days < 1 or cfg.n_cards < 1 or cfg.n_merchants < 1 or cfg.txns_per_day < 1:
-        raise ValueError("n_days, n_cards, n_merchants and txns_per_day must be positive")
+        raise GeneratorConfigError("n_days, n_cards, n_merchants and txns_per_day must be positive")
     if cfg.n_days > 9999 or cfg.txns_per_day > 2_000_000:
-        raise ValueError("at most 9999 days and 2,000,000 transactions per day")
+        raise GeneratorConfigError("at most 9999 days and 2,000,000 transactions per day")
     if (cfg.ring_city is None) != (cfg.ring_start_day is None):
-        raise ValueError("ring_city and ring_start_day go together (both set or both None)")
+        raise GeneratorConfigError(
+            "ring_city and ring_start_day go together (both set or both None)"
+        )
     if cfg.ring_city is not None and cfg.ring_city not in CITY_BY_NAME:
-        raise ValueError(f"ring_city {cfg.ring_city!r} is not a name in US_CITIES")
+        raise GeneratorConfigError(f"ring_city {cfg.ring_city!r} is not a name in US_CITIES")
     if not 0.0 <= cfg.unseen_merchant_share <= 1.0:
-        raise ValueError("unseen_merchant_share must be within [0, 1]")
+        raise GeneratorConfigError("unseen_merchant_share must be within [0, 1]")
 
 
 def generate(config: GeneratorConfig, out_dir: Path) -> GenerationSummary:

@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine import bundles
+from engine.errors import NodalError
 from engine.storage.control import (
     ControlStore,
     deployment_history,
@@ -26,7 +27,7 @@ STATUSES = ("HEALTHY", "WARNING", "UNHEALTHY", "ERROR", "OUT_OF_SYNC", "UNKNOWN"
 DEFAULT_STAGES = ("dev", "test", "prod")
 
 
-class DeployerError(Exception):
+class DeployerError(NodalError):
     """A deployer action was refused; nothing was changed. The message says why."""
 
 

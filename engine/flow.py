@@ -8,11 +8,12 @@ from graphlib import CycleError, TopologicalSorter
 
 import duckdb
 
+from engine.errors import NodalError
 from engine.project import Project, ProjectError
 from engine.storage import datasets as ds
 
 
-class FlowError(Exception):
+class FlowError(NodalError):
     """A recipe failed; the message names the recipe and carries DuckDB's message."""
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from engine.errors import NodalError
 from engine.project import ACTIVE_FILE, Project, ProjectError
 from engine.storage import datasets as ds
 
@@ -30,11 +31,11 @@ META_FILE = "meta.json"
 _TRAIN_KEYS = {"num_boost_round", "early_stopping_rounds"}
 
 
-class ModelError(ValueError):
+class ModelError(NodalError, ValueError):
     """A saved model's files are missing or unusable."""
 
 
-class TrainingError(Exception):
+class TrainingError(NodalError):
     """Training cannot run on this data; the message says why."""
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from engine.errors import NodalError
 from engine.storage.datasets import DatasetRef
 
 PROJECT_FILE = "project.yaml"
@@ -24,7 +25,7 @@ INPUT_MODES = ("all", "same")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 
 
-class ProjectError(Exception):
+class ProjectError(NodalError):
     """A project definition is invalid; the message names the file and the problem."""
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import yaml
 
+from engine.errors import NodalError
 from engine.models import SavedModel
 
 EARTH_RADIUS_KM = 6371.0088
@@ -36,7 +37,7 @@ REQUIRED_FIELDS: dict[str, tuple[type, ...]] = {
 OPTIONAL_FIELDS: dict[str, tuple[type, ...]] = {"transaction_id": (str,), "merchant_id": (str,)}
 
 
-class InvalidRecord(ValueError):
+class InvalidRecord(NodalError, ValueError):
     """A request's features are unusable; the message names the field, never echoes the input."""
 
 

@@ -20,6 +20,7 @@ import duckdb
 import sqlalchemy as sa
 
 from engine import checks, dashboards, flow, scoring
+from engine.errors import NodalError
 from engine.project import Project, ProjectError, substitute
 from engine.storage import datasets as ds
 from engine.storage.control import ControlStore, now_iso, scenario_runs, step_runs
@@ -29,7 +30,7 @@ RUN_IF = ("no_prior_failure", "always", "prior_failure")
 TRIGGER_TYPES = ("time",)
 
 
-class StepFailed(Exception):
+class StepFailed(NodalError):
     """A step ended in failure for a reason a user can act on (not a bug)."""
 
 

@@ -26,11 +26,13 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
+from engine.errors import NodalError
+
 DATA_FILE = "data.parquet"
 STAGING_DIR = ".staging"
 
 
-class DatasetError(Exception):
+class DatasetError(NodalError):
     """A dataset is missing, empty or unreadable; the message says which and why."""
 
 

@@ -1,0 +1,1 @@
+"""The ``nodal`` sub-commands, one module per area; each has ``register(subparsers)``."""

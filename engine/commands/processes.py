@@ -1,0 +1,45 @@
+"""Long-running processes: ``nodal runner|serve|demo``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from engine.commands.common import add
+from engine.settings import Settings
+
+
+def cmd_runner(s: Settings, a: argparse.Namespace) -> int:
+    from engine import runner
+
+    return runner.main(["--infra", a.infra])
+
+
+def cmd_serve(s: Settings, a: argparse.Namespace) -> int:
+    from engine import serving
+
+    return serving.main(
+        ["--infra", a.infra, "--port", str(a.port), "--host", a.host, "--workers", str(a.workers)]
+    )
+
+
+def cmd_demo(s: Settings, a: argparse.Namespace) -> int:
+    from engine import demo
+
+    return demo.main(s, prepare_only=a.prepare_only)
+
+
+def register(top: Any) -> None:
+    p = add(
+        top, "runner", cmd_runner, "Run the automation node of one infrastructure (foreground)."
+    )
+    p.add_argument("--infra", required=True)
+    p = add(top, "serve", cmd_serve, "Run an API node (foreground).")
+    p.add_argument("--infra", required=True)
+    p.add_argument("--port", type=int, default=12000)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--workers", type=int, default=1)
+    p = add(
+        top, "demo", cmd_demo, "Prepare the fraud example end to end and start all five processes."
+    )
+    p.add_argument("--prepare-only", action="store_true", help="prepare everything, start nothing")
