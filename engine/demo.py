@@ -287,7 +287,15 @@ def curl_command(settings: Settings) -> str:
     return f"curl -s -X POST {url} \\\n  -d '{body}'"
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(settings: Settings, prepare_only: bool = False) -> int:
+    # Ctrl-C and SIGTERM both stop everything (SIGINT is set explicitly because a shell may
+    # start us with it ignored).
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     store = open_store(settings.control_store_url)
     prepare(settings, store)
     if prepare_only:
@@ -300,7 +308,6 @@ def main(settings: Settings, prepare_only: bool = False) -> int:
         )
         return 1
     children = start_processes(settings, settings.home / "logs")
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         problems = wait_healthy(children)
         if problems:
