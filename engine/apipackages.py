@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import sqlalchemy as sa
 import yaml
 
@@ -16,6 +17,7 @@ from engine.artifacts import ArtifactError, read_verified, write_zip
 from engine.bundles import check_id
 from engine.errors import NodalError
 from engine.project import Project, ProjectError
+from engine.realtime import key_mapping
 from engine.storage import datasets as ds
 from engine.storage.control import ControlStore, api_packages, now_iso
 
@@ -45,10 +47,13 @@ def _enrichment_bytes(project: Project, spec: dict[str, Any]) -> bytes:
     where = ""
     if spec.get("rows", "all") == "latest_day":
         where = f"WHERE day = (SELECT max(day) FROM {ds.scan_sql(ref)})"
+    select = "*"
+    if spec.get("select"):
+        select = ", ".join('"' + str(c).replace('"', '""') + '"' for c in spec["select"])
     with tempfile.TemporaryDirectory() as tmp:
         out = ds.DatasetRef("enrichment", Path(tmp) / "enrichment")
         with ds.session() as con:
-            ds.write(out, f"SELECT * FROM {ds.scan_sql(ref)} {where}", con=con)
+            ds.write(out, f"SELECT {select} FROM {ds.scan_sql(ref)} {where}", con=con)
         return (out.path / ds.DATA_FILE).read_bytes()
 
 
@@ -56,9 +61,17 @@ def _members(project: Project, service: dict[str, Any]) -> tuple[dict[str, bytes
     members: dict[str, bytes] = {SERVICE_FILE: yaml.safe_dump(service, sort_keys=False).encode()}
     versions: dict[str, str] = {}
     for ep in service.get("endpoints") or []:
-        if ep.get("type") != "prediction":
+        kind = ep.get("type", "prediction")
+        if kind == "lookup":
+            columns = ep.get("columns")
+            keys = list(key_mapping(ep.get("key") or ep.get("keys")).values())
+            select = None if columns is None else list(dict.fromkeys([*keys, *columns]))
+            spec = {**ep, "select": select}
+            members[f"endpoints/{ep['id']}/lookup.parquet"] = _enrichment_bytes(project, spec)
+            continue
+        if kind != "prediction":
             raise PackageError(
-                f"endpoint {ep.get('id')!r}: only 'prediction' endpoints are supported yet"
+                f"endpoint {ep.get('id')!r}: type must be 'prediction' or 'lookup', not {kind!r}"
             )
         model_dir = project.active_model_dir(ep["model"])
         versions[ep["id"]] = model_dir.name
@@ -91,6 +104,8 @@ def create_package(
         members, versions = _members(project, service)
     except ds.DatasetError as exc:
         raise PackageError(f"cannot package {service_id}: {exc} (build the flow first)") from None
+    except (KeyError, ValueError, duckdb.Error) as exc:
+        raise PackageError(f"cannot package {service_id}: {exc}") from None
     created_at = now_iso()
     manifest = {
         "kind": KIND,
@@ -195,7 +210,22 @@ def deploy_package(
     actor: str,
     action: str = "deploy",
 ) -> deployer.Deployment:
-    """Point ``service`` on an API infrastructure at a verified package version."""
-    info = get_package(store, service, version)
-    verify_package(info.path, service, version)
-    return deployer.set_version(store, "api", service, infra_id, version, actor, action, "apinode")
+    """Point ``service`` on an API infrastructure at a verified package version.
+
+    ``version`` may also be a traffic split as the history writes it (``v1=90%,v2=10%``),
+    so that :func:`engine.deployer.rollback` restores a split too.
+    """
+    from engine import api_deployer
+
+    split = [(t["generation"], t["proba"]) for t in api_deployer.parse_described(version)]
+    return api_deployer.deploy(store, service, infra_id, split, actor, action).deployment
+
+
+def test_queries(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """The test queries a package carries, by endpoint (from its service definition)."""
+    try:
+        _, members = read_verified(path, "API package")
+    except ArtifactError as exc:
+        raise PackageError(str(exc)) from None
+    service = yaml.safe_load(members[SERVICE_FILE])
+    return {ep["id"]: list(ep.get("test_queries") or []) for ep in service.get("endpoints") or []}

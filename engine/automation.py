@@ -12,19 +12,26 @@ Desired state comes from the control store (:mod:`engine.deployer`); the node re
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from engine import bundles, deployer, scenarios
+import sqlalchemy as sa
+
+from engine import bundles, deployer, reporters, scenarios, triggers
 from engine import home as layout
 from engine.artifacts import ArtifactError, extract_verified
 from engine.errors import NodalError
 from engine.models import SavedModel
 from engine.project import MANAGED_DATA_DIR, Project, ProjectError, load_project
 from engine.settings import Settings
-from engine.storage.control import ControlStore
+from engine.storage.control import ControlStore, now_iso, runner_state
+
+log = logging.getLogger("nodal.automation")
 
 
 class ActivationError(NodalError):
@@ -126,8 +133,17 @@ class AutomationNode:
                     status = "ERROR"
                     message = f"activation of {dep.version} failed, {active or 'nothing'} stays active: {exc}"
             if status == "HEALTHY":
-                last = scenarios.list_runs(self.store, self.infra_id, limit=1)
-                if last and last[0]["status"] == scenarios.FAILED:
+                last = [
+                    r
+                    for r in scenarios.list_runs(self.store, self.infra_id, limit=20)
+                    if r["project"] == dep.target and r["status"] not in ("QUEUED", "RUNNING")
+                ][:1]
+                if last and last[0]["status"] == scenarios.ABORTED:
+                    status, message = (
+                        "WARNING",
+                        f"last run of {last[0]['scenario']} was aborted: {last[0]['message']}",
+                    )
+                elif last and last[0]["status"] == scenarios.FAILED:
                     status, message = (
                         "UNHEALTHY",
                         f"last run of {last[0]['scenario']} failed: {last[0]['message']}",
@@ -159,8 +175,22 @@ class AutomationNode:
             return None
         if not scenarios.claim_run(self.store, run_id, bundle_id):
             return None
+        try:
+            project = self.load(run["project"], bundle_id)
+        except (ProjectError, OSError) as exc:
+            scenarios.finish_run(self.store, run_id, scenarios.FAILED, f"cannot load bundle: {exc}")
+            return scenarios.FAILED
         return scenarios.execute(
-            self.load(run["project"], bundle_id), self.store, self.infra_id, run_id, bundle_id
+            project,
+            self.store,
+            self.infra_id,
+            run_id,
+            bundle_id,
+            mail=reporters.Mail(
+                self.settings.smtp_host, self.settings.smtp_port, self.settings.smtp_sender
+            ),
+            chunk_rows=self.settings.score_chunk_rows,
+            actor=f"node:{self.infra_id}",
         )
 
     def queued_runs(self) -> list[int]:
@@ -169,3 +199,117 @@ class AutomationNode:
             for r in reversed(scenarios.list_runs(self.store, self.infra_id, limit=200))
             if r["status"] == "QUEUED"
         ]
+
+    # --- triggers ------------------------------------------------------------------------------
+
+    def active_projects(self) -> list[str]:
+        active = self.home / "active"
+        if not active.exists():
+            return []
+        return sorted(p.name for p in active.iterdir() if not p.name.startswith("."))
+
+    def enabled_triggers(self, project: str) -> list[tuple[str, int, dict[str, Any]]]:
+        """(scenario, index, trigger) of the active bundle's triggers switched on here.
+
+        A trigger is on unless its YAML says ``enabled: false``; ops override either way per
+        deployment (:func:`engine.deployer.set_trigger`).
+        """
+        flags = deployer.trigger_flags(
+            self.store, deployer.deployment_id_for(project, self.infra_id)
+        )
+        out = []
+        for name, spec in sorted(self.project(project).scenarios.items()):
+            for i, trig in enumerate(spec.get("triggers") or []):
+                if not isinstance(trig, dict):
+                    continue
+                if flags.get((name, i), bool(trig.get("enabled", True))):
+                    out.append((name, i, trig))
+        return out
+
+    def get_state(self, key: str) -> str | None:
+        with self.store.read() as conn:
+            row = conn.execute(
+                sa.select(runner_state.c.value).where(
+                    runner_state.c.infra_id == self.infra_id, runner_state.c.key == key
+                )
+            ).first()
+        return row[0] if row else None
+
+    def set_state(self, key: str, value: str) -> None:
+        with self.store.write() as conn:
+            where = (runner_state.c.infra_id == self.infra_id, runner_state.c.key == key)
+            conn.execute(sa.delete(runner_state).where(*where))
+            conn.execute(
+                sa.insert(runner_state).values(
+                    infra_id=self.infra_id, key=key, value=value, updated_at=now_iso()
+                )
+            )
+
+    def queue_followers(self, run_id: int) -> list[int]:
+        """Queue the scenarios whose ``after_scenario`` trigger this finished run fires."""
+        run = scenarios.get_run(self.store, run_id)
+        if run["status"] in ("QUEUED", "RUNNING") or run["project"] not in self.active_projects():
+            return []
+        wanted = {(n, i) for n, i, _ in self.enabled_triggers(run["project"])}
+        fired = triggers.followers(
+            self.project(run["project"]).scenarios, run["scenario"], run["status"]
+        )
+        queued = []
+        for name, index in fired:
+            if (name, index) in wanted:
+                queued.append(
+                    scenarios.request_run(
+                        self.store,
+                        self.infra_id,
+                        run["project"],
+                        name,
+                        f"after {run['scenario']} (run {run_id} {run['status']})",
+                        json.loads(run["params_json"] or "{}"),
+                    )
+                )
+        return queued
+
+    def watch_datasets(self) -> list[int]:
+        """Queue a run per new partition of a watched dataset (``dataset_changed`` triggers).
+
+        What was seen is kept in the control store, so partitions that arrived while the
+        runner was down trigger their runs when it starts again. The first look at a dataset
+        only records what is there.
+        """
+        queued = []
+        for project_name in self.active_projects():
+            project = self.project(project_name)
+            for scenario, index, trig in self.enabled_triggers(project_name):
+                if trig.get("type") != "dataset_changed":
+                    continue
+                ref = project.dataset(str(trig["dataset"]))
+                key = f"dataset:{project_name}:{scenario}:{index}:{ref.name}"
+                if ref.partitioned_by:
+                    now: list[str] = ref.partitions()
+                else:
+                    f = ref.path / "data.parquet"
+                    now = [str(f.stat().st_mtime_ns)] if f.exists() else []
+                before = self.get_state(key)
+                self.set_state(key, json.dumps(now))
+                if before is None:
+                    continue
+                for part in sorted(set(now) - set(json.loads(before))):
+                    params = {"day": part} if ref.partitioned_by else {}
+                    queued.append(
+                        scenarios.request_run(
+                            self.store,
+                            self.infra_id,
+                            project_name,
+                            scenario,
+                            f"dataset {ref.name} changed" + (f" ({part})" if params else ""),
+                            params,
+                        )
+                    )
+                    log.info(
+                        "%s/%s: new data in %s (%s): run queued",
+                        project_name,
+                        scenario,
+                        ref.name,
+                        part,
+                    )
+        return queued

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
+import json
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine import home as layout
-from engine.artifacts import ArtifactError, read_verified, write_zip
+from engine.artifacts import MANIFEST, ArtifactError, read_verified, write_zip
 from engine.errors import NodalError
 from engine.project import ACTIVE_FILE, SAVED_MODELS_DIR, Project, definition_files
 from engine.storage.control import ControlStore, bundles, now_iso
@@ -174,3 +177,61 @@ def verify_bundle(
             f"{Path(path).name} holds bundle {manifest.get('bundle_id')!r}, not {bundle_id!r}"
         )
     return manifest
+
+
+# --- diff between two bundles (Deployer Console, `nodal bundle diff`) ---------------------------
+
+
+@dataclass(frozen=True)
+class MemberChange:
+    member: str
+    change: str  # added | removed | changed
+
+
+def _manifest_and_reader(store: ControlStore, project: str, bundle_id: str) -> dict[str, Any]:
+    info = get_bundle(store, project, bundle_id)
+    assert info is not None
+    try:
+        with zipfile.ZipFile(info.path) as zf:
+            return json.loads(zf.read(MANIFEST))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise BundleError(f"bundle {bundle_id!r} cannot be read: {exc}") from None
+
+
+def diff_bundles(
+    store: ControlStore, project: str, old: str, new: str
+) -> tuple[list[MemberChange], dict[str, tuple[str | None, str | None]]]:
+    """What changed from bundle ``old`` to ``new``: members (by checksum) and model versions."""
+    a = _manifest_and_reader(store, project, old)
+    b = _manifest_and_reader(store, project, new)
+    ma, mb = a.get("members", {}), b.get("members", {})
+    changes = [
+        MemberChange(m, "added" if m not in ma else "removed" if m not in mb else "changed")
+        for m in sorted(set(ma) | set(mb))
+        if ma.get(m) != mb.get(m)
+    ]
+    models_a, models_b = a.get("models", {}), b.get("models", {})
+    models = {
+        m: (models_a.get(m), models_b.get(m))
+        for m in sorted(set(models_a) | set(models_b))
+        if models_a.get(m) != models_b.get(m)
+    }
+    return changes, models
+
+
+def member_diff(store: ControlStore, project: str, old: str, new: str, member: str) -> str:
+    """A unified diff of one text member between two bundles ('' if binary or unchanged)."""
+    texts = []
+    for bundle_id in (old, new):
+        info = get_bundle(store, project, bundle_id)
+        assert info is not None
+        try:
+            with zipfile.ZipFile(info.path) as zf:
+                data = zf.read(member) if member in zf.namelist() else b""
+        except (OSError, zipfile.BadZipFile) as exc:
+            raise BundleError(f"bundle {bundle_id!r} cannot be read: {exc}") from None
+        try:
+            texts.append(data.decode("utf-8").splitlines(keepends=True))
+        except UnicodeDecodeError:
+            return ""
+    return "".join(difflib.unified_diff(texts[0], texts[1], f"{old}/{member}", f"{new}/{member}"))

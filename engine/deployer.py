@@ -17,9 +17,11 @@ from engine.errors import NodalError
 from engine.storage.control import (
     ControlStore,
     deployment_history,
+    deployment_triggers,
     deployments,
     infrastructures,
     now_iso,
+    stages,
 )
 
 KINDS = ("automation", "apinode")
@@ -55,6 +57,79 @@ class Deployment:
         return self.node_status
 
 
+# --- stages ------------------------------------------------------------------------------------
+
+
+def list_stages(store: ControlStore) -> list[dict[str, Any]]:
+    """Stages in lifecycle order (dev, test, prod unless ops defined others)."""
+    with store.read() as conn:
+        rows = conn.execute(sa.select(stages).order_by(stages.c.position)).mappings().all()
+    if rows:
+        return [dict(r) for r in rows]
+    with store.write() as conn:  # first use: the default stages
+        if conn.execute(sa.select(sa.func.count()).select_from(stages)).scalar() == 0:
+            now = now_iso()
+            conn.execute(
+                sa.insert(stages),
+                [
+                    {"name": n, "position": (i + 1) * 10, "description": "", "created_at": now}
+                    for i, n in enumerate(DEFAULT_STAGES)
+                ],
+            )
+    return list_stages(store)
+
+
+def create_stage(
+    store: ControlStore, name: str, after: str | None = None, description: str = ""
+) -> dict[str, Any]:
+    """Add a stage, placed right after ``after`` (default: last). Names are like bundle ids."""
+    bundles.check_id(name, "stage name")
+    existing = list_stages(store)
+    names = [s["name"] for s in existing]
+    if name in names:
+        raise DeployerError(f"stage {name!r} already exists (stages: {', '.join(names)})")
+    if after is None:
+        position = existing[-1]["position"] + 10 if existing else 10
+    else:
+        if after not in names:
+            raise DeployerError(f"unknown stage {after!r} (stages: {', '.join(names)})")
+        i = names.index(after)
+        low = existing[i]["position"]
+        high = existing[i + 1]["position"] if i + 1 < len(existing) else low + 20
+        position = (low + high) // 2
+        if position == low:  # no room left between the two: renumber everything first
+            with store.write() as conn:
+                for j, s in enumerate(existing):
+                    conn.execute(
+                        sa.update(stages)
+                        .where(stages.c.name == s["name"])
+                        .values(position=(j + 1) * 100)
+                    )
+            return create_stage(store, name, after, description)
+    with store.write() as conn:
+        conn.execute(
+            sa.insert(stages).values(
+                name=name, position=position, description=description, created_at=now_iso()
+            )
+        )
+    return next(s for s in list_stages(store) if s["name"] == name)
+
+
+def delete_stage(store: ControlStore, name: str) -> None:
+    """Remove an unused stage (refused while an infrastructure is on it)."""
+    names = [s["name"] for s in list_stages(store)]
+    if name not in names:
+        raise DeployerError(f"unknown stage {name!r} (stages: {', '.join(names)})")
+    used = [i["infra_id"] for i in list_infras(store) if i["stage"] == name]
+    if used:
+        raise DeployerError(f"stage {name!r} is used by {', '.join(used)}: move them first")
+    with store.write() as conn:
+        conn.execute(sa.delete(stages).where(stages.c.name == name))
+
+
+# --- infrastructures ---------------------------------------------------------------------------
+
+
 def create_infra(
     store: ControlStore, infra_id: str, kind: str, stage: str, exist_ok: bool = False
 ) -> None:
@@ -62,6 +137,13 @@ def create_infra(
         raise DeployerError(f"infrastructure kind must be one of {', '.join(KINDS)}, not {kind!r}")
     if not infra_id or not stage:
         raise DeployerError("an infrastructure needs an id and a stage")
+    bundles.check_id(infra_id, "infrastructure id")
+    names = [s["name"] for s in list_stages(store)]
+    if stage not in names:
+        raise DeployerError(
+            f"unknown stage {stage!r} (stages: {', '.join(names)}); "
+            f"add it first with `nodal stage create {stage}`"
+        )
     with store.write() as conn:
         row = conn.execute(
             sa.select(infrastructures).where(infrastructures.c.infra_id == infra_id)
@@ -274,6 +356,16 @@ def history(store: ControlStore, deployment_id: str) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
+def deployments_by_stage(store: ControlStore) -> list[tuple[dict[str, Any], list[Deployment]]]:
+    """Each stage (in order) with its infrastructures' deployments, for the console."""
+    infra_stage = {i["infra_id"]: i["stage"] for i in list_infras(store)}
+    deps = list_deployments(store)
+    return [
+        (stage, [d for d in deps if infra_stage.get(d.infra_id) == stage["name"]])
+        for stage in list_stages(store)
+    ]
+
+
 def worst_status(statuses: list[str]) -> str:
     order = ["ERROR", "UNHEALTHY", "OUT_OF_SYNC", "WARNING", "UNKNOWN", "HEALTHY"]
     return min(statuses, key=order.index) if statuses else "UNKNOWN"
@@ -290,7 +382,119 @@ def deploy_bundle(
     """Point ``project`` on ``infra_id`` at a verified bundle (refused if tampered or foreign)."""
     info = bundles.get_bundle(store, project, bundle_id)
     bundles.verify_bundle(info.path, project=project, bundle_id=bundle_id)
+    if action == "deploy":
+        with store.read() as conn:
+            exists = conn.execute(
+                sa.select(deployments.c.version).where(
+                    deployments.c.deployment_id == deployment_id_for(project, infra_id)
+                )
+            ).first()
+        action = "update" if exists else "deploy"
     return set_version(store, "project", project, infra_id, bundle_id, actor, action, "automation")
+
+
+def promote(store: ControlStore, from_deployment_id: str, to_infra: str, actor: str) -> Deployment:
+    """Deploy the bundle that ``from_deployment_id`` runs to ``to_infra`` (e.g. test → prod)."""
+    source = get_deployment(store, from_deployment_id)
+    if source.kind != "project":
+        raise DeployerError(f"{from_deployment_id!r} is not a project deployment")
+    if source.infra_id == to_infra:
+        raise DeployerError(f"{from_deployment_id!r} is already on {to_infra!r}")
+    get_infra(store, to_infra)
+    return deploy_bundle(store, source.target, source.version, to_infra, actor, action="promote")
+
+
+def set_variables(
+    store: ControlStore, deployment_id: str, variables: dict[str, Any], actor: str
+) -> Deployment:
+    """Replace a deployment's variables (they override the project's on its node)."""
+    dep = get_deployment(store, deployment_id)
+    if not isinstance(variables, dict):
+        raise DeployerError("variables must be a mapping of name to value")
+    for key, value in variables.items():
+        if not isinstance(key, str) or not key.isidentifier():
+            raise DeployerError(f"variable name {key!r} is invalid: use letters, digits and _")
+        if isinstance(value, (dict, list)):
+            raise DeployerError(
+                f"variable {key!r} must be a plain value, not {type(value).__name__}"
+            )
+    new = {k: str(v) for k, v in variables.items()}
+    if new == {k: str(v) for k, v in dep.variables.items()}:
+        return dep
+    now = now_iso()
+    with store.write() as conn:
+        conn.execute(
+            sa.update(deployments)
+            .where(deployments.c.deployment_id == deployment_id)
+            .values(variables_json=json.dumps(new, sort_keys=True), updated_at=now)
+        )
+        conn.execute(
+            sa.insert(deployment_history).values(
+                deployment_id=deployment_id,
+                action="variables",
+                from_version=dep.version,
+                to_version=dep.version,
+                outcome="REQUESTED",
+                message=json.dumps(new, sort_keys=True),
+                actor=actor,
+                at=now,
+            )
+        )
+    return get_deployment(store, deployment_id)
+
+
+def trigger_flags(store: ControlStore, deployment_id: str) -> dict[tuple[str, int], bool]:
+    """(scenario, trigger index) → enabled, for the triggers ops switched; others are enabled."""
+    with store.read() as conn:
+        rows = conn.execute(
+            sa.select(deployment_triggers).where(
+                deployment_triggers.c.deployment_id == deployment_id
+            )
+        ).mappings()
+        return {(r["scenario"], int(r["trigger_index"])): bool(r["enabled"]) for r in rows}
+
+
+def set_trigger(
+    store: ControlStore,
+    deployment_id: str,
+    scenario: str,
+    trigger_index: int,
+    enabled: bool,
+    actor: str,
+) -> None:
+    """Switch one scenario trigger on or off for this deployment (recorded in the history)."""
+    dep = get_deployment(store, deployment_id)
+    now = now_iso()
+    key = (
+        deployment_triggers.c.deployment_id == deployment_id,
+        deployment_triggers.c.scenario == scenario,
+        deployment_triggers.c.trigger_index == int(trigger_index),
+    )
+    with store.write() as conn:
+        conn.execute(sa.delete(deployment_triggers).where(*key))
+        conn.execute(
+            sa.insert(deployment_triggers).values(
+                deployment_id=deployment_id,
+                scenario=scenario,
+                trigger_index=int(trigger_index),
+                enabled=bool(enabled),
+                updated_by=actor,
+                updated_at=now,
+            )
+        )
+        conn.execute(
+            sa.insert(deployment_history).values(
+                deployment_id=deployment_id,
+                action="trigger",
+                from_version=dep.version,
+                to_version=dep.version,
+                outcome="REQUESTED",
+                message=f"{scenario} trigger {trigger_index + 1} "
+                + ("enabled" if enabled else "disabled"),
+                actor=actor,
+                at=now,
+            )
+        )
 
 
 def rollback(
@@ -299,6 +503,8 @@ def rollback(
     """Go back to ``to_version`` (default: the previous one) in one action; no retraining."""
     dep = get_deployment(store, deployment_id)
     version = to_version or previous_version(store, deployment_id)
+    if version == dep.version:
+        raise DeployerError(f"{deployment_id!r} already runs {version!r}: nothing to roll back")
     if dep.kind == "project":
         return deploy_bundle(store, dep.target, version, dep.infra_id, actor, action="rollback")
     from engine import apipackages

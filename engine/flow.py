@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
 
@@ -60,6 +62,33 @@ def build_order(project: Project, target: str) -> list[str]:
     return [n for n in order if project.recipe_for(n) is not None]
 
 
+def sql_error_line(sql: str, message: str) -> int | None:
+    """The 1-based line of ``sql`` a DuckDB error points at, if it can be told.
+
+    Parser errors carry ``LINE n:``; binder errors name the identifier they could not bind,
+    which is looked up in the text.
+    """
+    m = re.search(r"LINE (\d+):", message)
+    if m:
+        return int(m.group(1))
+    for name in re.findall(r'"([^"]+)"', message.split("\n", 1)[0]):
+        word = re.compile(rf"\b{re.escape(name)}\b")
+        for i, line in enumerate(sql.splitlines(), start=1):
+            if word.search(line.split("--", 1)[0]):
+                return i
+    return None
+
+
+def describe_sql_error(sql: str, exc: Exception) -> str:
+    """DuckDB's message, prefixed by the line it failed at (number and text) when known."""
+    message = str(exc).strip()
+    line = sql_error_line(sql, message)
+    if line is None:
+        return message
+    text = sql.splitlines()[line - 1].strip() if line <= len(sql.splitlines()) else ""
+    return f"at line {line} ({text}): {message}"
+
+
 def _views(project: Project, recipe_inputs: dict[str, str], partitions: list[str] | None):
     views: dict[str, object] = {}
     for name, mode in recipe_inputs.items():
@@ -95,17 +124,74 @@ def run_recipe(
                 scan = ds.scan_sql(out_ref, written or None)
                 rows = con.execute(f"SELECT count(*) FROM {scan}").fetchone()[0]
     except duckdb.Error as exc:
-        raise FlowError(f"recipe {recipe_name!r} ({recipe.sql_file}) failed: {exc}") from None
+        detail = describe_sql_error(recipe.sql.strip().rstrip(";"), exc)
+        raise FlowError(f"recipe {recipe_name!r} ({recipe.sql_file}) failed {detail}") from None
     except ds.DatasetError as exc:
         raise FlowError(f"recipe {recipe_name!r} cannot run: {exc}") from None
     return RecipeRun(recipe_name, recipe.output, restrict, int(rows), time.perf_counter() - started)
 
 
-def build(project: Project, target: str, partitions: list[str] | None = None) -> BuildResult:
-    """Build ``target`` and every managed dataset upstream of it, in dependency order."""
+Progress = Callable[[int, int, str], None]
+"""``progress(done, total, recipe)``: called before each recipe runs and once at the end."""
+
+
+def _run_all(
+    project: Project,
+    target: str,
+    order: list[str],
+    partitions: list[str] | None,
+    progress: Progress | None,
+) -> BuildResult:
     result = BuildResult(target)
-    for dataset in build_order(project, target):
+    for i, dataset in enumerate(order):
         recipe = project.recipe_for(dataset)
         assert recipe is not None
+        if progress:
+            progress(i, len(order), recipe.name)
         result.runs.append(run_recipe(project, recipe.name, partitions))
+    if progress:
+        progress(len(order), len(order), "")
     return result
+
+
+def build(
+    project: Project,
+    target: str,
+    partitions: list[str] | None = None,
+    progress: Progress | None = None,
+) -> BuildResult:
+    """Build ``target`` and every managed dataset upstream of it, in dependency order."""
+    return _run_all(project, target, build_order(project, target), partitions, progress)
+
+
+def downstream_order(project: Project, changed: str) -> list[str]:
+    """Managed datasets built (directly or not) from ``changed``, upstream first.
+
+    ``changed`` itself is included when a recipe builds it.
+    """
+    if changed not in project.datasets:
+        raise ProjectError(f"project {project.name!r} has no dataset {changed!r}")
+    deps = graph(project)
+    affected = {changed}
+    grew = True
+    while grew:
+        grew = False
+        for name, inputs in deps.items():
+            if name not in affected and inputs & affected:
+                affected.add(name)
+                grew = True
+    try:
+        order = list(TopologicalSorter({n: deps[n] & affected for n in affected}).static_order())
+    except CycleError as exc:
+        raise ProjectError(f"the flow has a cycle: {' -> '.join(exc.args[1])}") from None
+    return [n for n in order if project.recipe_for(n) is not None]
+
+
+def build_downstream(
+    project: Project,
+    changed: str,
+    partitions: list[str] | None = None,
+    progress: Progress | None = None,
+) -> BuildResult:
+    """Rebuild everything downstream of ``changed`` (e.g. after editing its recipe)."""
+    return _run_all(project, changed, downstream_order(project, changed), partitions, progress)

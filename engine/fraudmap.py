@@ -15,18 +15,21 @@ import math
 from dataclasses import dataclass, field
 
 import pandas as pd
+import sqlalchemy as sa
 
 from engine import dashboards, models
 from engine.automation import AutomationNode
 from engine.project import Project, ProjectError
 from engine.settings import Settings
 from engine.storage import datasets as ds
-from engine.storage.control import ControlStore
+from engine.storage.control import ControlStore, check_results, evaluation_metrics
 from engine.us_cities import US_CITIES
 
 DASHBOARD = "fraud_map"
 MAX_POINTS = 20_000
 POINT_COLUMNS = ["lat", "lon", "proba", "amount", "category", "merchant", "ts", "transaction_id"]
+
+HOT_SPOT_COLUMNS = ["lat", "lon", "place", "family", "status", "message"]
 
 # Problem kinds (FraudMapDay.problem); None means the day loaded.
 NOTHING_PUBLISHED = "nothing_published"
@@ -69,6 +72,12 @@ class FraudMapDay:
     model_threshold: float | None = None  # the active model's decision threshold on the node
     kpis: DayKpis | None = None
     points: pd.DataFrame = field(default_factory=_empty_points)
+    categories: list[str] = field(default_factory=list)  # present on the day (filter choices)
+    channels: list[str] = field(default_factory=list)
+    max_amount: float = 0.0
+    hot_spots: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=HOT_SPOT_COLUMNS))
+    failed_check_day: str | None = None  # a newer day whose data checks failed
+    failed_check_message: str = ""
     problem: str | None = None
     message: str = ""
 
@@ -82,40 +91,170 @@ class FraudMapDay:
         return self.kpis is not None and self.kpis.flagged > len(self.points)
 
 
+@dataclass(frozen=True)
+class MapFilters:
+    """Which transactions count: categories and channels (empty: all), an amount range."""
+
+    categories: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()
+    min_amount: float | None = None
+    max_amount: float | None = None
+
+    def sql(self) -> str:
+        parts = ["TRUE"]
+        if self.categories:
+            parts.append("merchant_category IN (SELECT unnest($categories))")
+        if self.channels:
+            parts.append("channel IN (SELECT unnest($channels))")
+        if self.min_amount is not None:
+            parts.append("amount >= $min_amount")
+        if self.max_amount is not None:
+            parts.append("amount <= $max_amount")
+        return " AND ".join(parts)
+
+    def params(self) -> dict[str, object]:
+        out: dict[str, object] = {}
+        if self.categories:
+            out["categories"] = list(self.categories)
+        if self.channels:
+            out["channels"] = list(self.channels)
+        if self.min_amount is not None:
+            out["min_amount"] = float(self.min_amount)
+        if self.max_amount is not None:
+            out["max_amount"] = float(self.max_amount)
+        return out
+
+
+NO_FILTERS = MapFilters()
+
+
 def _flag_sql(threshold: float | None) -> str:
     return "is_flagged" if threshold is None else "fraud_proba >= $threshold"
 
 
-def _params(threshold: float | None) -> dict[str, float]:
-    return {} if threshold is None else {"threshold": float(threshold)}
+def _params(threshold: float | None, filters: MapFilters = NO_FILTERS) -> dict[str, object]:
+    base: dict[str, object] = {} if threshold is None else {"threshold": float(threshold)}
+    return {**base, **filters.params()}
 
 
-def _day_totals(ref: ds.DatasetRef, days: list[str], threshold: float | None) -> dict[str, dict]:
+def _day_totals(
+    ref: ds.DatasetRef, days: list[str], threshold: float | None, filters: MapFilters = NO_FILTERS
+) -> dict[str, dict]:
+    """Per day: filtered totals, and (unfiltered) the filter choices — in one scan."""
     sql = f"""
         SELECT CAST(day AS VARCHAR) AS day,
-               count(*) AS transactions,
-               count(*) FILTER (WHERE flag) AS flagged,
-               coalesce(sum(amount) FILTER (WHERE flag), 0) AS flagged_amount
-        FROM (SELECT day, amount, {_flag_sql(threshold)} AS flag FROM fraud_map)
+               count(*) FILTER (WHERE pass) AS transactions,
+               count(*) FILTER (WHERE pass AND flag) AS flagged,
+               coalesce(sum(amount) FILTER (WHERE pass AND flag), 0) AS flagged_amount,
+               list(DISTINCT merchant_category ORDER BY merchant_category) AS categories,
+               list(DISTINCT channel ORDER BY channel) AS channels,
+               max(amount) AS max_amount
+        FROM (SELECT day, amount, merchant_category, channel, {_flag_sql(threshold)} AS flag,
+                     {filters.sql()} AS pass
+              FROM fraud_map)
         GROUP BY 1
     """
-    frame = ds.query_df(sql, {"fraud_map": (ref, days)}, _params(threshold))
+    frame = ds.query_df(sql, {"fraud_map": (ref, days)}, _params(threshold, filters))
     return {row["day"]: row for row in frame.to_dict("records")}
 
 
 def _flagged_points(
-    ref: ds.DatasetRef, day: str, threshold: float | None, limit: int
+    ref: ds.DatasetRef,
+    day: str,
+    threshold: float | None,
+    limit: int,
+    filters: MapFilters = NO_FILTERS,
 ) -> pd.DataFrame:
     sql = f"""
         SELECT merchant_latitude AS lat, merchant_longitude AS lon, fraud_proba AS proba, amount,
                merchant_category AS category, merchant_id AS merchant,
                strftime(ts, '%Y-%m-%d %H:%M:%S') AS ts, transaction_id
         FROM fraud_map
-        WHERE {_flag_sql(threshold)}
+        WHERE {_flag_sql(threshold)} AND {filters.sql()}
         ORDER BY fraud_proba DESC, transaction_id
         LIMIT {int(limit)}
     """
-    return ds.query_df(sql, {"fraud_map": (ref, [day])}, _params(threshold))
+    return ds.query_df(sql, {"fraud_map": (ref, [day])}, _params(threshold, filters))
+
+
+def _filter_options(row: dict | None) -> dict[str, object]:
+    if row is None:
+        return {"categories": [], "channels": [], "max_amount": 0.0}
+    return {
+        "categories": [str(c) for c in row["categories"]],
+        "channels": [str(c) for c in row["channels"]],
+        "max_amount": float(row["max_amount"] or 0.0),
+    }
+
+
+def failed_checks_after(
+    store: ControlStore, project: str, infra_id: str, last_published: str | None
+) -> tuple[str | None, str]:
+    """The newest day after ``last_published`` whose data checks failed, and why."""
+    t = check_results
+    q = (
+        sa.select(t.c.partition, t.c.check_name, t.c.message, t.c.at)
+        .where(
+            t.c.node == infra_id,
+            t.c.project == project,
+            t.c.outcome == "ERROR",
+            ~t.c.dataset.like("model:%"),
+        )
+        .order_by(t.c.partition.desc(), t.c.id.desc())
+    )
+    if last_published:
+        q = q.where(t.c.partition > last_published)
+    with store.read() as conn:
+        rows = conn.execute(q.limit(20)).mappings().all()
+    if not rows:
+        return None, ""
+    day = rows[0]["partition"]
+    reasons = [f"{r['check_name']}: {r['message']}" for r in rows if r["partition"] == day]
+    at = str(rows[0]["at"])[:19].replace("T", " ")
+    return day, f"data checks failed on {day} (at {at} UTC): " + "; ".join(reasons)
+
+
+def top_reasons(
+    settings: Settings,
+    store: ControlStore,
+    transaction_ids: list[str],
+    day: str,
+    project: str = "fraud",
+    infra_id: str = "automation-prod",
+    source: str = "scored",
+    k: int = 3,
+) -> dict[str, list[tuple[str, float]]]:
+    """Per transaction, the ``k`` features that pushed its fraud score up the most.
+
+    LightGBM's per-feature contributions (SHAP values, in log-odds) of the active model,
+    computed on the fly for these rows only, from the scored features of ``day``.
+    """
+    if not transaction_ids:
+        return {}
+    node_project = AutomationNode(settings, store, infra_id).project(project)
+    ref = node_project.dataset(source)
+    names = [
+        step["model"]
+        for spec in node_project.scenarios.values()
+        for step in spec.get("steps") or []
+        if step.get("type") == "score" and step.get("output") == source and "model" in step
+    ] or sorted(node_project.models)
+    saved = models.SavedModel.load(node_project.active_model_dir(names[0]))
+    columns = ", ".join(f'"{c}"' for c in ["transaction_id", *saved.feature_names])
+    rows = ds.query_df(
+        f"SELECT {columns} FROM scored WHERE transaction_id IN (SELECT unnest($ids))",
+        {"scored": (ref, [day])},
+        {"ids": list(transaction_ids)},
+    )
+    if rows.empty:
+        return {}
+    contrib = saved.booster.predict(saved.encode(rows), pred_contrib=True)[:, :-1]
+    features = saved.feature_names
+    out: dict[str, list[tuple[str, float]]] = {}
+    for tx, values in zip(rows["transaction_id"], contrib, strict=True):
+        order = values.argsort()[::-1][:k]
+        out[str(tx)] = [(features[i], float(values[i])) for i in order if values[i] > 0]
+    return out
 
 
 def _model_threshold(project: Project, source: str) -> float | None:
@@ -141,6 +280,7 @@ def load_map_day(
     day: str | None = None,
     threshold: float | None = None,
     max_points: int = MAX_POINTS,
+    filters: MapFilters = NO_FILTERS,
 ) -> FraudMapDay:
     """Load one published day of the fraud map as the automation node ``infra_id`` has it.
 
@@ -150,16 +290,27 @@ def load_map_day(
             use the model's own flags (``is_flagged``).
         max_points: at most this many flagged transactions (the most likely first) are
             returned as points; the KPIs always count all of them.
+        filters: categories, channels and an amount range; KPIs and points count only the
+            transactions that pass them.
+
+    A day whose data checks failed after the newest published day is named in
+    ``failed_check_day`` (with ``failed_check_message``): the map keeps showing the last
+    good day.
     """
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be between 0 and 1, not {threshold}")
     published = dashboards.published(store, project, DASHBOARD, infra_id)
     days = [str(d) for d in published["day"]]
+    failed_day, failed_message = failed_checks_after(
+        store, project, infra_id, days[0] if days else None
+    )
     if not days:
         return FraudMapDay(
             day=None,
             published_days=[],
             threshold=threshold,
+            failed_check_day=failed_day,
+            failed_check_message=failed_message,
             problem=NOTHING_PUBLISHED,
             message=(
                 f"No day of project {project!r} has been published to the fraud map on {infra_id} "
@@ -189,6 +340,8 @@ def load_map_day(
         run_id=None if pd.isna(row["run_id"]) else int(row["run_id"]),
         bundle_id=row["bundle_id"],
         threshold=threshold,
+        failed_check_day=failed_day,
+        failed_check_message=failed_message,
     )
     try:
         node_project = AutomationNode(settings, store, infra_id).project(project)
@@ -200,8 +353,9 @@ def load_map_day(
                 f"the extract {ref.name!r} has no partition for {day} (looked in {ref.path})"
             )
         compare = [day] + ([previous] if previous in present else [])
-        totals = _day_totals(ref, compare, threshold)
-        points = _flagged_points(ref, day, threshold, max_points)
+        totals = _day_totals(ref, compare, threshold, filters)
+        points = _flagged_points(ref, day, threshold, max_points, filters)
+        options = _filter_options(totals.get(day))
         model_threshold = _model_threshold(node_project, spec["source"])
     except (ProjectError, ds.DatasetError, KeyError) as exc:
         return FraudMapDay(
@@ -222,7 +376,43 @@ def load_map_day(
         if before
         else None,
     )
-    return FraudMapDay(**info, model_threshold=model_threshold, kpis=kpis, points=points)
+    return FraudMapDay(
+        **info,
+        model_threshold=model_threshold,
+        kpis=kpis,
+        points=points,
+        hot_spots=hot_spots(store, project, infra_id, day),
+        **options,
+    )
+
+
+def hot_spots(store: ControlStore, project: str, infra_id: str, day: str) -> pd.DataFrame:
+    """The model evaluation's geographic alarms for ``day``, to mark on the map.
+
+    A jump in a place's share of transactions (``location``) and, once labels land, more
+    fraud than the model expected there (``missed_fraud``): a new fraud ring the model cannot
+    see lights up here before the model's own flags show it.
+    """
+    t = evaluation_metrics
+    q = sa.select(t.c.family, t.c.feature, t.c.metric, t.c.value, t.c.status, t.c.message).where(
+        t.c.node == infra_id,
+        t.c.project == project,
+        t.c.role == "champion",
+        t.c.day == day,
+        t.c.family.in_(["location", "missed_fraud"]),
+        t.c.status.in_(["WARNING", "ERROR"]),
+        t.c.metric.in_(["latitude", "longitude"]),
+    )
+    with store.read() as conn:
+        rows = pd.DataFrame([dict(r) for r in conn.execute(q).mappings()])
+    if rows.empty:
+        return pd.DataFrame(columns=HOT_SPOT_COLUMNS)
+    wide = rows.pivot_table(
+        index=["family", "feature", "status", "message"], columns="metric", values="value"
+    ).reset_index()
+    return wide.rename(columns={"latitude": "lat", "longitude": "lon", "feature": "place"})[
+        HOT_SPOT_COLUMNS
+    ]
 
 
 def _web_mercator_px(lat: float, lon: float, zoom: float) -> tuple[float, float]:

@@ -20,6 +20,7 @@ from engine.storage.datasets import DatasetRef
 PROJECT_FILE = "project.yaml"
 SAVED_MODELS_DIR = "saved_models"
 MANAGED_DATA_DIR = "data"
+LAB_DIR = "lab"  # the Lab's experiments: working files of the design node, never bundled
 ACTIVE_FILE = "ACTIVE"
 INPUT_MODES = ("all", "same")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
@@ -62,6 +63,7 @@ class Project:
     scenarios: dict[str, dict[str, Any]] = field(default_factory=dict)
     dashboards: dict[str, dict[str, Any]] = field(default_factory=dict)
     api_services: dict[str, dict[str, Any]] = field(default_factory=dict)
+    metrics: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def dataset(self, name: str) -> DatasetRef:
         """Where dataset ``name`` lives on this node."""
@@ -191,9 +193,15 @@ def load_project(root: Path, data_root: Path, variables: dict[str, str] | None =
     merged.update({str(k): str(v) for k, v in (variables or {}).items()})
     datasets = _load_datasets(root)
     checks = _load_yaml(root / "checks.yaml")
-    for ds in checks:
-        if ds not in datasets:
-            raise ProjectError(f"checks.yaml: {ds!r} is not a dataset of the project")
+    metrics = _load_yaml(root / "metrics.yaml")
+    for file, declared in (("checks.yaml", checks), ("metrics.yaml", metrics)):
+        for ds, specs in declared.items():
+            if ds not in datasets:
+                raise ProjectError(f"{file}: {ds!r} is not a dataset of the project")
+            if not isinstance(specs, list | None) or not all(
+                isinstance(x, dict) and x.get("name") for x in specs or []
+            ):
+                raise ProjectError(f"{file}: {ds}: expected a list of entries, each with a name")
     return Project(
         name=name,
         root=root,
@@ -207,15 +215,32 @@ def load_project(root: Path, data_root: Path, variables: dict[str, str] | None =
         scenarios=_load_folder(root, "scenarios", "name"),
         dashboards=_load_folder(root, "dashboards", "name"),
         api_services=_load_folder(root, "api_services", "service_id"),
+        metrics={k: list(v or []) for k, v in metrics.items()},
     )
 
 
 def definition_files(root: Path) -> list[Path]:
     """The project's text definitions (what a bundle snapshots), relative to ``root``."""
-    skip = {SAVED_MODELS_DIR, MANAGED_DATA_DIR}
+    skip = {SAVED_MODELS_DIR, MANAGED_DATA_DIR, LAB_DIR}
     files = []
     for path in sorted(Path(root).rglob("*")):
         rel = path.relative_to(root)
         if path.is_file() and rel.parts[0] not in skip and not rel.name.startswith("."):
             files.append(rel)
     return files
+
+
+def check_name(name: object, what: str) -> str:
+    """``name`` if it is a valid definition name (letters, digits, _), else a ProjectError."""
+    return _check_name(name, what)
+
+
+def new_project_files(name: str, description: str = "") -> dict[str, str]:
+    """The text files of an empty project called ``name``."""
+    _check_name(name, "project name")
+    meta = {"name": name, "description": description.strip(), "variables": {}}
+    return {
+        PROJECT_FILE: yaml.safe_dump(meta, sort_keys=False),
+        "datasets.yaml": "# Datasets: kind source (landing zone) or managed (built or imported).\n",
+        "flow.yaml": "# Recipes: SQL run by DuckDB, one output dataset each.\nrecipes: {}\n",
+    }

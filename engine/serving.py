@@ -3,21 +3,28 @@
 ``create_app`` builds the app (importable, testable without a process);
 ``app_from_env`` is the uvicorn factory used by ``nodal serve`` (reads NODAL_API_INFRA).
 
-Routes: ``POST /public/api/v1/{service}/{endpoint}/predict`` and ``predict-multi``,
-``GET /isAlive/``, OpenAPI at ``/schema``. Bodies are parsed whatever the Content-Type
-(the official client sends none) and an empty body is ``{}``. Errors are
-``{"errorType", "message", "detailedMessage"}`` and never echo the request.
+Routes under ``/public/api/v1/{service}/{endpoint}/``: ``predict``, ``predict-multi``,
+``lookup``, ``lookup-multi`` (Dataiku) and ``invocations`` (MLflow; also ``POST
+/invocations`` when the node serves exactly one prediction endpoint); ``GET /isAlive/``,
+``GET /metrics`` (Prometheus), OpenAPI at ``/schema``. Bodies are parsed whatever the
+Content-Type (the official client sends none) and an empty body is ``{}``. Errors are
+``{"errorType", "message", "detailedMessage"}`` and never echo the request. Every query is
+appended to the audit log (engine/querylog.py) before its answer is returned.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import binascii
 import contextlib
+import json
 import logging
 import os
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -25,59 +32,133 @@ from litestar import Litestar, Request, Response, get, post
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 
-from engine.apinode import ApiNode, LoadedService
-from engine.realtime import InvalidRecord, PredictionEndpoint
+from engine import querylog
+from engine.apikeys import KeyChecker
+from engine.apinode import ApiNode, LoadedService, ServedService, UnknownGeneration
+from engine.realtime import InvalidRecord, LookupFailed, invocation_records
 from engine.settings import Settings, describe_settings, load_settings
 from engine.storage.control import open_store
 
 log = logging.getLogger("nodal.serving")
 MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_ITEMS = 10_000
+MAX_EXPLANATIONS = 20
 _json = msgspec.json.Decoder()
 _enc = msgspec.json.Encoder()
+_HEADERS = {"content-type": "application/json"}
 
 
-def error(status: int, error_type: str, message: str, detail: str = "") -> Response:
-    body = {"errorType": error_type, "message": message, "detailedMessage": detail or message}
-    return Response(_enc.encode(body), status_code=status, media_type="application/json")
+class ApiError(Exception):
+    """A refused query: HTTP status, errorType and a message that echoes nothing."""
+
+    def __init__(self, status: int, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.error_type, self.message = status, error_type, message
 
 
-def _ok(body: dict[str, Any]) -> Response:
-    return Response(_enc.encode(body), status_code=200, media_type="application/json")
+def error_body(error_type: str, message: str) -> dict[str, str]:
+    return {"errorType": error_type, "message": message, "detailedMessage": message}
 
 
-async def _parse(request: Request) -> dict[str, Any] | Response:
-    raw = await request.body()
+def error(status: int, error_type: str, message: str) -> Response:
+    return Response(
+        _enc.encode(error_body(error_type, message)), status_code=status, headers=_HEADERS
+    )
+
+
+@dataclass
+class Query:
+    """What the audit log records about one query, filled in while it is answered."""
+
+    service: str
+    endpoint: str
+    method: str
+    generation: str | None = None
+    n_records: int = 0
+    features: Any = None
+    context: Any = None
+    result: Any = None
+    extra_headers: dict[str, str] = field(default_factory=dict)
+
+
+def _names(request: Request) -> tuple[str, str]:
+    params = request.path_params
+    return params["service"], params["endpoint"]
+
+
+def _short(name: str) -> str:
+    return name[:100]
+
+
+async def _parse(request: Request) -> dict[str, Any]:
+    try:
+        raw = await request.body()
+    except HTTPException as exc:
+        if exc.status_code == 413:
+            raise ApiError(
+                413, "RequestTooLarge", f"request body over {MAX_BODY_BYTES} bytes"
+            ) from None
+        raise
     if len(raw) > MAX_BODY_BYTES:
-        return error(413, "RequestTooLarge", f"request body over {MAX_BODY_BYTES} bytes")
+        raise ApiError(413, "RequestTooLarge", f"request body over {MAX_BODY_BYTES} bytes")
     if not raw.strip():
         return {}
     try:
         body = _json.decode(raw)
+    except RecursionError:
+        raise ApiError(400, "InvalidJSON", "the request body is nested too deeply") from None
     except msgspec.DecodeError:
-        return error(400, "InvalidJSON", "the request body is not valid JSON")
+        # Python's json accepts NaN/Infinity, which some clients send; validation refuses them.
+        try:
+            body = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise ApiError(400, "InvalidJSON", "the request body is not valid JSON") from None
     if not isinstance(body, dict):
-        return error(400, "InvalidRequest", "the request body must be a JSON object")
+        raise ApiError(400, "InvalidRequest", "the request body must be a JSON object")
     return body
 
 
-def _endpoint(
-    node: ApiNode, service: str, endpoint: str
-) -> tuple[LoadedService, PredictionEndpoint] | Response:
-    loaded = node.services.get(service)
-    if loaded is None:
-        return error(
-            404, "UnknownService", f"service '{service[:100]}' is not deployed on this node"
-        )
-    ep = loaded.endpoints.get(endpoint)
-    if ep is None:
-        return error(
-            404, "UnknownEndpoint", f"service '{service[:100]}' has no endpoint '{endpoint[:100]}'"
-        )
-    return loaded, ep
+def api_key_of(request: Request) -> str | None:
+    """The key sent as HTTP Basic user name (empty password) or as a Bearer token."""
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip() or None
+    if scheme.lower() == "basic":
+        try:
+            user = base64.b64decode(value.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return user.split(":", 1)[0] or None
+    return None
 
 
-def _context(loaded: LoadedService, endpoint: str) -> dict[str, str]:
+def _items(body: dict[str, Any], what: str) -> list[Any]:
+    items = body.get("items")
+    if not isinstance(items, list):
+        raise ApiError(400, "InvalidRequest", f"'items' must be a list of {{\"{what}\": {{...}}}}")
+    if len(items) > MAX_ITEMS:
+        raise ApiError(413, "RequestTooLarge", f"at most {MAX_ITEMS} items per request")
+    return items
+
+
+def _n_explanations(body: dict[str, Any]) -> int:
+    spec = body.get("explanations")
+    if not isinstance(spec, dict) or spec.get("enabled") is not True:
+        return 0
+    n = spec.get("nExplanations")
+    if n is None:
+        return 3
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ApiError(
+            400, "InvalidRequest", "'explanations.nExplanations' must be a positive integer"
+        )
+    return min(n, MAX_EXPLANATIONS)
+
+
+def _api_context(loaded: LoadedService, endpoint: str) -> dict[str, str]:
     return {
         "serviceId": loaded.service_id,
         "endpointId": endpoint,
@@ -85,10 +166,239 @@ def _context(loaded: LoadedService, endpoint: str) -> dict[str, str]:
     }
 
 
-def create_app(settings: Settings, infra_id: str, sync: bool = True) -> Litestar:
+class Handlers:
+    """The query methods of one API node worker (each returns the answer's body)."""
+
+    def __init__(self, node: ApiNode) -> None:
+        self.node = node
+
+    def resolve(
+        self, request: Request, q: Query, body: dict[str, Any], kind: str
+    ) -> tuple[LoadedService, Any]:
+        served: ServedService | None = self.node.services.get(q.service)
+        if served is None:
+            raise ApiError(
+                404, "UnknownService", f"service '{_short(q.service)}' is not deployed on this node"
+            )
+        if served.access_mode == "keys":
+            key = api_key_of(request)
+            if not self.node.keys.allows(key, q.service):
+                q.extra_headers["www-authenticate"] = 'Basic realm="nodal"'
+                message = (
+                    "this service needs an API key (HTTP Basic user name, or Bearer token)"
+                    if key is None
+                    else "this API key is not valid for this service"
+                )
+                raise ApiError(401, "Unauthorized", message)
+        try:
+            loaded = served.pick(body.get("dispatch"))
+        except UnknownGeneration as exc:
+            raise ApiError(
+                404,
+                "UnknownGeneration",
+                f"this node serves no generation '{exc}' of '{_short(q.service)}'",
+            ) from None
+        q.generation = loaded.version
+        ep = loaded.endpoints.get(q.endpoint)
+        if ep is None:
+            raise ApiError(
+                404,
+                "UnknownEndpoint",
+                f"service '{_short(q.service)}' has no endpoint '{_short(q.endpoint)}'",
+            )
+        if ep.kind != kind:
+            raise ApiError(
+                400,
+                "WrongEndpointType",
+                f"endpoint '{_short(q.endpoint)}' is a {ep.kind} endpoint, not a {kind} one",
+            )
+        return loaded, ep
+
+    def predict(
+        self, request: Request, q: Query, body: dict[str, Any], t0: float
+    ) -> dict[str, Any]:
+        q.features, q.context, q.n_records = body.get("features"), body.get("context"), 1
+        n_expl = _n_explanations(body)
+        loaded, ep = self.resolve(request, q, body, "prediction")
+        result = ep.predict(q.features, n_expl)
+        timing = result.pop("_timing")
+        q.result = result
+        timing["wait"] = 0
+        timing["total"] = int((time.perf_counter() - t0) * 1e6)
+        return {"result": result, "timing": timing, "apiContext": _api_context(loaded, q.endpoint)}
+
+    def predict_multi(
+        self, request: Request, q: Query, body: dict[str, Any], t0: float
+    ) -> dict[str, Any]:
+        items = _items(body, "features")
+        q.features = [i.get("features") if isinstance(i, dict) else i for i in items]
+        q.context = [i.get("context") if isinstance(i, dict) else None for i in items]
+        q.n_records = len(items)
+        n_expl = _n_explanations(body)
+        loaded, ep = self.resolve(request, q, body, "prediction")
+        results = ep.predict_multi(items, n_expl)
+        q.result = results
+        timing = {"total": int((time.perf_counter() - t0) * 1e6)}
+        return {
+            "results": results,
+            "timing": timing,
+            "apiContext": _api_context(loaded, q.endpoint),
+        }
+
+    def lookup(self, request: Request, q: Query, body: dict[str, Any], t0: float) -> dict[str, Any]:
+        q.features, q.context, q.n_records = body.get("data"), body.get("context"), 1
+        loaded, ep = self.resolve(request, q, body, "lookup")
+        result = ep.lookup(q.features)
+        q.result = [result]
+        timing = {"total": int((time.perf_counter() - t0) * 1e6)}
+        return {
+            "results": [result],
+            "timing": timing,
+            "apiContext": _api_context(loaded, q.endpoint),
+        }
+
+    def lookup_multi(
+        self, request: Request, q: Query, body: dict[str, Any], t0: float
+    ) -> dict[str, Any]:
+        items = _items(body, "data")
+        q.features = [i.get("data") if isinstance(i, dict) else i for i in items]
+        q.n_records = len(items)
+        loaded, ep = self.resolve(request, q, body, "lookup")
+        results = ep.lookup_multi(items)
+        q.result = results
+        timing = {"total": int((time.perf_counter() - t0) * 1e6)}
+        return {
+            "results": results,
+            "timing": timing,
+            "apiContext": _api_context(loaded, q.endpoint),
+        }
+
+    def invocations(
+        self, request: Request, q: Query, body: dict[str, Any], t0: float
+    ) -> dict[str, Any]:
+        records = invocation_records(body)
+        if len(records) > MAX_ITEMS:
+            raise ApiError(413, "RequestTooLarge", f"at most {MAX_ITEMS} records per request")
+        q.features, q.n_records = records, len(records)
+        _, ep = self.resolve(request, q, body, "prediction")
+        predictions = ep.predict_records(records)
+        q.result = predictions
+        return {"predictions": predictions}
+
+    def only_prediction_endpoint(self) -> tuple[str, str]:
+        """(service, endpoint) for the bare MLflow route: the node's one prediction endpoint."""
+        found = [
+            (name, ep_id)
+            for name, served in self.node.services.items()
+            for ep_id, ep in served.generations[served.primary].endpoints.items()
+            if ep.kind == "prediction"
+        ]
+        if len(found) != 1:
+            raise ApiError(
+                404,
+                "AmbiguousEndpoint",
+                f"this node serves {len(found)} prediction endpoints; "
+                "POST to /public/api/v1/{service}/{endpoint}/invocations instead",
+            )
+        return found[0]
+
+
+METHODS = {
+    "predict": Handlers.predict,
+    "predict-multi": Handlers.predict_multi,
+    "lookup": Handlers.lookup,
+    "lookup-multi": Handlers.lookup_multi,
+    "invocations": Handlers.invocations,
+}
+
+
+class StaticNode:
+    """A node whose services are given, not pulled (the Studio's dev server)."""
+
+    def __init__(self, services: dict[str, ServedService]) -> None:
+        self.services = services
+        self.keys = KeyChecker()
+
+    def sync(self) -> None:
+        return None
+
+
+DEV_INFRA = "design-dev"
+
+
+def create_dev_app(settings: Settings, service_id: str, endpoints: dict[str, Any]) -> Litestar:
+    """An app serving a design project's service as generation ``dev`` (query log: design-dev)."""
+    loaded = LoadedService(service_id, "dev", {}, endpoints)
+    served = ServedService(service_id, {"dev": loaded}, ((1.0, "dev"),), "dev", "public", "dev")
+    return create_app(settings, DEV_INFRA, sync=False, node=StaticNode({service_id: served}))
+
+
+def create_app(settings: Settings, infra_id: str, sync: bool = True, node: Any = None) -> Litestar:
     """The API node app for ``infra_id``; with ``sync`` it pulls desired state in the background."""
-    store = open_store(settings.control_store_url)
-    node = ApiNode(settings, store, infra_id)
+    if node is None:
+        node = ApiNode(settings, open_store(settings.control_store_url), infra_id)
+    handlers = Handlers(node)
+    qlog = querylog.QueryLog(settings.home, infra_id)
+    metrics = querylog.Metrics(settings.home, infra_id, qlog.worker)
+
+    async def answer(request: Request, service: str, endpoint: str, method: str) -> Response:
+        t0 = time.perf_counter()
+        q = Query(service, endpoint, method)
+        status, error_type = 200, None
+        try:
+            body = await _parse(request)
+            if method == "invocations" and not service:
+                q.service, q.endpoint = handlers.only_prediction_endpoint()
+            content = METHODS[method](handlers, request, q, body, t0)
+        except ApiError as exc:
+            status, error_type, content = (
+                exc.status,
+                exc.error_type,
+                error_body(exc.error_type, exc.message),
+            )
+        except InvalidRecord as exc:
+            error_type = "LookupFailed" if isinstance(exc, LookupFailed) else "InvalidRecord"
+            status, content = 400, error_body(error_type, str(exc))
+        except Exception:
+            log.exception(
+                "internal error answering %s %s/%s", method, _short(service), _short(endpoint)
+            )
+            status, error_type = 500, "InternalError"
+            content = error_body(error_type, "the API node failed to answer; see its log")
+        if error_type and method == "invocations":
+            content["error_code"] = "BAD_REQUEST" if status < 500 else "INTERNAL_ERROR"
+        payload = _enc.encode(content)
+        seconds = time.perf_counter() - t0
+        known = q.service in node.services
+        qlog.record(
+            service=_short(q.service),
+            endpoint=_short(q.endpoint),
+            generation=q.generation,
+            method=method,
+            status=status,
+            error_type=error_type,
+            duration_us=int(seconds * 1e6),
+            n_records=q.n_records,
+            features=q.features,
+            context=q.context,
+            result=q.result,
+        )
+        metrics.observe(
+            q.service if known else "_unknown",
+            q.endpoint if known else "_unknown",
+            q.generation or "",
+            method,
+            status,
+            seconds,
+        )
+        headers = {**_HEADERS, **q.extra_headers} if q.extra_headers else _HEADERS
+        return Response(payload, status_code=status, headers=headers)
+
+    async def housekeeping() -> None:
+        """Rotate and compact the query log, publish metrics (on the event loop: no races)."""
+        qlog.rotate_if_due()
+        metrics.snapshot()
+        await asyncio.to_thread(querylog.compact, settings.home, infra_id)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -103,6 +413,10 @@ def create_app(settings: Settings, infra_id: str, sync: bool = True) -> Litestar
                         await asyncio.to_thread(node.sync)
                     except Exception:
                         log.exception("sync with the deployer failed; retrying")
+                    try:
+                        await housekeeping()
+                    except Exception:
+                        log.exception("query log housekeeping failed; retrying")
 
             task = asyncio.create_task(poll())
         try:
@@ -110,73 +424,118 @@ def create_app(settings: Settings, infra_id: str, sync: bool = True) -> Litestar
         finally:
             if task:
                 task.cancel()
+            qlog.close()
+            metrics.snapshot()
+            with contextlib.suppress(Exception):
+                querylog.compact(settings.home, infra_id)
 
-    @get("/isAlive/", sync_to_thread=False, include_in_schema=True)
+    @get("/isAlive/", sync_to_thread=False, summary="Liveness: the generations this worker serves")
     def is_alive() -> dict[str, Any]:
-        return {"alive": True, "services": {k: v.version for k, v in node.services.items()}}
+        return {
+            "alive": True,
+            "services": {k: v.primary for k, v in node.services.items()},
+            "generations": {k: list(v.generations) for k, v in node.services.items()},
+        }
 
-    @post("/public/api/v1/{service:str}/{endpoint:str}/predict", status_code=200)
-    async def predict(request: Request, service: str, endpoint: str) -> Response:
-        t0 = time.perf_counter()
-        found = _endpoint(node, service, endpoint)
-        if isinstance(found, Response):
-            return found
-        body = await _parse(request)
-        if isinstance(body, Response):
-            return body
-        loaded, ep = found
-        try:
-            result = ep.predict(body.get("features"))
-        except InvalidRecord as exc:
-            return error(400, "InvalidRecord", str(exc))
-        timing = result.pop("_timing")
-        timing["wait"] = 0
-        timing["total"] = int((time.perf_counter() - t0) * 1e6)
-        return _ok({"result": result, "timing": timing, "apiContext": _context(loaded, endpoint)})
+    @get(
+        "/metrics",
+        sync_to_thread=False,
+        media_type="text/plain; version=0.0.4",
+        summary="Prometheus metrics",
+    )
+    def metrics_route() -> str:
+        return metrics.render()
 
-    @post("/public/api/v1/{service:str}/{endpoint:str}/predict-multi", status_code=200)
-    async def predict_multi(request: Request, service: str, endpoint: str) -> Response:
-        t0 = time.perf_counter()
-        found = _endpoint(node, service, endpoint)
-        if isinstance(found, Response):
-            return found
-        body = await _parse(request)
-        if isinstance(body, Response):
-            return body
-        items = body.get("items")
-        if not isinstance(items, list):
-            return error(400, "InvalidRequest", "'items' must be a list of {\"features\": {...}}")
-        if len(items) > MAX_ITEMS:
-            return error(413, "RequestTooLarge", f"at most {MAX_ITEMS} items per request")
-        loaded, ep = found
-        results = ep.predict_multi(items)
-        timing = {"total": int((time.perf_counter() - t0) * 1e6)}
-        return _ok({"results": results, "timing": timing, "apiContext": _context(loaded, endpoint)})
+    @get("/ping", sync_to_thread=False, include_in_schema=False)
+    def ping() -> str:
+        return "\n"
+
+    prefix = "/public/api/v1/{service:str}/{endpoint:str}"
+
+    @post(f"{prefix}/predict", status_code=200, summary="Score one record (Dataiku predict)")
+    async def predict(request: Request) -> Response:
+        return await answer(request, *_names(request), "predict")
+
+    @post(f"{prefix}/predict-multi", status_code=200, summary="Score several records")
+    async def predict_multi(request: Request) -> Response:
+        return await answer(request, *_names(request), "predict-multi")
+
+    @post(f"{prefix}/lookup", status_code=200, summary="Look one record up in a dataset")
+    async def lookup(request: Request) -> Response:
+        return await answer(request, *_names(request), "lookup")
+
+    @post(f"{prefix}/lookup-multi", status_code=200, summary="Look several records up")
+    async def lookup_multi(request: Request) -> Response:
+        return await answer(request, *_names(request), "lookup-multi")
+
+    @post(f"{prefix}/invocations", status_code=200, summary="MLflow scoring protocol")
+    async def invocations(request: Request) -> Response:
+        return await answer(request, *_names(request), "invocations")
+
+    @post(
+        "/invocations", status_code=200, summary="MLflow scoring protocol (the node's only model)"
+    )
+    async def bare_invocations(request: Request) -> Response:
+        return await answer(request, "", "", "invocations")
 
     def internal_error(_request: Request, exc: Exception) -> Response:
         if isinstance(exc, HTTPException):
             if exc.status_code == 413:
                 return error(413, "RequestTooLarge", f"request body over {MAX_BODY_BYTES} bytes")
+            name = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code)
             return error(
-                exc.status_code, type(exc).__name__.removesuffix("Exception"), str(exc.detail)[:200]
+                exc.status_code,
+                name or type(exc).__name__.removesuffix("Exception"),
+                str(exc.detail)[:200],
             )
         log.exception("internal error")
         return error(500, "InternalError", "the API node failed to answer; see its log")
 
     app = Litestar(
-        route_handlers=[is_alive, predict, predict_multi],
+        route_handlers=[
+            is_alive,
+            metrics_route,
+            ping,
+            predict,
+            predict_multi,
+            lookup,
+            lookup_multi,
+            invocations,
+            bare_invocations,
+        ],
         lifespan=[lifespan],
         exception_handlers={Exception: internal_error},
-        openapi_config=OpenAPIConfig(title="nodal API node", version="0.1.0", path="/schema"),
+        openapi_config=OpenAPIConfig(title="nodal API node", version="0.2.0", path="/schema"),
         request_max_body_size=MAX_BODY_BYTES,
+        logging_config=None,  # keep the process's JSON log lines (configure_logging)
     )
     app.state.node = node
+    app.state.querylog = qlog
+    app.state.housekeeping = housekeeping
     return app
 
 
 def app_from_env() -> Litestar:
     """uvicorn factory: ``uvicorn --factory engine.serving:app_from_env``."""
+    if not logging.getLogger().handlers:  # a worker process spawned by uvicorn
+        configure_logging()
     return create_app(load_settings(), os.environ["NODAL_API_INFRA"])
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per log line (ts, level, logger, message, pid, exception)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "pid": record.process,
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -193,11 +552,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def configure_logging() -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonLogFormatter())
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_logging()
     os.environ["NODAL_API_INFRA"] = args.infra
     uvicorn.run(
         "engine.serving:app_from_env",
@@ -207,6 +572,7 @@ def main(argv: list[str] | None = None) -> int:
         workers=args.workers,
         log_level="warning",
         access_log=False,
+        log_config=None,
     )
     return 0
 

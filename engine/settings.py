@@ -44,6 +44,29 @@ class Settings:
         5.0, "NODAL_POLL_SECONDS", "How often runners and API nodes pull their desired state."
     )
 
+    smtp_host: str = _setting(
+        "", "NODAL_SMTP_HOST", "SMTP host for e-mail reporters of scenarios; empty: no e-mail."
+    )
+    smtp_port: int = _setting(25, "NODAL_SMTP_PORT", "SMTP port for e-mail reporters.")
+    smtp_sender: str = _setting(
+        "nodal@localhost", "NODAL_SMTP_FROM", "Sender address of e-mail reporters."
+    )
+    catch_up: str = _setting(
+        "once",
+        "NODAL_CATCH_UP",
+        "Time triggers missed while a runner was down: 'once' (one run at restart) or 'skip'.",
+    )
+    score_chunk_rows: int = _setting(
+        500_000, "NODAL_SCORE_CHUNK_ROWS", "Rows per chunk in batch scoring (bounds memory)."
+    )
+
+    status_webhook: str = _setting(
+        "",
+        "NODAL_STATUS_WEBHOOK",
+        "URL POSTed a JSON message when a deployment's or endpoint's status changes "
+        "(Monitoring); empty: status changes are only logged.",
+    )
+
     @property
     def control_store_url(self) -> str:
         return self.control_url or f"sqlite:///{(self.home / 'control.db').resolve()}"
@@ -64,6 +87,8 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: object) ->
             values[f.name] = Path(raw)
         elif f.type == "float":
             values[f.name] = float(raw)
+        elif f.type == "int":
+            values[f.name] = int(raw)
         else:
             values[f.name] = raw
     values.update({k: v for k, v in overrides.items() if v is not None})
@@ -71,6 +96,8 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: object) ->
         if key in values:
             values[key] = Path(values[key])
     settings = Settings(**values)
+    if settings.catch_up not in ("once", "skip"):
+        raise ValueError(f"NODAL_CATCH_UP must be 'once' or 'skip', not {settings.catch_up!r}")
     if settings.basemap not in ("carto", "none"):
         raise ValueError(f"NODAL_BASEMAP must be 'carto' or 'none', not {settings.basemap!r}")
     return settings

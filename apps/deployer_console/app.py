@@ -26,6 +26,10 @@ page = st.navigation(
             default=True,
         ),
         st.Page("pages/bundles.py", title="Bundles & packages", icon=":material/inventory_2:"),
+        st.Page("pages/api_deployments.py", title="API deployments", icon=":material/api:"),
+        st.Page("pages/api_keys.py", title="API keys", icon=":material/key:"),
+        st.Page("pages/infrastructures.py", title="Infrastructures", icon=":material/dns:"),
+        st.Page("pages/runs.py", title="Scenario runs", icon=":material/timeline:"),
     ]
 )
 page.run()

@@ -1,14 +1,21 @@
-"""Design Studio: the analyst's view of a project (flow, datasets, model versions).
+"""Design Studio: where analysts build, check and package a project in the browser.
 
-Run with ``streamlit run apps/design_studio/app.py``; ``NODAL_HOME`` names the home.
+Run with ``streamlit run apps/design_studio/app.py``; ``NODAL_HOME`` names the home. Every
+page is a thin adapter over engine functions; everything it saves lands as plain files in
+the project folder (so the CLI, git and bundles see it).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from apps.common.context import get_settings, get_store
+from apps.design_studio.state import OPEN_REQUEST, PROJECT_KEY
 from engine import design
+
+HERE = Path(__file__).resolve().parent
 
 st.set_page_config(
     page_title="nodal · Design Studio", page_icon=":material/account_tree:", layout="wide"
@@ -20,27 +27,56 @@ projects = [p["name"] for p in design.list_projects(get_store(settings))]
 with st.sidebar:
     st.title("Design Studio")
     if projects:
-        # Pages read the choice from here: widget keys of the entry script are not a stable
-        # place to read it from once the user switches pages.
-        st.session_state["design_project"] = st.selectbox(
-            "Project", projects, key="project", help="Projects on the design node."
+        request = st.session_state.pop(OPEN_REQUEST, None)
+        if request in projects:
+            st.session_state["project"] = request  # before the picker exists in this run
+        wanted = st.session_state.get(PROJECT_KEY) or st.query_params.get("project")
+        # Pages read the choice from session state: widget keys of the entry script are not a
+        # stable place to read it from once the user switches pages.
+        st.session_state[PROJECT_KEY] = st.selectbox(
+            "Project",
+            projects,
+            index=projects.index(wanted) if wanted in projects else 0,
+            key="project",
+            help="Projects on the design node.",
         )
+        st.query_params["project"] = st.session_state[PROJECT_KEY]
     st.caption(f"Home: `{settings.home}`")
 
-pages = [
-    st.Page("pages/flow.py", title="Flow", icon=":material/account_tree:", default=True),
-    st.Page("pages/model.py", title="Model", icon=":material/model_training:"),
-]
-if not projects:
-    # Declare the pages anyway (hidden), or Streamlit would list pages/ on its own.
-    st.navigation(pages, position="hidden")
-    st.title("Design Studio")
-    st.info(
-        f"There is no project on the design node yet (home `{settings.home}`).\n\n"
-        "Import the fraud example with `nodal project import examples/fraud`, "
-        "or prepare the whole demo with `nodal demo --prepare-only`, then reload this page.",
-        icon=":material/info:",
-    )
-    st.stop()
 
-st.navigation(pages).run()
+def page(file: str, title: str, icon: str, default: str) -> st.Page:
+    return st.Page(f"pages/{file}", title=title, icon=f":material/{icon}:", default=file == default)
+
+
+def all_pages(default: str) -> dict[str, list[st.Page]]:
+    pages = {
+        "Project": [
+            page("flow.py", "Flow", "account_tree", default),
+            page("projects.py", "Projects", "folder_open", default),
+        ],
+        "Data": [
+            page("datasets.py", "Datasets", "table", default),
+            page("recipes.py", "Recipes", "code", default),
+            page("checks.py", "Metrics and checks", "rule", default),
+        ],
+        "Models": [
+            page("lab.py", "Lab", "science", default),
+            page("model.py", "Saved models", "model_training", default),
+        ],
+        "Production": [
+            page("scenarios.py", "Scenarios", "schedule", default),
+            page("dashboards.py", "Dashboards", "map", default),
+            page("bundles.py", "Bundles", "inventory_2", default),
+        ],
+    }
+    if (HERE / "pages" / "api_designer.py").exists():  # owned by the API Designer's engineer
+        pages["Production"].append(page("api_designer.py", "API Designer", "api", default))
+    return pages
+
+
+if not projects:
+    # Only the Projects page makes sense; the others stay declared (hidden) so a bookmarked
+    # page URL still lands somewhere that explains what to do.
+    st.navigation(all_pages("projects.py"), position="hidden").run()
+else:
+    st.navigation(all_pages("flow.py")).run()

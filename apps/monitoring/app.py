@@ -1,4 +1,4 @@
-"""Monitoring: what business users look at, starting with the daily fraud map.
+"""Monitoring: statuses, the daily fraud map, pipeline health, model quality and API health.
 
 Run with ``streamlit run apps/monitoring/app.py``; ``NODAL_HOME`` names the home and
 ``NODAL_BASEMAP=none`` draws the map without online tiles.
@@ -19,6 +19,16 @@ with st.sidebar:
     st.caption(f"Home: `{get_settings().home}`")
 
 page = st.navigation(
-    [st.Page("pages/fraud_map.py", title="Fraud map", icon=":material/map:", default=True)]
+    [
+        st.Page(
+            "pages/status.py", title="Status", icon=":material/health_and_safety:", default=True
+        ),
+        st.Page("pages/fraud_map.py", title="Fraud map", icon=":material/map:"),
+        st.Page(
+            "pages/pipeline_health.py", title="Pipeline health", icon=":material/account_tree:"
+        ),
+        st.Page("pages/model_quality.py", title="Model quality", icon=":material/insights:"),
+        st.Page("pages/api_health.py", title="API health", icon=":material/api:"),
+    ]
 )
 page.run()

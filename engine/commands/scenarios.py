@@ -38,10 +38,51 @@ def cmd_scenario_run(s: Settings, a: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    _print_run(control, run)
+    return 0 if run["status"] in ("SUCCESS", "WARNING") else 1
+
+
+def _print_run(control, run: dict) -> None:  # noqa: ANN001
+    from engine import reporters
+
     for step in run["steps"]:
         print(f"  {step['name']:<16} {step['status']:<8} {step['message']}")
-    print(f"run {run_id} of {a.scenario} on {a.infra}: {run['status']} {run['message']}")
-    return 0 if run["status"] in ("SUCCESS", "WARNING") else 1
+    for rep in reporters.list_reports(control, run["run_id"]):
+        print(f"  reporter {rep['reporter']:<7} {rep['outcome']:<8} {rep['message']}")
+    print(
+        f"run {run['run_id']} of {run['scenario']} on {run['infra_id']}: {run['status']} {run['message']}"
+    )
+
+
+def cmd_scenario_show(s: Settings, a: argparse.Namespace) -> int:
+    import json
+
+    from engine import scenarios
+
+    control = store(s)
+    run = scenarios.get_run(control, a.run_id)
+    print(
+        f"trigger: {run['trigger']}  bundle: {run['bundle_id'] or '-'}  requested {run['requested_at']}"
+        f"  started {run['started_at'] or '-'}  ended {run['ended_at'] or '-'}"
+    )
+    _print_run(control, run)
+    if a.logs:
+        for step in run["steps"]:
+            outputs = json.loads(step["outputs_json"] or "{}")
+            for line in outputs.get("log", []):
+                print(f"  [{step['name']}] {line}")
+    return 0
+
+
+def cmd_scenario_abort(s: Settings, a: argparse.Namespace) -> int:
+    from engine import scenarios
+
+    status = scenarios.request_abort(store(s), a.run_id, s.user)
+    if status == scenarios.ABORTED:
+        print(f"run {a.run_id} aborted before it started")
+    else:
+        print(f"run {a.run_id}: abort requested; the runner stops it at its next check")
+    return 0
 
 
 def cmd_scenario_runs(s: Settings, a: argparse.Namespace) -> int:
@@ -84,6 +125,11 @@ def register(top: Any) -> None:
     p.add_argument(
         "--timeout", type=float, default=600, help="seconds to wait for the runner (default 600)"
     )
+    p = add(scen, "show", cmd_scenario_show, "Show one run: its steps, timing, reporters.")
+    p.add_argument("run_id", type=int)
+    p.add_argument("--logs", action="store_true", help="print every step's log lines")
+    p = add(scen, "abort", cmd_scenario_abort, "Abort a queued or running scenario run.")
+    p.add_argument("run_id", type=int)
     p = add(scen, "runs", cmd_scenario_runs, "List recent scenario runs.")
     p.add_argument("--infra")
     p.add_argument("--limit", type=int, default=20)

@@ -167,6 +167,83 @@ published_days = sa.Table(
     _ts("published_at", False),
 )
 
+# The model evaluation store (engine/evaluation.py): one row per day, model role, metric
+# family, feature and metric. Re-evaluating a day replaces its rows.
+evaluation_metrics = sa.Table(
+    "evaluation_metrics",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("node", sa.String(100), nullable=False, index=True),
+    sa.Column("project", sa.String(100), nullable=False),
+    sa.Column("model", sa.String(100), nullable=False),
+    sa.Column("role", sa.String(20), nullable=False),  # champion | challenger
+    sa.Column("model_version", sa.String(100), nullable=False),
+    sa.Column("day", sa.String(10), nullable=False),  # the data day the metric describes
+    sa.Column("family", sa.String(40), nullable=False),  # input_drift, performance, …
+    sa.Column("feature", sa.String(100), nullable=False, default=""),
+    sa.Column("metric", sa.String(60), nullable=False),
+    sa.Column("value", sa.Float),
+    sa.Column("status", sa.String(20), nullable=False),  # OK WARNING ERROR INFO
+    sa.Column("message", sa.Text, nullable=False, default=""),
+    sa.Column("run_id", sa.Integer),
+    _ts("at", False),
+)
+
+# Last known worst-of status of each monitored object (engine/status.py), so that an alert
+# goes out only when a status changes.
+monitored_status = sa.Table(
+    "monitored_status",
+    metadata,
+    sa.Column("object_kind", sa.String(20), primary_key=True),  # deployment | endpoint
+    sa.Column("object_id", sa.String(300), primary_key=True),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("message", sa.Text, nullable=False, default=""),
+    _ts("changed_at", False),
+)
+
+
+# --- API Deployer and API node (engine/api_deployer.py, engine/apikeys.py) ---
+
+api_traffic = sa.Table(
+    "api_traffic",
+    metadata,
+    sa.Column("deployment_id", sa.String(200), primary_key=True),
+    # [{"generation": "v1", "proba": 0.9}, ...] summing to 1; the node serves each of them.
+    sa.Column("traffic_json", sa.Text, nullable=False),
+    sa.Column("access_mode", sa.String(20), nullable=False, default="public"),  # public | keys
+    _ts("updated_at", False),
+)
+
+api_deployment_changes = sa.Table(
+    "api_deployment_changes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("deployment_id", sa.String(200), nullable=False, index=True),
+    sa.Column(
+        "action", sa.String(30), nullable=False
+    ),  # deploy | split | switch | rollback | access
+    sa.Column("from_json", sa.Text),  # traffic before (null for a new deployment)
+    sa.Column("to_json", sa.Text, nullable=False),
+    sa.Column("tests_json", sa.Text, nullable=False, default="{}"),  # test queries before/after
+    sa.Column("actor", sa.String(100), nullable=False),
+    _ts("at", False),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("key_id", sa.String(40), primary_key=True),  # public part of the key
+    sa.Column("service", sa.String(100), nullable=False),
+    sa.Column("infra_id", sa.String(100)),  # null: valid on every API infrastructure
+    sa.Column("salt", sa.String(64), nullable=False),
+    sa.Column("secret_hash", sa.String(128), nullable=False),  # sha256(salt + secret), hex
+    sa.Column("label", sa.Text, nullable=False, default=""),
+    sa.Column("created_by", sa.String(100), nullable=False),
+    _ts("created_at", False),
+    _ts("revoked_at"),
+    sa.Column("revoked_by", sa.String(100)),
+)
+
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DBAPI objects
     cur = dbapi_conn.cursor()
@@ -219,3 +296,73 @@ def open_store(url: str) -> ControlStore:
         store.init_schema()
         _stores[url] = store
     return store
+
+
+# --- Project Deployer and automation node (issue 4) -------------------------------------------
+
+stages = sa.Table(
+    "stages",
+    metadata,
+    sa.Column("name", sa.String(50), primary_key=True),
+    sa.Column("position", sa.Integer, nullable=False),  # lifecycle order: dev < test < prod
+    sa.Column("description", sa.Text, nullable=False, default=""),
+    _ts("created_at", False),
+)
+
+deployment_triggers = sa.Table(
+    "deployment_triggers",
+    metadata,
+    sa.Column("deployment_id", sa.String(200), primary_key=True),
+    sa.Column("scenario", sa.String(100), primary_key=True),
+    sa.Column("trigger_index", sa.Integer, primary_key=True),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("updated_by", sa.String(100), nullable=False),
+    _ts("updated_at", False),
+)
+
+run_abort_requests = sa.Table(
+    "run_abort_requests",
+    metadata,
+    sa.Column("run_id", sa.Integer, primary_key=True),
+    sa.Column("requested_by", sa.String(100), nullable=False),
+    _ts("requested_at", False),
+)
+
+run_reports = sa.Table(
+    "run_reports",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.Integer, nullable=False, index=True),
+    sa.Column("reporter", sa.String(100), nullable=False),
+    sa.Column("reporter_type", sa.String(20), nullable=False),  # log | webhook | email
+    sa.Column("outcome", sa.String(20), nullable=False),  # SENT | FAILED
+    sa.Column("message", sa.Text, nullable=False, default=""),
+    _ts("at", False),
+)
+
+runner_state = sa.Table(
+    "runner_state",
+    metadata,
+    sa.Column("infra_id", sa.String(100), primary_key=True),
+    sa.Column("key", sa.String(300), primary_key=True),  # "alive", "dataset:<project>:<…>"
+    sa.Column("value", sa.Text, nullable=False),
+    _ts("updated_at", False),
+)
+
+
+# --- Design node: metrics computed on datasets (issue 3) --------------------------------------
+
+metric_values = sa.Table(
+    "metric_values",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("node", sa.String(100), nullable=False),  # design or an infrastructure id
+    sa.Column("project", sa.String(100), nullable=False),
+    sa.Column("dataset", sa.String(100), nullable=False),
+    sa.Column("partition", sa.String(50)),  # null: the whole (unpartitioned) dataset
+    sa.Column("metric", sa.String(100), nullable=False),
+    sa.Column("value", sa.Float),  # null when the metric has no value (e.g. mean of no rows)
+    sa.Column("run_id", sa.Integer),
+    _ts("at", False),
+    sa.Index("ix_metric_values_lookup", "project", "dataset", "metric"),
+)

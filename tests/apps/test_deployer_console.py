@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from streamlit.testing.v1 import AppTest
 
-from engine import apipackages, bundles, demo, deployer, design
+from engine import apipackages, bundles, demo, deployer, design, scenarios
 from engine.storage.control import bundles as bundles_table
 from tests.homes import copy_home, environ
 
@@ -140,3 +140,134 @@ def test_an_empty_home_explains_what_to_do_on_both_pages(tmp_path, monkeypatch):
     assert not at.dataframe and not at.button
     at = _open("pages/bundles.py")
     assert "No bundle yet" in at.info[0].value and "No API package yet" in at.info[1].value
+
+
+# --- promote, roll back, infrastructures by stage, scenario runs, bundle diff ------------------
+
+
+def test_promote_from_dev_to_prod_with_a_confirmation(console_copy):
+    settings, store = console_copy
+    deployer.create_infra(store, "automation-dev", "automation", "dev")
+    dev = deployer.deploy_bundle(store, demo.PROJECT, "v2", "automation-dev", "dana")
+    at = _open("pages/deployments.py")
+    at.selectbox(key="promote_from").set_value(dev.deployment_id)
+    at.selectbox(key="promote_to").set_value(demo.AUTOMATION_INFRA).run()
+    assert at.button(key="promote_button").disabled
+    assert (
+        "deploy bundle v2 of fraud to automation-prod" in at.checkbox(key="promote_confirm").label
+    )
+    at.checkbox(key="promote_confirm").check().run()
+    at.button(key="promote_button").click().run()
+    assert not at.exception and not at.error
+    assert f"**{DEPLOYMENT}** now asks for bundle **v2**" in at.success[0].value
+    latest = deployer.history(store, DEPLOYMENT)[0]
+    assert (latest["action"], latest["from_version"], latest["to_version"], latest["actor"]) == (
+        "promote",
+        "v1",
+        "v2",
+        settings.user,
+    )
+    table = at.dataframe[0].value.set_index("deployment")
+    assert table.loc[DEPLOYMENT, "desired version"] == "v2"
+    assert table.loc[dev.deployment_id, "stage"] == "dev"
+
+
+def test_roll_back_offers_the_previous_bundle_first_and_records_it(console_copy):
+    settings, store = console_copy
+    deployer.deploy_bundle(store, demo.PROJECT, "v2", demo.AUTOMATION_INFRA, "ops")
+    at = _open("pages/deployments.py")
+    at.selectbox(key="rollback_deployment").set_value(DEPLOYMENT).run()
+    assert at.selectbox(key="rollback_to").options[0] == "v1"
+    assert at.button(key="rollback_button").disabled
+    at.checkbox(key="rollback_confirm").check().run()
+    at.button(key="rollback_button").click().run()
+    assert not at.exception and not at.error
+    assert "rolled back from **v2** to **v1**" in at.success[0].value
+    assert deployer.get_deployment(store, DEPLOYMENT).version == "v1"
+    assert deployer.history(store, DEPLOYMENT)[0]["action"] == "rollback"
+
+
+def test_infrastructures_page_groups_by_stage_and_adds_stages_and_infras(console_copy):
+    _, store = console_copy
+    at = _open("pages/infrastructures.py")
+    assert [h.value for h in at.subheader] == ["Stage dev", "Stage test", "Stage prod"]
+    prod = at.dataframe[0].value.set_index("infrastructure")
+    assert prod.loc[demo.AUTOMATION_INFRA, "runs"] == "fraud v1"
+    at.text_input(key="stage_name").input("staging")
+    at.selectbox(key="stage_after").set_value("test")
+    at.button(key="stage_button").click().run()
+    assert "Stage **staging** added after test." in at.success[0].value
+    assert [h.value for h in at.subheader][:4] == [
+        "Stage dev",
+        "Stage test",
+        "Stage staging",
+        "Stage prod",
+    ]
+    at.text_input(key="infra_id").input("bad id!")
+    at.selectbox(key="infra_stage").set_value("staging")
+    at.button(key="infra_button").click().run()
+    assert at.error[0].value.startswith("Infrastructure refused: infrastructure id 'bad id!'")
+    at.text_input(key="infra_id").input("automation-staging")
+    at.button(key="infra_button").click().run()
+    assert "**automation-staging** (automation) added to stage **staging**" in at.success[0].value
+    assert deployer.get_infra(store, "automation-staging")["stage"] == "staging"
+
+
+def test_runs_page_shows_the_timeline_steps_and_reporters_and_aborts(console_copy):
+    _, store = console_copy
+    at = _open("pages/runs.py")
+    at.selectbox(key="runs_deployment").set_value(DEPLOYMENT).run()
+    assert not at.exception
+    assert at.get("vega_lite_chart"), "the runs timeline"
+    runs = at.dataframe[0].value
+    assert list(runs["status"]) == [
+        r["status"] for r in scenarios.list_runs(store, demo.AUTOMATION_INFRA)
+    ]
+    steps = at.dataframe[1].value
+    assert list(steps["step"]) == ["check_incoming", "build_features", "score", "publish_map"]
+    assert (steps["status"] == "SUCCESS").all() and steps["seconds"].notna().all()
+    assert at.dataframe[2].value.iloc[0]["reporter_type"] == "log"
+    assert [e.label for e in at.expander][:1] == ["check_incoming: log and outputs"]
+
+    at.selectbox(key="run_scenario").set_value("daily_scoring")
+    at.button(key="run_now_button").click().run()
+    assert "queued on automation-prod" in at.success[0].value
+    queued = scenarios.list_runs(store, demo.AUTOMATION_INFRA, limit=1)[0]
+    at.selectbox(key="run_detail").set_value(queued["run_id"]).run()
+    at.button(key="abort_button").click().run()
+    assert f"Run {queued['run_id']} aborted before it started." in at.success[0].value
+    assert scenarios.get_run(store, queued["run_id"])["status"] == "ABORTED"
+
+
+def test_runs_page_switches_triggers_and_saves_variables(console_copy):
+    _, store = console_copy
+    at = _open("pages/runs.py")
+    at.selectbox(key="runs_deployment").set_value(DEPLOYMENT).run()
+    assert at.toggle(key="trigger_daily_scoring_0").value is True
+    assert at.toggle(key="trigger_daily_scoring_1").value is False  # enabled: false in YAML
+    at.toggle(key="trigger_daily_scoring_1").set_value(True).run()
+    assert deployer.trigger_flags(store, DEPLOYMENT)[("daily_scoring", 1)] is True
+    at.text_area(key=f"variables_text_{DEPLOYMENT}").input("{not json").run()
+    at.button(key="variables_button").click().run()
+    assert at.error[0].value.startswith("Not valid JSON")
+    assert deployer.get_deployment(store, DEPLOYMENT).variables == {}
+    at.text_area(key=f"variables_text_{DEPLOYMENT}").input('{"region": "west"}').run()
+    at.button(key="variables_button").click().run()
+    assert deployer.get_deployment(store, DEPLOYMENT).variables == {"region": "west"}
+
+
+def test_bundles_page_diffs_two_bundles(console_copy):
+    settings, store = console_copy
+    project = design.open_project(settings, demo.PROJECT)
+    checks = project.root / "checks.yaml"
+    checks.write_text(checks.read_text().replace("tolerance: 0.2", "tolerance: 0.3"))
+    bundles.create_bundle(settings.home, store, project, "v3", "Looser check.", "analyst")
+    at = _open("pages/bundles.py")
+    at.selectbox(key="diff_old_fraud").set_value("v2")
+    at.selectbox(key="diff_new_fraud").set_value("v3").run()
+    diff = at.dataframe[1].value
+    assert diff.to_dict("records") == [{"file": "checks.yaml", "change": "changed"}]
+    lines = at.code[0].value.splitlines()
+    assert lines[:2] == ["--- v2/checks.yaml", "+++ v3/checks.yaml"]
+    assert any(x.startswith("-") and "tolerance: 0.2" in x for x in lines)
+    assert any(x.startswith("+") and "tolerance: 0.3" in x for x in lines)

@@ -117,6 +117,7 @@ def test_an_unpublished_day_in_the_link_falls_back_to_the_latest_with_a_warning(
     at = AppTest.from_file(str(APP), default_timeout=60)
     at.query_params["day"] = "1999-01-01"
     at.run()
+    at.switch_page("pages/fraud_map.py").run()
     assert not at.exception and not at.error
     assert "1999-01-01 is not a published day" in at.warning[0].value
     day = latest_published(demo_environ.store)
@@ -152,3 +153,88 @@ def test_an_empty_home_explains_that_nothing_is_published_yet(tmp_path, monkeypa
     assert "No day of project 'fraud' has been published" in at.info[0].value
     assert "nodal scenario run daily_scoring" in at.info[0].value
     assert not at.error and not at.get("deck_gl_json_chart") and not at.metric
+
+
+# --- the other Monitoring pages -------------------------------------------------------------
+
+EVAL_DAYS = ("2026-10-22", "2026-10-23")
+
+
+@pytest.fixture(scope="module")
+def evaluated(demo_env, tmp_path_factory):
+    """A copy of the demo home with the daily evaluation run on two older days and the latest."""
+    from engine import scenarios
+    from tests.homes import copy_home
+
+    settings, store = copy_home(demo_env.settings, tmp_path_factory.mktemp("evaluated"))
+    node = AutomationNode(settings, store, demo.AUTOMATION_INFRA)
+    for day in (*EVAL_DAYS, latest_published(store)):
+        run_id = scenarios.request_run(
+            store, demo.AUTOMATION_INFRA, demo.PROJECT, "daily_evaluation", "test", {"day": day}
+        )
+        assert node.run(run_id) in (scenarios.SUCCESS, scenarios.WARNING), scenarios.get_run(
+            store, run_id
+        )
+    return settings, store
+
+
+@pytest.fixture
+def evaluated_environ(evaluated, monkeypatch):
+    settings, store = evaluated
+    for key, value in environ(settings).items():
+        monkeypatch.setenv(key, value)
+    return settings, store
+
+
+def _page(path: str) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    at.switch_page(path).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_the_home_page_shows_a_worst_of_status_per_deployment_and_endpoint(evaluated_environ):
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Status"
+    deployments, endpoints = (d.value for d in at.dataframe)
+    prod = deployments[deployments["what"] == "fraud on automation-prod"]
+    assert len(prod) == 1 and prod["status"].iloc[0] in ("HEALTHY", "WARNING", "UNHEALTHY")
+    assert endpoints["what"].str.contains("fraud_detection").all()
+    # No API node has run on this home: its report is missing, which is worse than no traffic.
+    assert endpoints["status"].tolist() == ["UNKNOWN"]
+    assert "no report yet" in endpoints["why"].iloc[0]
+
+
+def test_pipeline_health_shows_runs_steps_and_checks(evaluated_environ):
+    at = _page("pages/pipeline_health.py")
+    assert at.selectbox(key="ph_deployment").value == "fraud-on-automation-prod"
+    runs = at.dataframe[0].value
+    assert {"daily_scoring", "daily_evaluation"} <= set(runs["scenario"])
+    assert {m.label: m.value for m in at.metric}["Runs"] == f"{len(runs):,}"
+    charts = at.get("vega_lite_chart")
+    assert len(charts) >= 2  # runs timeline, checks over time
+    spec = json.loads(charts[1].proto.spec)
+    assert spec["mark"]["type"] == "square"
+
+
+def test_model_quality_charts_drift_and_performance(evaluated_environ):
+    settings, store = evaluated_environ
+    at = _page("pages/model_quality.py")
+    assert at.selectbox(key="mq_model").value == "fraud_model"
+    assert "no challenger" in at.caption[0].value
+    assert len(at.get("vega_lite_chart")) >= 5
+    assert not at.info  # labels have landed for the two older days: performance is shown
+
+
+def test_model_quality_explains_when_nothing_is_evaluated_yet(demo_environ):
+    at = _page("pages/model_quality.py")
+    assert "No model evaluation on automation-prod yet" in at.info[0].value
+    assert not at.get("vega_lite_chart")
+
+
+def test_api_health_explains_when_there_is_no_traffic_yet(demo_environ):
+    at = _page("pages/api_health.py")
+    assert "No API traffic on api-prod yet" in at.info[0].value

@@ -112,6 +112,13 @@ def test_new_day_is_scored_by_the_runner_and_the_api_agrees(lifecycle):
     multi = client.predict_records("predict_fraud", [{"features": r} for r in records])["results"]
     np.testing.assert_allclose(single, sample["fraud_proba"].to_numpy(), rtol=1e-12, atol=0)
     np.testing.assert_allclose([r["probas"]["1"] for r in multi], single, rtol=1e-12, atol=0)
+    # MLflow's protocol on the same model: the same probabilities.
+    split = {"columns": RAW_FIELDS, "data": [[r[c] for c in RAW_FIELDS] for r in records]}
+    mlflow = httpx.post(
+        f"http://127.0.0.1:{port}/public/api/v1/fraud_detection/predict_fraud/invocations",
+        json={"dataframe_split": split},
+    ).json()["predictions"]
+    np.testing.assert_allclose(mlflow, single, rtol=1e-12, atol=0)
     flagged = [r["prediction"] == "1" for r in multi]
     assert flagged == sample["is_flagged"].tolist()
 

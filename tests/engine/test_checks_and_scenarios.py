@@ -86,3 +86,113 @@ def test_a_project_with_a_bad_recipe_input_is_refused(tmp_path):
     )
     with pytest.raises(ProjectError, match="input 'transactionz' is not a dataset"):
         load_project(tmp_path / "p", tmp_path / "m", {"data_dir": "/nowhere"})
+
+
+# --- triggers, reporters and the validation of scenarios -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("words", "cron"),
+    [
+        ("daily at 06:00", "0 6 * * *"),
+        ("every day at 6:30", "30 6 * * *"),
+        ("weekdays at 07:30", "30 7 * * mon-fri"),
+        ("every monday at 05:00", "0 5 * * mon"),
+        ("every 15 minutes", "*/15 * * * *"),
+        ("hourly", "0 * * * *"),
+        ("monthly on day 2 at 01:00", "0 1 2 * *"),
+    ],
+)
+def test_plain_word_schedules_become_cron(words, cron):
+    from engine import triggers
+
+    assert triggers.schedule_to_cron(words) == cron
+
+
+def test_unreadable_schedules_are_refused_with_examples():
+    from engine import triggers
+
+    with pytest.raises(triggers.TriggerError, match="cannot read the schedule 'daily at noon'"):
+        triggers.schedule_to_cron("daily at noon")
+    with pytest.raises(triggers.TriggerError, match="25:00 is not a time of day"):
+        triggers.schedule_to_cron("daily at 25:00")
+
+
+def _with_scenarios(project, extra):
+    saved = dict(project.scenarios)
+    project.scenarios.update(extra)
+    return saved
+
+
+def test_a_cycle_of_after_scenario_triggers_is_refused(drifted):
+    project, _, _ = drifted
+    step = [{"name": "s", "type": "sql", "sql": "SELECT 1"}]
+    saved = _with_scenarios(
+        project,
+        {
+            "a": {"steps": step, "triggers": [{"type": "after_scenario", "scenario": "b"}]},
+            "b": {"steps": step, "triggers": [{"type": "after_scenario", "scenario": "c"}]},
+            "c": {"steps": step, "triggers": [{"type": "after_scenario", "scenario": "a"}]},
+            "d": {"steps": step, "triggers": [{"type": "after_scenario", "scenario": "a"}]},
+        },
+    )
+    try:
+        problems = " | ".join(scenarios.validate(project, "a"))
+        assert "after_scenario triggers form a cycle" in problems
+        assert {"a", "b", "c"} <= set(problems.split("cycle: ")[1].split(" -> "))
+        assert scenarios.validate(project, "d") == []  # downstream of a cycle, not in it
+    finally:
+        project.scenarios.clear()
+        project.scenarios.update(saved)
+
+
+def test_bad_triggers_reporters_and_steps_are_each_named(drifted):
+    project, _, _ = drifted
+    saved = _with_scenarios(
+        project,
+        {
+            "bad": {
+                "steps": [
+                    {"name": "q", "type": "sql"},
+                    {
+                        "name": "t",
+                        "type": "train",
+                        "model": "fraud_model",
+                        "gate": {"metric": "f1"},
+                    },
+                ],
+                "triggers": [
+                    {"type": "time", "every": "at teatime"},
+                    {"type": "dataset_changed", "dataset": "nope"},
+                    {"type": "after_scenario", "scenario": "ghost"},
+                    {"type": "moon_phase"},
+                ],
+                "reporters": [
+                    {"type": "webhook", "url": "ftp://x", "timeout": 0},
+                    {"type": "pigeon"},
+                ],
+            }
+        },
+    )
+    try:
+        problems = " | ".join(scenarios.validate(project, "bad"))
+    finally:
+        project.scenarios.clear()
+        project.scenarios.update(saved)
+    for expected in (
+        "a sql step needs sql: or file:",
+        "gate metric must be one of roc_auc, pr_auc",
+        "cannot read the schedule 'at teatime'",
+        "dataset 'nope' is not a dataset of the project",
+        "scenario 'ghost' is not a scenario of the project",
+        "unknown trigger type 'moon_phase'",
+        "webhook url must start with http:// or https://",
+        "timeout must be a positive number of seconds",
+        "unknown reporter type 'pigeon'",
+    ):
+        assert expected in problems, (expected, problems)
+
+
+def test_the_example_retrain_scenario_is_valid(drifted):
+    project, _, _ = drifted
+    assert scenarios.validate(project, "retrain") == []

@@ -55,6 +55,42 @@ for project, items in sorted(by_project.items()):
         key=f"bundles_{project}",
     )
 
+    if len(items) >= 2:
+        with st.expander(f"Diff between two bundles of {project}", expanded=False):
+            ids = [b.bundle_id for b in items]
+            c1, c2 = st.columns(2)
+            old = c1.selectbox("From", ids, index=1, key=f"diff_old_{project}")
+            new = c2.selectbox("To", ids, index=0, key=f"diff_new_{project}")
+            try:
+                changes, model_changes = bundles.diff_bundles(store, project, old, new)
+            except bundles.BundleError as exc:
+                st.error(str(exc))
+                changes, model_changes = [], {}
+            for model, (a, b) in model_changes.items():
+                st.markdown(f"Model **{model}**: {a or '—'} → {b or '—'}")
+            if not changes:
+                st.caption("No file differs.")
+            else:
+                st.dataframe(
+                    pd.DataFrame([{"file": c.member, "change": c.change} for c in changes]),
+                    hide_index=True,
+                    width="stretch",
+                    key=f"diff_table_{project}",
+                )
+                text_changes = [
+                    c.member
+                    for c in changes
+                    if c.change == "changed" and not c.member.endswith((".txt", ".zip"))
+                ]
+                if text_changes:
+                    member = st.selectbox(
+                        "Show changes of", text_changes, key=f"diff_member_{project}"
+                    )
+                    st.code(
+                        bundles.member_diff(store, project, old, new, member) or "(binary)",
+                        language="diff",
+                    )
+
 st.header("API packages")
 packages = apipackages.list_packages(store)
 if not packages:

@@ -1,4 +1,5 @@
-"""Deployments page: worst-of status, every deployment, a deploy form, and the audit history."""
+"""Deployments page: worst-of status, every deployment, deploy / promote / roll back (each with
+a confirmation), and the audit history of who changed what, when, from which to which."""
 
 from __future__ import annotations
 
@@ -49,8 +50,50 @@ def _deploy() -> None:
     st.session_state["deploy_confirm"] = False
 
 
+def _promote() -> None:
+    source = st.session_state.get("promote_from")
+    target = st.session_state.get("promote_to")
+    try:
+        before = deployer.get_deployment(store, source).version
+        dep = deployer.promote(store, source, target, settings.user)
+    except (bundles.BundleError, deployer.DeployerError) as exc:
+        st.session_state["promote_outcome"] = ("error", f"Promotion refused: {exc}")
+        return
+    st.session_state["promote_outcome"] = (
+        "success",
+        f"**{dep.deployment_id}** now asks for bundle **{dep.version}**, the bundle "
+        f"{source} runs ({before}). The node activates it at its next sync.",
+    )
+    st.session_state["promote_confirm"] = False
+
+
+def _rollback() -> None:
+    dep_id = st.session_state.get("rollback_deployment")
+    to = st.session_state.get("rollback_to")
+    try:
+        was = deployer.get_deployment(store, dep_id).version
+        dep = deployer.rollback(store, dep_id, settings.user, to)
+    except (bundles.BundleError, deployer.DeployerError) as exc:
+        st.session_state["rollback_outcome"] = ("error", f"Rollback refused: {exc}")
+        return
+    st.session_state["rollback_outcome"] = (
+        "success",
+        f"**{dep.deployment_id}** rolled back from **{was}** to **{dep.version}**: that "
+        "bundle's model comes back as it was, nothing retrains.",
+    )
+    st.session_state["rollback_confirm"] = False
+
+
+def _show_outcome(key: str) -> None:
+    outcome = st.session_state.pop(key, None)
+    if outcome:
+        kind, message = outcome
+        (st.success if kind == "success" else st.error)(message)
+
+
 st.title("Deployments")
 deployments = deployer.list_deployments(store)
+stage_of = {i["infra_id"]: i["stage"] for i in deployer.list_infras(store)}
 
 if not deployments:
     st.info(
@@ -72,6 +115,7 @@ else:
             {
                 "deployment": d.deployment_id,
                 "status": d.status,
+                "stage": stage_of.get(d.infra_id, "?"),
                 "kind": d.kind,
                 "target": d.target,
                 "infrastructure": d.infra_id,
@@ -94,7 +138,7 @@ else:
         "OUT_OF_SYNC means the node has not caught up yet."
     )
 
-st.subheader("Deploy a bundle")
+st.subheader("Deploy or update a bundle")
 projects = [p["name"] for p in design.list_projects(store)]
 infras = [i for i in deployer.list_infras(store) if i["kind"] == "automation"]
 with st.container(border=True):
@@ -136,10 +180,98 @@ with st.container(border=True):
             disabled=not confirmed,
             on_click=_deploy,
         )
-    outcome = st.session_state.pop("deploy_outcome", None)
-    if outcome:
-        kind, message = outcome
-        (st.success if kind == "success" else st.error)(message)
+    _show_outcome("deploy_outcome")
+
+project_deps = [d for d in deployments if d.kind == "project"]
+if project_deps:
+    st.subheader("Promote to the next stage")
+    with st.container(border=True):
+        order = {s["name"]: s["position"] for s in deployer.list_stages(store)}
+        c1, c2 = st.columns(2)
+        source = c1.selectbox(
+            "From deployment",
+            [
+                d.deployment_id
+                for d in sorted(project_deps, key=lambda d: order.get(stage_of.get(d.infra_id), 0))
+            ],
+            format_func=lambda d: (
+                f"{d} ({stage_of.get(deployer.get_deployment(store, d).infra_id)}, "
+                f"bundle {deployer.get_deployment(store, d).version})"
+            ),
+            key="promote_from",
+        )
+        src = deployer.get_deployment(store, source)
+        targets = sorted(
+            (i for i in infras if i["infra_id"] != src.infra_id),
+            key=lambda i: (
+                order.get(i["stage"], 0) <= order.get(stage_of.get(src.infra_id), 0),
+                order.get(i["stage"], 0),
+            ),
+        )
+        c2.selectbox(
+            "To infrastructure",
+            [i["infra_id"] for i in targets],
+            format_func=lambda i: f"{i} ({stage_of.get(i)})",
+            key="promote_to",
+            help="Later stages first. The same bundle, checksums verified again.",
+        )
+        confirmed = st.checkbox(
+            f"I confirm: deploy bundle {src.version} of {src.target} to "
+            f"{st.session_state.get('promote_to')}",
+            key="promote_confirm",
+        )
+        st.button(
+            "Promote",
+            key="promote_button",
+            type="primary",
+            icon=":material/upgrade:",
+            disabled=not confirmed or not targets,
+            on_click=_promote,
+        )
+        _show_outcome("promote_outcome")
+
+    st.subheader("Roll back")
+    with st.container(border=True):
+        c1, c2 = st.columns(2)
+        dep_id = c1.selectbox(
+            "Deployment to roll back",
+            [d.deployment_id for d in project_deps],
+            key="rollback_deployment",
+        )
+        dep = deployer.get_deployment(store, dep_id)
+        try:
+            previous = deployer.previous_version(store, dep_id)
+        except deployer.DeployerError:
+            previous = None
+        choices = [
+            b.bundle_id
+            for b in bundles.list_bundles(store, dep.target)
+            if b.bundle_id != dep.version
+        ]
+        if previous in choices:  # the previous bundle first: the one-click undo
+            choices.remove(previous)
+            choices.insert(0, previous)
+        c2.selectbox(
+            "Back to bundle",
+            choices,
+            key="rollback_to",
+            placeholder="No earlier bundle",
+            help="Default: the bundle deployed before the current one. Any earlier bundle works; "
+            "its model comes back as it was.",
+        )
+        confirmed = st.checkbox(
+            f"I confirm: roll {dep_id} back from {dep.version} to {st.session_state.get('rollback_to') or '…'}",
+            key="rollback_confirm",
+        )
+        st.button(
+            "Roll back",
+            key="rollback_button",
+            type="primary",
+            icon=":material/undo:",
+            disabled=not confirmed or not choices,
+            on_click=_rollback,
+        )
+        _show_outcome("rollback_outcome")
 
 if deployments:
     st.subheader("History")

@@ -1,4 +1,4 @@
-"""Flow page: the project's DAG, its datasets, and a button to build the training set."""
+"""Flow page, the project's home: status summary, the DAG, its datasets, builds with progress."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import time
 import pandas as pd
 import streamlit as st
 
-from apps.common.context import get_settings
-from engine import design, flow
+from apps.common.context import get_settings, get_store
+from apps.design_studio.state import current_project
+from engine import bundles, checks, flow
 from engine.project import Project, ProjectError
 from engine.storage.datasets import DatasetError
 
-TARGET = "training_set"
 NL = "\\n"  # a line break inside a DOT label
 
 
@@ -89,6 +89,9 @@ def flow_dot(project: Project) -> str:
 def _writers(project: Project) -> dict[str, str]:
     """Dataset → what writes it: its recipe, or the scenario step that does."""
     out = {r.output: r.sql_file for r in project.recipes.values()}
+    for name, d in project.datasets.items():
+        if d.kind == "managed" and d.description.startswith("Imported from"):
+            out.setdefault(name, "imported")
     for scenario, spec in project.scenarios.items():
         for step in spec.get("steps") or []:
             if step.get("type") == "score" and step.get("output"):
@@ -119,40 +122,79 @@ def datasets_table(project: Project) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-settings = get_settings()
-if "design_project" not in st.session_state:  # opened without the entry script's project picker
-    st.info("No project is selected: open the Design Studio's home page.", icon=":material/info:")
-    st.stop()
-try:
-    project = design.open_project(settings, st.session_state["design_project"])
-except ProjectError as exc:
-    st.error(f"The project cannot be read: {exc}")
-    st.stop()
+def status_summary(project: Project) -> None:
+    """Tiles: datasets with data, recipes, active model versions, last checks, bundles."""
+    store = get_store(get_settings())
+    with_data = sum(project.dataset(n).exists() for n in project.datasets)
+    active = [f"{m} {project.active_model_version(m) or '—'}" for m in project.models]
+    recent = checks.history(store, project.name, limit=200)
+    recent = recent[recent["node"] == "design"]
+    last_checks = (
+        recent.sort_values("at").groupby(["dataset", "check_name"]).tail(1)
+        if not recent.empty
+        else recent
+    )
+    worst = checks.worst(
+        [checks.CheckResult(r.check_name, r.outcome, "", "") for r in last_checks.itertuples()]
+    )
+    project_bundles = bundles.list_bundles(store, project.name)
+    cols = st.columns(5)
+    cols[0].metric("Datasets with data", f"{with_data} / {len(project.datasets)}")
+    cols[1].metric("Recipes", len(project.recipes))
+    cols[2].metric("Saved models", ", ".join(active) or "none", help="Each model's active version")
+    cols[3].metric(
+        "Last checks (design node)",
+        worst if not last_checks.empty else "not run",
+        help="Worst outcome of each check's latest run here",
+    )
+    cols[4].metric(
+        "Bundles",
+        len(project_bundles),
+        help="Newest: " + (project_bundles[0].bundle_id if project_bundles else "none"),
+    )
+
+
+project = current_project()
 
 st.title(f"Flow of {project.name}")
 if project.description:
     st.caption(project.description)
+status_summary(project)
 
 # Filled after the build section below runs, so a build shows at once in the graph and table.
 graph_slot = st.container()
 table_slot = st.container()
 
 st.subheader("Build")
-st.write(
-    f"Build **{TARGET}** and every managed dataset upstream of it, in dependency order "
-    "(the model trains on it)."
-)
-if st.button(
-    f"Build {TARGET}", key="build_training_set", icon=":material/play_arrow:", type="primary"
-):
-    started = time.perf_counter()
-    try:
-        with st.spinner(f"Building {TARGET} …"):
-            result = flow.build(project, TARGET)
-        st.session_state["last_build"] = (result, time.perf_counter() - started)
-    except (flow.FlowError, ProjectError, DatasetError) as exc:
-        st.session_state.pop("last_build", None)
-        st.error(f"Build of {TARGET} failed: {exc}")
+buildable = [n for n in project.datasets if project.recipe_for(n) is not None]
+if not buildable:
+    st.info("No recipe yet: add one on the Recipes page.", icon=":material/info:")
+else:
+    default = buildable.index("training_set") if "training_set" in buildable else 0
+    cols = st.columns([2, 3])
+    target = cols[0].selectbox("Dataset", buildable, index=default, key="build_target")
+    mode = cols[1].radio(
+        "What to build",
+        ["it and everything upstream", "everything downstream of it"],
+        key="build_mode",
+        horizontal=True,
+        help="Upstream: what the dataset needs. Downstream: what a change to it affects.",
+    )
+    if st.button("Build", key="build", icon=":material/play_arrow:", type="primary"):
+        bar = st.progress(0.0, text="starting …")
+
+        def progress(done: int, total: int, recipe: str) -> None:
+            text = f"running {recipe} ({done + 1} of {total})" if recipe else "done"
+            bar.progress(done / max(total, 1), text=text)
+
+        started = time.perf_counter()
+        run = flow.build if mode.startswith("it and") else flow.build_downstream
+        try:
+            result = run(project, target, progress=progress)
+            st.session_state["last_build"] = (result, time.perf_counter() - started)
+        except (flow.FlowError, ProjectError, DatasetError) as exc:
+            st.session_state.pop("last_build", None)
+            st.error(f"Build of {target} failed: {exc}")
 
 if "last_build" in st.session_state:
     result, seconds = st.session_state["last_build"]
@@ -162,7 +204,8 @@ if "last_build" in st.session_state:
             [
                 {"recipe": r.recipe, "output": r.output, "rows": r.rows, "seconds": r.seconds}
                 for r in result.runs
-            ]
+            ],
+            columns=["recipe", "output", "rows", "seconds"],
         ),
         hide_index=True,
         width="stretch",

@@ -1,23 +1,15 @@
-"""Model page: saved-model versions (active marked) and the active version's metrics."""
+"""Saved models page: versions (active marked), the active version's metrics, activation."""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from apps.common.context import get_settings
-from engine import design, models
+from apps.design_studio.state import current_project
+from engine import models
 from engine.project import ProjectError
 
-settings = get_settings()
-if "design_project" not in st.session_state:  # opened without the entry script's project picker
-    st.info("No project is selected: open the Design Studio's home page.", icon=":material/info:")
-    st.stop()
-try:
-    project = design.open_project(settings, st.session_state["design_project"])
-except ProjectError as exc:
-    st.error(f"The project cannot be read: {exc}")
-    st.stop()
+project = current_project()
 
 st.title(f"Models of {project.name}")
 if not project.models:
@@ -31,7 +23,7 @@ versions = models.list_versions(project, model)
 if not versions:
     st.info(
         f"Model **{model}** has no trained version yet. Build `{spec.get('train_on', 'the training set')}` "
-        f"on the Flow page, then train it with `nodal model train --project {project.name} --model {model}`.",
+        f"on the Flow page, then train it in the Lab (or `nodal model train --project {project.name} --model {model}`).",
         icon=":material/info:",
     )
     st.stop()
@@ -74,8 +66,9 @@ else:
         help="Fraud probability from which a transaction is flagged (set from the operating FPR).",
     )
     first, last = active.get("validation_days", ["?", "?"])
+    where = f"a {first} ({last})" if first == "random split" else f"{first} to {last}"
     st.caption(
-        f"Validated on {first} to {last}: {m['validation_rows']:,} transactions, "
+        f"Validated on {where}: {m['validation_rows']:,} transactions, "
         f"{m['validation_frauds']:,} frauds; precision at the threshold {m['precision_at_threshold']:.1%}. "
         f"Trained on {active['train_rows']:,} rows by {active['trained_by']} at {active['trained_at'][:19]}."
         + (f" Deltas compare with {older[0]['version']}." if before else "")
@@ -110,3 +103,20 @@ st.dataframe(
     },
     key="versions_table",
 )
+
+st.subheader("Activate a version")
+st.caption("Versions are kept: switch back to any of them; bundles carry the active one.")
+cols = st.columns([2, 1])
+chosen = cols[0].selectbox(
+    "Version",
+    [v["version"] for v in versions],
+    key="activate_version",
+    label_visibility="collapsed",
+)
+if cols[1].button("Make active", key="activate", icon=":material/check:"):
+    try:
+        models.set_active(project, model, chosen)
+    except ProjectError as exc:
+        st.error(str(exc))
+    else:
+        st.rerun()

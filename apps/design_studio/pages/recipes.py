@@ -1,0 +1,138 @@
+"""Recipes page: create and edit SQL recipes with a live preview of the first rows and the
+output schema; save (refused on a concurrent edit, shown the difference) and build."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from apps.design_studio.state import current_project, show_conflict, version_key
+from engine import definitions, flow, recipes
+from engine.errors import NodalError
+
+NEW = "+ New recipe"
+
+project = current_project()
+st.title(f"Recipes of {project.name}")
+
+choice = st.selectbox("Recipe", [NEW, *sorted(project.recipes)], key="recipe_choice")
+existing = project.recipes.get(choice)
+cols = st.columns(2)
+if existing:
+    name, output = existing.name, existing.output
+    cols[0].text_input("Name", value=name, disabled=True, key=f"name::{name}")
+    cols[1].text_input("Output dataset", value=output, disabled=True, key=f"output::{name}")
+    default_inputs, default_modes = list(existing.inputs), existing.inputs
+else:
+    name = cols[0].text_input("Name", key="new_recipe_name", help="Letters, digits and _.").strip()
+    output = (
+        cols[1]
+        .text_input(
+            "Output dataset",
+            key="new_recipe_output",
+            help="A new managed dataset (or an existing one without a recipe).",
+        )
+        .strip()
+    )
+    default_inputs, default_modes = [], {}
+
+sql_key, vkey = f"sql::{choice}", version_key("recipe", choice)
+if existing and sql_key not in st.session_state:
+    text, version = recipes.read_recipe(project, choice)
+    st.session_state[sql_key], st.session_state[vkey] = text, version
+if not existing and sql_key not in st.session_state:
+    st.session_state[sql_key] = ""
+
+inputs = st.multiselect(
+    "Inputs",
+    [n for n in project.datasets if n != output],
+    default=[i for i in default_inputs if i in project.datasets],
+    key=f"inputs::{choice}",
+)
+modes: dict[str, str] = {}
+partitioned = [i for i in inputs if project.datasets[i].partitioned_by]
+if partitioned:
+    mode_cols = st.columns(len(partitioned))
+    for col, ds_name in zip(mode_cols, partitioned, strict=True):
+        modes[ds_name] = col.selectbox(
+            f"{ds_name} is read",
+            ["all", "same"],
+            index=["all", "same"].index(default_modes.get(ds_name, "all")),
+            key=f"mode::{choice}::{ds_name}",
+            help="all: every partition. same: only the partitions being built (daily builds).",
+        )
+modes.update({i: "all" for i in inputs if i not in modes})
+partition_output = False
+if not existing and output not in project.datasets:
+    partition_output = st.checkbox(
+        "Partition the output by day (the SQL must return a `day` column)",
+        key="new_recipe_partitioned",
+    )
+sql = st.text_area("SQL (DuckDB; each input is a table of its name)", key=sql_key, height=260)
+
+buttons = st.columns(3)
+do_preview = buttons[0].button("Preview", key="preview", icon=":material/visibility:")
+do_save = buttons[1].button("Save", key="save_recipe", icon=":material/save:", type="primary")
+do_build = buttons[2].button(
+    "Save and build downstream", key="save_and_build", icon=":material/play_arrow:"
+)
+
+if do_preview:
+    try:
+        preview = recipes.preview(project, sql, modes)
+    except NodalError as exc:
+        st.error(f"The SQL fails {exc}" if str(exc).startswith("at line") else str(exc))
+    else:
+        st.caption(
+            f'First {len(preview.rows)} rows (inputs read "same" show their newest partition).'
+        )
+        st.dataframe(preview.rows, hide_index=True, width="stretch", key="preview_rows")
+        st.dataframe(
+            pd.DataFrame({"column": list(preview.schema), "type": list(preview.schema.values())}),
+            hide_index=True,
+            key="preview_schema",
+        )
+
+if do_save or do_build:
+    base = st.session_state.get(vkey, definitions.ABSENT)
+    try:
+        new_version = recipes.save_recipe(
+            project, name, sql, modes, output, base, "day" if partition_output else None
+        )
+    except definitions.DefinitionConflict as exc:
+        st.session_state["recipe_conflict"] = (choice, exc)
+    except NodalError as exc:
+        st.error(
+            f"Not saved: the SQL fails {exc}"
+            if str(exc).startswith("at line")
+            else f"Not saved: {exc}"
+        )
+    else:
+        st.session_state.pop("recipe_conflict", None)
+        st.session_state[version_key("recipe", name)] = new_version
+        if not existing:  # the new recipe's own editor starts from what was saved
+            st.session_state[f"sql::{name}"] = sql
+        st.success(f"Recipe **{name}** saved (`recipes/{name}.sql`, `flow.yaml`).")
+        if do_build:
+            bar = st.progress(0.0, text="building …")
+
+            def progress(done: int, total: int, recipe: str) -> None:
+                bar.progress(done / max(total, 1), text=f"running {recipe}" if recipe else "done")
+
+            try:
+                result = flow.build_downstream(current_project(), output, progress=progress)
+            except NodalError as exc:
+                st.error(f"Build failed: {exc}")
+            else:
+                st.success(
+                    "Built " + ", ".join(f"{r.output} ({r.rows:,} rows)" for r in result.runs) + "."
+                )
+
+conflict = st.session_state.get("recipe_conflict")
+if conflict and conflict[0] == choice:
+    show_conflict(conflict[1])
+    if st.button("Load their version (your text is replaced)", key="reload_recipe"):
+        st.session_state.pop(sql_key, None)
+        st.session_state.pop(vkey, None)
+        st.session_state.pop("recipe_conflict", None)
+        st.rerun()

@@ -1,0 +1,90 @@
+"""API health from the API node's query log: volume, errors and latency; generations A/B."""
+
+from __future__ import annotations
+
+import altair as alt
+import streamlit as st
+
+from apps.common.context import get_settings, get_store
+from engine import apihealth, deployer
+from engine.demo import API_INFRA
+
+settings = get_settings()
+store = get_store(settings)
+
+st.title("API health")
+infras = [i["infra_id"] for i in deployer.list_infras(store) if i["kind"] == "apinode"] or [
+    API_INFRA
+]
+infra = st.selectbox("API node", infras, key="api_infra")
+table = apihealth.source(settings.home, infra)
+if table is None:
+    st.info(
+        f"No API traffic on {infra} yet. Every query the API node answers is logged; volume, "
+        "errors and latency appear here after the first ones (try the `curl` that "
+        "`make demo` prints).",
+        icon=":material/info:",
+    )
+    st.stop()
+
+c_bucket, c_group = st.columns(2)
+bucket = c_bucket.selectbox("Per", list(apihealth.BUCKETS), index=0, key="api_bucket")
+group = c_group.selectbox("By", ["endpoint", "generation", "service"], index=1, key="api_group")
+over = apihealth.over_time(
+    table, bucket, ("service", "endpoint", group) if group != "service" else ("service",)
+)
+over["series"] = (
+    over[["service", "endpoint", group]].astype(str).agg("/".join, axis=1)
+    if group != "service"
+    else over["service"]
+)
+
+summary = apihealth.summary(table)
+t1, t2, t3, t4 = st.columns(4)
+total = int(summary["queries"].sum())
+t1.metric("Queries", f"{total:,}")
+t2.metric("Error rate", f"{summary['errors'].sum() / max(total, 1):.2%}")
+t3.metric("p95 latency", f"{summary['p95_ms'].max():.1f} ms")
+t4.metric("Generations", f"{summary['generation'].nunique()}")
+
+for field, title in (
+    ("queries", "Volume"),
+    ("error_rate", "Error rate"),
+    ("p95_ms", "p95 latency (ms)"),
+):
+    st.altair_chart(
+        alt.Chart(over)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("bucket:T", title=None),
+            y=alt.Y(f"{field}:Q", title=title),
+            color="series:N",
+            tooltip=["bucket", "series", "queries", "error_rate", "p50_ms", "p95_ms", "p99_ms"],
+        )
+        .properties(height=180),
+        width="stretch",
+        key=f"api_{field}",
+    )
+
+st.subheader("By service, endpoint and generation")
+st.dataframe(summary, hide_index=True, width="stretch", key="api_summary")
+
+errors = apihealth.errors(table)
+st.subheader("Errors")
+if errors.empty:
+    st.success("No query answered with an error.", icon=":material/check_circle:")
+else:
+    st.dataframe(errors, hide_index=True, width="stretch", key="api_errors")
+
+st.subheader("A/B: generations on the same traffic")
+endpoints = summary[["service", "endpoint"]].drop_duplicates().to_dict("records")
+labels = [f"{e['service']}/{e['endpoint']}" for e in endpoints]
+pick = st.selectbox("Endpoint", labels, key="api_ab_endpoint")
+chosen = endpoints[labels.index(pick)]
+ab = apihealth.ab_compare(table, chosen["service"], chosen["endpoint"])
+if len(ab) < 2:
+    st.caption(
+        "Only one generation answered this endpoint: deploy a second package version with a "
+        "traffic split to compare them here."
+    )
+st.dataframe(ab, hide_index=True, width="stretch", key="api_ab")

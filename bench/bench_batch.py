@@ -1,0 +1,259 @@
+"""Batch scoring speed: nodal end to end vs raw ``Booster.predict`` vs a pandas CSV pipeline.
+
+Run: ``.venv/bin/python bench/bench_batch.py [--rows 1000000 10000000] [--out DIR]``
+
+For each row count it makes one day of that many transactions with the example generator
+(``engine/datagen.py``; it makes at most 2 M per day, so bigger days are several generated
+days re-dated into one partition), builds the card profiles, and then measures, each in its
+own subprocess so that peak memory (max RSS) is the pipeline's own:
+
+* ``nodal``: end to end as the daily scenario runs it: the ``features`` recipe (DuckDB reads
+  the transactions and card-profile Parquet, computes features, writes Parquet), then
+  ``scoring.score_partition`` (Arrow stream → matrix → LightGBM → Parquet, atomic);
+* ``predict``: ``Booster.predict`` alone on the same feature matrix, already in memory;
+* ``pandas``: the plain way: ``pd.read_csv`` the transactions and card profiles, merge,
+  compute the same features in pandas, encode, predict, ``to_csv``.
+
+The model is the example fraud model trained on the default generator config (as
+``make demo`` does). Compare ratios: every number is measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+MAX_PER_DAY = 2_000_000
+BENCH_DAY = "2026-12-01"
+
+
+def _settings(root: Path):  # noqa: ANN202
+    from engine.settings import load_settings
+
+    return load_settings(
+        environ={}, home=root / "var", data_dir=root / "train_data", basemap="none"
+    )
+
+
+def prepare_model(root: Path) -> None:
+    """The example project, trained on the default generator config (as make demo does)."""
+    from engine import demo
+    from engine.datagen import GeneratorConfig
+    from engine.storage.control import open_store
+
+    settings = _settings(root)
+    demo.prepare(settings, open_store(settings.control_store_url), GeneratorConfig())
+
+
+def _project(root: Path, rows: int):  # noqa: ANN202
+    from engine.project import load_project
+
+    land = root / f"land_{rows}"
+    return load_project(
+        root / "var" / "design" / "projects" / "fraud",
+        root / f"managed_{rows}",
+        {"data_dir": str(land)},
+    ), land
+
+
+def prepare_day(root: Path, rows: int) -> None:
+    """A landing zone whose day BENCH_DAY holds ``rows`` transactions, and its card profiles."""
+    import duckdb
+
+    from engine import flow
+    from engine.datagen import GeneratorConfig, generate
+
+    project, land = _project(root, rows)
+    if project.dataset("card_profiles").exists():
+        return
+    # The generator's day sizes vary around txns_per_day: ask for 20 % more, keep ``rows``.
+    n_days = -(-rows * 6 // (5 * MAX_PER_DAY))
+    per_day = min(MAX_PER_DAY, -(-rows * 6 // (5 * n_days)))
+    history = 1  # the card profiles need a day before the scored one
+    cfg = GeneratorConfig(
+        n_cards=max(3000, rows // 50),
+        n_merchants=5000,
+        n_days=history + n_days,
+        txns_per_day=per_day,
+        start_day=date.fromisoformat(BENCH_DAY) - timedelta(days=history + n_days),
+    )
+    raw = root / f"raw_{rows}"
+    generate(cfg, raw)
+    days = sorted(p.name.split("=")[1] for p in (raw / "transactions").glob("day=*"))
+    big, keep = days[-n_days:], days[:-n_days]
+    land.mkdir(parents=True, exist_ok=True)
+    for name in ("cards", "merchants"):
+        (land / name).symlink_to(raw / name, target_is_directory=True)
+    tx = land / "transactions"
+    tx.mkdir()
+    for d in keep:
+        (tx / f"day={d}").symlink_to(raw / "transactions" / f"day={d}", target_is_directory=True)
+    files = ", ".join(f"'{raw}/transactions/day={d}/data.parquet'" for d in big)
+    (tx / f"day={BENCH_DAY}").mkdir()
+    con = duckdb.connect()
+    con.execute("SET threads = 2")
+    # Several generated days re-dated into one: same hours, the bench day's date.
+    con.execute(
+        f"COPY (SELECT * REPLACE (CAST(DATE '{BENCH_DAY}' AS TIMESTAMP) + "
+        f"(ts - CAST(CAST(ts AS DATE) AS TIMESTAMP)) AS ts) FROM read_parquet([{files}]) "
+        f"LIMIT {rows}) TO '{tx}/day={BENCH_DAY}/data.parquet' (FORMAT parquet)"
+    )
+    con.close()
+    flow.build(project, "card_profiles")
+
+
+def stage_nodal(root: Path, rows: int) -> dict[str, float]:
+    from engine import flow, scoring
+
+    project, _ = _project(root, rows)
+    t0 = time.perf_counter()
+    flow.run_recipe(project, "features", [BENCH_DAY])
+    t1 = time.perf_counter()
+    result = scoring.score_partition(project, "fraud_model", "features", "scored", BENCH_DAY)
+    t2 = time.perf_counter()
+    if result.rows != rows:
+        raise SystemExit(f"the bench day has {result.rows} rows, not {rows}")
+    return {"seconds": t2 - t0, "features_s": t1 - t0, "score_s": t2 - t1, "rows": result.rows}
+
+
+def stage_predict(root: Path, rows: int) -> dict[str, float]:
+    from engine import scoring
+    from engine.models import SavedModel
+    from engine.storage import datasets as ds
+
+    project, _ = _project(root, rows)
+    saved = SavedModel.load(project.active_model_dir("fraud_model"))
+    with ds.session() as con:
+        table = con.sql(
+            f"SELECT * FROM {ds.scan_sql(project.dataset('features'), [BENCH_DAY])}"
+        ).to_arrow_table()
+    matrix = scoring.encode_arrow(saved, table)
+    del table
+    t0 = time.perf_counter()
+    proba = saved.booster.predict(matrix, num_threads=0)
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "rows": len(proba)}
+
+
+def _csv_inputs(root: Path, rows: int) -> tuple[Path, Path]:
+    import duckdb
+
+    project, land = _project(root, rows)
+    tx_csv, prof_csv = root / f"tx_{rows}.csv", root / f"profiles_{rows}.csv"
+    if not tx_csv.exists():
+        con = duckdb.connect()
+        con.execute(
+            f"COPY (SELECT * FROM read_parquet('{land}/transactions/day={BENCH_DAY}/*.parquet')) "
+            f"TO '{tx_csv}' (HEADER)"
+        )
+        con.execute(
+            f"COPY (SELECT * FROM read_parquet('{project.dataset('card_profiles').glob}') "
+            f"WHERE day = DATE '{BENCH_DAY}') TO '{prof_csv}' (HEADER)"
+        )
+        con.close()
+    return tx_csv, prof_csv
+
+
+def stage_pandas(root: Path, rows: int) -> dict[str, float]:
+    import numpy as np
+    import pandas as pd
+
+    from engine.models import SavedModel
+
+    project, _ = _project(root, rows)
+    tx_csv, prof_csv = _csv_inputs(root, rows)
+    saved = SavedModel.load(project.active_model_dir("fraud_model"))
+    out = root / f"pandas_scored_{rows}.csv"
+    t0 = time.perf_counter()
+    tx = pd.read_csv(tx_csv, parse_dates=["ts"])
+    prof = pd.read_csv(prof_csv, parse_dates=["day", "account_open_date"])
+    tx["day"] = tx["ts"].dt.normalize()
+    df = tx.merge(prof, on=["card_id", "day"], how="left")
+    df["hour_of_day"] = df["ts"].dt.hour
+    lat1, lat2 = np.radians(df["home_latitude"]), np.radians(df["merchant_latitude"])
+    dlat = lat2 - lat1
+    dlon = np.radians(df["merchant_longitude"] - df["home_longitude"])
+    a = np.sin(dlat / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin(dlon / 2) ** 2
+    df["distance_km"] = 2 * 6371.0088 * np.arcsin(np.sqrt(a))
+    df["amount_ratio"] = df["amount"] / df["card_avg_amount"]
+    df["account_age_days"] = (df["day"] - df["account_open_date"]).dt.days
+    df["fraud_proba"] = saved.predict_proba(saved.encode(df))
+    df["is_flagged"] = df["fraud_proba"] >= saved.threshold
+    df.to_csv(out, index=False)
+    return {"seconds": time.perf_counter() - t0, "rows": len(df)}
+
+
+def _peak_mb() -> float:
+    """This process's peak resident memory (VmHWM; ru_maxrss would include the parent's)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+STAGES = {"nodal": stage_nodal, "predict": stage_predict, "pandas": stage_pandas}
+
+
+def run_stage(root: Path, rows: int, stage: str) -> dict[str, float]:
+    if stage == "pandas":
+        _csv_inputs(root, rows)  # CSV inputs are made before the clock starts
+    proc = subprocess.run(
+        [sys.executable, __file__, "--root", str(root), "--stage", stage, "--rows", str(rows)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"stage {stage} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument("--out", type=Path, help="work folder, kept (default: a temporary one)")
+    parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--stage", choices=list(STAGES), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.stage:  # child process: one pipeline, print its numbers as JSON
+        result = STAGES[args.stage](args.root, args.rows[0])
+        result["peak_mb"] = _peak_mb()
+        print(json.dumps(result))
+        return 0
+    with tempfile.TemporaryDirectory(prefix="nodal-bench-batch-") as tmp:
+        root = args.out or Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        if not (root / "var").exists():
+            print("training the example model (default generator config) …", flush=True)
+            prepare_model(root)
+        for rows in args.rows:
+            print(f"\n== {rows:,} rows: preparing the day …", flush=True)
+            prepare_day(root, rows)
+            res = {stage: run_stage(root, rows, stage) for stage in ("nodal", "predict", "pandas")}
+            rate = {k: v["rows"] / v["seconds"] for k, v in res.items()}
+            print(f"{'pipeline':<10} {'seconds':>8} {'rows/s':>12} {'peak MB':>9}")
+            for k, v in res.items():
+                print(f"{k:<10} {v['seconds']:>8.2f} {rate[k]:>12,.0f} {v['peak_mb']:>9,.0f}")
+            n = res["nodal"]
+            print(
+                f"nodal split: features {n['features_s']:.2f} s, score {n['score_s']:.2f} s\n"
+                f"nodal end to end / raw predict: {rate['nodal'] / rate['predict']:.0%} "
+                f"(target >= 80%)\n"
+                f"nodal / pandas CSV pipeline: {rate['nodal'] / rate['pandas']:.1f}x (target >= 5x)",
+                flush=True,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,507 @@
+"""The API Designer: API services of a design project, their test queries, a dev server.
+
+An API service is a YAML file of the project (``api_services/<service>.yaml``) with its
+endpoints: ``prediction`` (a saved model, optional enrichment lookups with a key mapping and
+a policy for no match / several matches) and ``lookup`` (the row of a dataset matching a
+key). Each endpoint keeps its test queries in the same file, written by hand or generated
+from dataset rows. :func:`run_test_queries` runs them through the very code the API node
+runs, in process (:func:`dev_service`, no package needed) or over HTTP against a dev server
+or a deployment. Packaging (``engine.apipackages.create_package``) freezes the service and
+publishes it to the deployer in one step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from engine import apipackages
+from engine.errors import NodalError
+from engine.project import Project, ProjectError
+from engine.realtime import (
+    REQUIRED_FIELDS,
+    InvalidRecord,
+    key_mapping,
+    load_service,
+    validate_record,
+)
+from engine.storage import datasets as ds
+
+POLICIES = {"on_missing": ("ignore", "error"), "on_multiple": ("first", "error")}
+
+
+class DesignerError(NodalError):
+    """An API service definition or test query was refused; nothing was saved."""
+
+
+@dataclass(frozen=True)
+class TestResult:
+    endpoint: str
+    name: str
+    ok: bool
+    status: int
+    message: str
+    generation: str | None = None
+    proba: float | None = None
+
+
+def service_path(project: Project, service_id: str) -> Path:
+    return project.root / "api_services" / f"{service_id}.yaml"
+
+
+def load_definition(project: Project, service_id: str) -> dict[str, Any]:
+    path = service_path(project, service_id)
+    if not path.exists():
+        raise DesignerError(f"project {project.name!r} has no API service {service_id!r}")
+    return yaml.safe_load(path.read_text())
+
+
+def _save(project: Project, definition: dict[str, Any]) -> Path:
+    path = service_path(project, definition["service_id"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(definition, sort_keys=False))
+    os.replace(tmp, path)  # readers see the old file or the new one
+    return path
+
+
+def _check_name(value: str, what: str) -> str:
+    if not value or not value.replace("_", "").replace("-", "").isalnum():
+        raise DesignerError(f"{what} must be letters, digits, '_' or '-', not {value!r}")
+    return value
+
+
+def _check_policy(spec: dict[str, Any]) -> None:
+    for key, allowed in POLICIES.items():
+        if spec.get(key, allowed[0]) not in allowed:
+            raise DesignerError(f"{key} must be one of {', '.join(allowed)}")
+
+
+def _columns(project: Project, dataset: str) -> list[str]:
+    try:
+        return list(ds.schema(project.dataset(dataset)))
+    except (ProjectError, ds.DatasetError) as exc:
+        raise DesignerError(f"dataset {dataset!r}: {exc}") from None
+
+
+def save_prediction_endpoint(
+    project: Project,
+    service_id: str,
+    endpoint_id: str,
+    model: str,
+    enrichments: list[dict[str, Any]] | None = None,
+    description: str = "",
+) -> Path:
+    """Create or replace a prediction endpoint (creating the service if needed).
+
+    Each enrichment is ``{"dataset", "key": field | {field: column}, "rows": all|latest_day,
+    "on_missing": ignore|error, "on_multiple": first|error}``.
+    """
+    _check_name(service_id, "service id")
+    _check_name(endpoint_id, "endpoint id")
+    if model not in project.models:
+        raise DesignerError(f"project {project.name!r} has no saved model {model!r}")
+    for enr in enrichments or []:
+        try:
+            mapping = key_mapping(enr.get("key"))
+        except ValueError as exc:
+            raise DesignerError(f"enrichment {enr.get('dataset')!r}: {exc}") from None
+        columns = _columns(project, enr["dataset"])
+        missing = [c for c in mapping.values() if c not in columns]
+        if missing:
+            raise DesignerError(f"dataset {enr['dataset']!r} has no column {', '.join(missing)}")
+        _check_policy(enr)
+    endpoint = {"id": endpoint_id, "type": "prediction", "model": model}
+    if enrichments:
+        endpoint["enrichments"] = enrichments
+    return _upsert_endpoint(project, service_id, endpoint, description)
+
+
+def save_lookup_endpoint(
+    project: Project,
+    service_id: str,
+    endpoint_id: str,
+    dataset: str,
+    key: str | list[str] | dict[str, str],
+    columns: list[str] | None = None,
+    on_missing: str = "ignore",
+    on_multiple: str = "first",
+    rows: str = "all",
+    description: str = "",
+) -> Path:
+    """Create or replace a dataset-lookup endpoint (``rows``: all or latest_day)."""
+    _check_name(service_id, "service id")
+    _check_name(endpoint_id, "endpoint id")
+    try:
+        mapping = key_mapping(key)
+    except ValueError as exc:
+        raise DesignerError(str(exc)) from None
+    available = _columns(project, dataset)
+    unknown = [c for c in [*mapping.values(), *(columns or [])] if c not in available]
+    if unknown:
+        raise DesignerError(f"dataset {dataset!r} has no column {', '.join(unknown)}")
+    spec = {
+        "id": endpoint_id,
+        "type": "lookup",
+        "dataset": dataset,
+        "key": key,
+        "on_missing": on_missing,
+        "on_multiple": on_multiple,
+        "rows": rows,
+    }
+    if rows not in ("all", "latest_day"):
+        raise DesignerError("rows must be 'all' or 'latest_day'")
+    _check_policy(spec)
+    if columns:
+        spec["columns"] = columns
+    return _upsert_endpoint(project, service_id, spec, description)
+
+
+def _upsert_endpoint(
+    project: Project, service_id: str, endpoint: dict[str, Any], description: str
+) -> Path:
+    path = service_path(project, service_id)
+    definition = (
+        yaml.safe_load(path.read_text())
+        if path.exists()
+        else {"service_id": service_id, "description": description, "endpoints": []}
+    )
+    if description:
+        definition["description"] = description
+    endpoints = definition.setdefault("endpoints", [])
+    for i, ep in enumerate(endpoints):
+        if ep["id"] == endpoint["id"]:
+            endpoint["test_queries"] = ep.get("test_queries") or []
+            endpoints[i] = endpoint
+            break
+    else:
+        endpoint["test_queries"] = []
+        endpoints.append(endpoint)
+    return _save(project, definition)
+
+
+def _endpoint(definition: dict[str, Any], endpoint_id: str) -> dict[str, Any]:
+    for ep in definition.get("endpoints") or []:
+        if ep["id"] == endpoint_id:
+            return ep
+    raise DesignerError(f"service {definition['service_id']!r} has no endpoint {endpoint_id!r}")
+
+
+def _check_query(ep: dict[str, Any], payload: Any) -> None:
+    if ep.get("type", "prediction") == "prediction":
+        try:
+            validate_record(payload)
+        except InvalidRecord as exc:
+            raise DesignerError(f"test query refused: {exc}") from None
+    else:
+        if not isinstance(payload, dict):
+            raise DesignerError("test query refused: 'data' must be an object")
+        missing = [
+            k for k in key_mapping(ep.get("key") or ep.get("keys")) if payload.get(k) is None
+        ]
+        if missing:
+            raise DesignerError(f"test query refused: missing lookup key(s): {', '.join(missing)}")
+
+
+def add_test_queries(
+    project: Project, service_id: str, endpoint_id: str, queries: list[dict[str, Any]]
+) -> int:
+    """Append test queries (``{"name", "features"|"data", "expect"?}``); all valid or none."""
+    definition = load_definition(project, service_id)
+    ep = _endpoint(definition, endpoint_id)
+    field = "features" if ep.get("type", "prediction") == "prediction" else "data"
+    existing = {q["name"] for q in ep.get("test_queries") or []}
+    for q in queries:
+        if not q.get("name"):
+            raise DesignerError("each test query needs a name")
+        if q["name"] in existing:
+            raise DesignerError(f"endpoint {endpoint_id!r} already has a test query {q['name']!r}")
+        existing.add(q["name"])
+        _check_query(ep, q.get(field))
+    ep.setdefault("test_queries", []).extend(queries)
+    _save(project, definition)
+    return len(queries)
+
+
+def remove_test_query(project: Project, service_id: str, endpoint_id: str, name: str) -> None:
+    definition = load_definition(project, service_id)
+    ep = _endpoint(definition, endpoint_id)
+    ep["test_queries"] = [q for q in ep.get("test_queries") or [] if q["name"] != name]
+    _save(project, definition)
+
+
+def _json_value(value: Any) -> Any:
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    return value
+
+
+def queries_from_dataset(
+    project: Project, service_id: str, endpoint_id: str, dataset: str, n: int = 5
+) -> list[dict[str, Any]]:
+    """``n`` test queries made from rows of ``dataset`` (not saved: pass them to add_test_queries)."""
+    definition = load_definition(project, service_id)
+    ep = _endpoint(definition, endpoint_id)
+    columns = _columns(project, dataset)
+    if ep.get("type", "prediction") == "prediction":
+        fields = [f for f in [*REQUIRED_FIELDS, "transaction_id", "merchant_id"] if f in columns]
+        field = "features"
+    else:
+        fields = list(key_mapping(ep.get("key") or ep.get("keys")))
+        field = "data"
+    missing = [f for f in REQUIRED_FIELDS if f not in columns] if field == "features" else []
+    if missing:
+        raise DesignerError(f"dataset {dataset!r} lacks the fields {', '.join(missing)}")
+    select = ", ".join(f'"{c}"' for c in fields)
+    frame = ds.query_df(
+        f"SELECT {select} FROM {ds.scan_sql(project.dataset(dataset))} USING SAMPLE {int(n)} ROWS (reservoir, 7)"
+    )
+    out = []
+    for i, rec in enumerate(frame.to_dict("records")):
+        payload = {k: _json_value(v) for k, v in rec.items()}
+        out.append({"name": f"{dataset}-{i + 1}", field: payload})
+    return out
+
+
+# --- running test queries ------------------------------------------------------------------
+
+
+def _check_expect(result: dict[str, Any], expect: dict[str, Any] | None) -> str:
+    for key, want in (expect or {}).items():
+        got = result.get(key)
+        if got != want:
+            return f"expected {key}={want!r}, got {got!r}"
+    return ""
+
+
+def run_test_queries(
+    tests: dict[str, list[dict[str, Any]]],
+    service_id: str,
+    base_url: str | None = None,
+    endpoints: dict[str, Any] | None = None,
+    generation: str | None = None,
+    api_key: str | None = None,
+) -> list[TestResult]:
+    """Run test queries by endpoint, over HTTP (``base_url``) or in process (``endpoints``).
+
+    Over HTTP, ``generation`` forces the package version that answers.
+    """
+    out: list[TestResult] = []
+    client = httpx.Client(timeout=30, auth=(api_key, "") if api_key else None) if base_url else None
+    try:
+        for endpoint_id, queries in tests.items():
+            for q in queries:
+                out.append(
+                    _run_one(q, endpoint_id, service_id, client, base_url, endpoints, generation)
+                )
+    finally:
+        if client:
+            client.close()
+    return out
+
+
+def _run_one(
+    q: dict[str, Any],
+    endpoint_id: str,
+    service_id: str,
+    client: httpx.Client | None,
+    base_url: str | None,
+    endpoints: dict[str, Any] | None,
+    generation: str | None,
+) -> TestResult:
+    name = q.get("name", "?")
+    lookup = "data" in q and "features" not in q
+    if client is not None:
+        body: dict[str, Any] = {"data": q["data"]} if lookup else {"features": q.get("features")}
+        if generation:
+            body["dispatch"] = {"forcedGeneration": generation}
+        url = f"{base_url}/public/api/v1/{service_id}/{endpoint_id}/{'lookup' if lookup else 'predict'}"
+        try:
+            resp = client.post(url, json=body)
+        except httpx.HTTPError as exc:
+            return TestResult(endpoint_id, name, False, 0, f"no answer: {exc}")
+        answer = (
+            resp.json()
+            if resp.headers.get("content-type", "").startswith("application/json")
+            else {}
+        )
+        if resp.status_code != 200:
+            return TestResult(
+                endpoint_id, name, False, resp.status_code, answer.get("message", resp.text[:200])
+            )
+        result = answer["results"][0] if lookup else answer["result"]
+        gen = answer.get("apiContext", {}).get("serviceGeneration")
+    else:
+        ep = (endpoints or {}).get(endpoint_id)
+        if ep is None:
+            return TestResult(endpoint_id, name, False, 404, f"no endpoint {endpoint_id!r}")
+        try:
+            result = ep.lookup(q.get("data")) if lookup else ep.predict(q.get("features"))
+        except InvalidRecord as exc:
+            return TestResult(endpoint_id, name, False, 400, str(exc))
+        result.pop("_timing", None)
+        gen = generation
+    problem = _check_expect(result, q.get("expect"))
+    if result.get("ignored"):
+        problem = result.get("ignoreReason", "ignored")
+    proba = (result.get("probas") or {}).get("1")
+    return TestResult(endpoint_id, name, not problem, 200, problem or "ok", gen, proba)
+
+
+def package_tests(store: Any, service_id: str, version: str) -> dict[str, list[dict[str, Any]]]:
+    info = apipackages.get_package(store, service_id, version)
+    return apipackages.test_queries(info.path)
+
+
+def run_package_tests_locally(store: Any, service_id: str, version: str) -> list[TestResult]:
+    """A package's test queries against the package itself, loaded as the API node loads it."""
+    from engine.artifacts import ArtifactError, extract_verified
+
+    info = apipackages.get_package(store, service_id, version)
+    with tempfile.TemporaryDirectory() as tmp:
+        dest = Path(tmp) / "pkg"
+        try:
+            extract_verified(info.path, dest, apipackages.KIND)
+        except ArtifactError as exc:
+            raise apipackages.PackageError(str(exc)) from None
+        _, endpoints = load_service(dest)
+        return run_test_queries(
+            apipackages.test_queries(info.path), service_id, endpoints=endpoints, generation=version
+        )
+
+
+# --- the dev server ------------------------------------------------------------------------
+
+
+def dev_service(project: Project, service_id: str, folder: Path) -> dict[str, Any]:
+    """Materialise the service as a package folder (not published) and load its endpoints."""
+    service = project.api_services.get(service_id)
+    if service is None:
+        raise DesignerError(f"project {project.name!r} has no API service {service_id!r}")
+    try:
+        members, _ = apipackages._members(project, service)
+    except (ds.DatasetError, ProjectError, ValueError, KeyError) as exc:
+        raise DesignerError(f"cannot build {service_id}: {exc}") from None
+    for name, data in members.items():
+        out = folder / name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(data)
+    return load_service(folder)[1]
+
+
+def wait_until_serving(
+    base_url: str, service_id: str, generation: str, timeout: float = 60
+) -> bool:
+    """Poll ``/isAlive/`` until the node serves ``generation`` of the service."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            gens = httpx.get(f"{base_url}/isAlive/", timeout=5).json().get("generations", {})
+            if generation in gens.get(service_id, []):
+                return True
+        except (httpx.HTTPError, ValueError):
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def start_dev_server(settings: Any, project: str, service_id: str, port: int, log: Path) -> int:
+    """Start the dev server as a process of its own; return its PID (stop it with that PID)."""
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "NODAL_HOME": str(settings.home),
+        "NODAL_DATA_DIR": str(settings.data_dir),
+    }
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as fh:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "engine.apidesigner",
+                "--project",
+                project,
+                "--service",
+                service_id,
+                "--port",
+                str(port),
+            ],
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return proc.pid
+
+
+def stop_dev_server(pid: int) -> None:
+    """Stop a dev server started by :func:`start_dev_server` (its own process group)."""
+    import signal
+
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return
+        except ChildProcessError:
+            return
+        time.sleep(0.1)
+
+
+def dev_server_ready(base_url: str, service_id: str) -> bool:
+    try:
+        return "dev" in httpx.get(f"{base_url}/isAlive/", timeout=2).json()["generations"].get(
+            service_id, []
+        )
+    except (httpx.HTTPError, ValueError, KeyError):
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m engine.apidesigner --project P --service S --port N``: the dev server."""
+    import uvicorn
+
+    from engine import design, serving
+    from engine.settings import load_settings
+
+    parser = argparse.ArgumentParser(
+        prog="nodal api dev-server",
+        description="Serve a design project's API service as it is now (no package, no deployer).",
+    )
+    parser.add_argument("--project", default="fraud")
+    parser.add_argument("--service", default="fraud_detection")
+    parser.add_argument("--port", type=int, default=12100)
+    parser.add_argument("--host", default="127.0.0.1")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    project = design.open_project(settings, args.project)
+    with tempfile.TemporaryDirectory() as tmp:
+        endpoints = dev_service(project, args.service, Path(tmp))
+        app = serving.create_dev_app(settings, args.service, endpoints)
+        serving.configure_logging()
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
