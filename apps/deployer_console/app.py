@@ -20,16 +20,16 @@ with st.sidebar:
 page = st.navigation(
     [
         st.Page(
-            "pages/deployments.py",
+            "views/deployments.py",
             title="Deployments",
             icon=":material/rocket_launch:",
             default=True,
         ),
-        st.Page("pages/bundles.py", title="Bundles & packages", icon=":material/inventory_2:"),
-        st.Page("pages/api_deployments.py", title="API deployments", icon=":material/api:"),
-        st.Page("pages/api_keys.py", title="API keys", icon=":material/key:"),
-        st.Page("pages/infrastructures.py", title="Infrastructures", icon=":material/dns:"),
-        st.Page("pages/runs.py", title="Scenario runs", icon=":material/timeline:"),
+        st.Page("views/bundles.py", title="Bundles & packages", icon=":material/inventory_2:"),
+        st.Page("views/api_deployments.py", title="API deployments", icon=":material/api:"),
+        st.Page("views/api_keys.py", title="API keys", icon=":material/key:"),
+        st.Page("views/infrastructures.py", title="Infrastructures", icon=":material/dns:"),
+        st.Page("views/runs.py", title="Scenario runs", icon=":material/timeline:"),
     ]
 )
 page.run()

@@ -7,15 +7,11 @@ the project folder (so the CLI, git and bundles see it).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 
 from apps.common.context import get_settings, get_store
 from apps.design_studio.state import OPEN_REQUEST, PROJECT_KEY
 from engine import design
-
-HERE = Path(__file__).resolve().parent
 
 st.set_page_config(
     page_title="nodal · Design Studio", page_icon=":material/account_tree:", layout="wide"
@@ -45,7 +41,7 @@ with st.sidebar:
 
 
 def page(file: str, title: str, icon: str, default: str) -> st.Page:
-    return st.Page(f"pages/{file}", title=title, icon=f":material/{icon}:", default=file == default)
+    return st.Page(f"views/{file}", title=title, icon=f":material/{icon}:", default=file == default)
 
 
 def all_pages(default: str) -> dict[str, list[st.Page]]:
@@ -67,10 +63,9 @@ def all_pages(default: str) -> dict[str, list[st.Page]]:
             page("scenarios.py", "Scenarios", "schedule", default),
             page("dashboards.py", "Dashboards", "map", default),
             page("bundles.py", "Bundles", "inventory_2", default),
+            page("api_designer.py", "API Designer", "api", default),
         ],
     }
-    if (HERE / "pages" / "api_designer.py").exists():  # owned by the API Designer's engineer
-        pages["Production"].append(page("api_designer.py", "API Designer", "api", default))
     return pages
 
 

@@ -21,14 +21,14 @@ with st.sidebar:
 page = st.navigation(
     [
         st.Page(
-            "pages/status.py", title="Status", icon=":material/health_and_safety:", default=True
+            "views/status.py", title="Status", icon=":material/health_and_safety:", default=True
         ),
-        st.Page("pages/fraud_map.py", title="Fraud map", icon=":material/map:"),
+        st.Page("views/fraud_map.py", title="Fraud map", icon=":material/map:"),
         st.Page(
-            "pages/pipeline_health.py", title="Pipeline health", icon=":material/account_tree:"
+            "views/pipeline_health.py", title="Pipeline health", icon=":material/account_tree:"
         ),
-        st.Page("pages/model_quality.py", title="Model quality", icon=":material/insights:"),
-        st.Page("pages/api_health.py", title="API health", icon=":material/api:"),
+        st.Page("views/model_quality.py", title="Model quality", icon=":material/insights:"),
+        st.Page("views/api_health.py", title="API health", icon=":material/api:"),
     ]
 )
 page.run()

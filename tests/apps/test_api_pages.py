@@ -44,7 +44,7 @@ def _open(app: Path, page: str) -> AppTest:
 
 def test_api_deployments_page_deploys_a_split_and_rolls_back(seen):
     _, store = seen
-    at = _open(CONSOLE, "pages/api_deployments.py")
+    at = _open(CONSOLE, "views/api_deployments.py")
     table = at.dataframe[0].value.set_index("deployment")
     assert table.loc[DEP, "traffic"] == "v1"
     at.multiselect(key="api_versions").set_value(["v1", "v2"]).run()
@@ -68,7 +68,7 @@ def test_api_deployments_page_deploys_a_split_and_rolls_back(seen):
 
 def test_api_keys_page_shows_a_new_key_once_and_revokes_it(seen):
     _, store = seen
-    at = _open(CONSOLE, "pages/api_keys.py")
+    at = _open(CONSOLE, "views/api_keys.py")
     at.text_input(key="key_label").set_value("bank app").run()
     at.button(key="key_create").click().run()
     assert not at.exception, at.exception
@@ -86,7 +86,7 @@ def test_api_keys_page_shows_a_new_key_once_and_revokes_it(seen):
 
 def test_api_designer_page_edits_endpoints_tests_and_packages(seen):
     settings, store = seen
-    at = _open(STUDIO, "pages/api_designer.py")
+    at = _open(STUDIO, "views/api_designer.py")
     assert at.selectbox(key="api_service_pick").value == demo.SERVICE
     # A lookup endpoint on a built dataset.
     at.text_input(key="le_id").set_value("card_profile")
@@ -137,7 +137,7 @@ def test_dev_server_started_from_the_studio_answers_the_test_queries(seen, tmp_p
     for q in queries:
         q["name"] = "dev-" + q["name"]
     apidesigner.add_test_queries(project, demo.SERVICE, demo.ENDPOINT, queries)
-    at = _open(STUDIO, "pages/api_designer.py")
+    at = _open(STUDIO, "views/api_designer.py")
     at.selectbox(key="tq_endpoint").set_value(demo.ENDPOINT).run()
     from tests.e2e import procs
 

@@ -50,7 +50,7 @@ def _deploy(at: AppTest, bundle: str) -> AppTest:
 
 
 def test_deployments_page_shows_the_worst_status_and_every_deployment(demo_environ):
-    at = _open("pages/deployments.py")
+    at = _open("views/deployments.py")
     deployments = deployer.list_deployments(demo_environ.store)
     worst = deployer.worst_status([d.status for d in deployments])
     overall = at.markdown[0].value
@@ -69,7 +69,7 @@ def test_deployments_page_shows_the_worst_status_and_every_deployment(demo_envir
 
 def test_deploying_a_new_bundle_changes_the_desired_version_and_the_history(console_copy):
     settings, store = console_copy
-    at = _deploy(_open("pages/deployments.py"), "v2")
+    at = _deploy(_open("views/deployments.py"), "v2")
     assert not at.error
     assert "now asks for bundle **v2** (was v1)" in at.success[0].value
     row = at.dataframe[0].value.set_index("deployment").loc[DEPLOYMENT]
@@ -86,7 +86,7 @@ def test_deploying_a_new_bundle_changes_the_desired_version_and_the_history(cons
 
 def test_the_form_refuses_a_bundle_unknown_by_the_time_of_the_click(console_copy):
     _, store = console_copy
-    at = _open("pages/deployments.py")
+    at = _open("views/deployments.py")
     history_before = deployer.history(store, DEPLOYMENT)
     # v2 is in the list the user sees, then disappears from the registry before they click.
     at.selectbox(key="deploy_bundle").set_value("v2")
@@ -110,14 +110,14 @@ def test_the_form_refuses_a_tampered_bundle_naming_the_changed_file(console_copy
     with zipfile.ZipFile(path, "w") as zf:
         for name, data in members.items():
             zf.writestr(name, data)
-    at = _deploy(_open("pages/deployments.py"), "v2")
+    at = _deploy(_open("views/deployments.py"), "v2")
     message = at.error[0].value
     assert message.startswith("Deployment refused:") and "recipes/features.sql" in message
     assert deployer.get_deployment(store, DEPLOYMENT).version == "v1"
 
 
 def test_bundles_page_lists_bundles_with_notes_and_where_they_are_deployed(demo_environ):
-    at = _open("pages/bundles.py")
+    at = _open("views/bundles.py")
     store = demo_environ.store
     table = at.dataframe[0].value.set_index("bundle")
     for b in bundles.list_bundles(store, demo.PROJECT):
@@ -134,11 +134,11 @@ def test_bundles_page_lists_bundles_with_notes_and_where_they_are_deployed(demo_
 def test_an_empty_home_explains_what_to_do_on_both_pages(tmp_path, monkeypatch):
     monkeypatch.setenv("NODAL_HOME", str(tmp_path / "var"))
     monkeypatch.setenv("NODAL_DATA_DIR", str(tmp_path / "data"))
-    at = _open("pages/deployments.py")
+    at = _open("views/deployments.py")
     assert "Nothing is deployed yet" in at.info[0].value
     assert "automation infrastructure" in at.info[1].value
     assert not at.dataframe and not at.button
-    at = _open("pages/bundles.py")
+    at = _open("views/bundles.py")
     assert "No bundle yet" in at.info[0].value and "No API package yet" in at.info[1].value
 
 
@@ -149,7 +149,7 @@ def test_promote_from_dev_to_prod_with_a_confirmation(console_copy):
     settings, store = console_copy
     deployer.create_infra(store, "automation-dev", "automation", "dev")
     dev = deployer.deploy_bundle(store, demo.PROJECT, "v2", "automation-dev", "dana")
-    at = _open("pages/deployments.py")
+    at = _open("views/deployments.py")
     at.selectbox(key="promote_from").set_value(dev.deployment_id)
     at.selectbox(key="promote_to").set_value(demo.AUTOMATION_INFRA).run()
     assert at.button(key="promote_button").disabled
@@ -175,7 +175,7 @@ def test_promote_from_dev_to_prod_with_a_confirmation(console_copy):
 def test_roll_back_offers_the_previous_bundle_first_and_records_it(console_copy):
     settings, store = console_copy
     deployer.deploy_bundle(store, demo.PROJECT, "v2", demo.AUTOMATION_INFRA, "ops")
-    at = _open("pages/deployments.py")
+    at = _open("views/deployments.py")
     at.selectbox(key="rollback_deployment").set_value(DEPLOYMENT).run()
     assert at.selectbox(key="rollback_to").options[0] == "v1"
     assert at.button(key="rollback_button").disabled
@@ -189,7 +189,7 @@ def test_roll_back_offers_the_previous_bundle_first_and_records_it(console_copy)
 
 def test_infrastructures_page_groups_by_stage_and_adds_stages_and_infras(console_copy):
     _, store = console_copy
-    at = _open("pages/infrastructures.py")
+    at = _open("views/infrastructures.py")
     assert [h.value for h in at.subheader] == ["Stage dev", "Stage test", "Stage prod"]
     prod = at.dataframe[0].value.set_index("infrastructure")
     assert prod.loc[demo.AUTOMATION_INFRA, "runs"] == "fraud v1"
@@ -215,7 +215,7 @@ def test_infrastructures_page_groups_by_stage_and_adds_stages_and_infras(console
 
 def test_runs_page_shows_the_timeline_steps_and_reporters_and_aborts(console_copy):
     _, store = console_copy
-    at = _open("pages/runs.py")
+    at = _open("views/runs.py")
     at.selectbox(key="runs_deployment").set_value(DEPLOYMENT).run()
     assert not at.exception
     assert at.get("vega_lite_chart"), "the runs timeline"
@@ -241,7 +241,7 @@ def test_runs_page_shows_the_timeline_steps_and_reporters_and_aborts(console_cop
 
 def test_runs_page_switches_triggers_and_saves_variables(console_copy):
     _, store = console_copy
-    at = _open("pages/runs.py")
+    at = _open("views/runs.py")
     at.selectbox(key="runs_deployment").set_value(DEPLOYMENT).run()
     assert at.toggle(key="trigger_daily_scoring_0").value is True
     assert at.toggle(key="trigger_daily_scoring_1").value is False  # enabled: false in YAML
@@ -262,7 +262,7 @@ def test_bundles_page_diffs_two_bundles(console_copy):
     checks = project.root / "checks.yaml"
     checks.write_text(checks.read_text().replace("tolerance: 0.2", "tolerance: 0.3"))
     bundles.create_bundle(settings.home, store, project, "v3", "Looser check.", "analyst")
-    at = _open("pages/bundles.py")
+    at = _open("views/bundles.py")
     at.selectbox(key="diff_old_fraud").set_value("v2")
     at.selectbox(key="diff_new_fraud").set_value("v3").run()
     diff = at.dataframe[1].value

@@ -55,7 +55,7 @@ def _errors(at: AppTest) -> str:
 
 
 def test_flow_page_draws_recipes_between_datasets_with_sources_shaded(demo_environ):
-    at = _open("pages/flow.py")
+    at = _open("views/flow.py")
     project = demo_environ.project
     assert at.title[0].value == "Flow of fraud"
     dot = at.get("graphviz_chart")[0].proto.spec
@@ -69,7 +69,7 @@ def test_flow_page_draws_recipes_between_datasets_with_sources_shaded(demo_envir
 
 
 def test_flow_page_summarises_the_project_status(demo_environ):
-    at = _open("pages/flow.py")
+    at = _open("views/flow.py")
     tiles = {t.label: t.value for t in at.metric}
     project = demo_environ.project
     with_data = sum(project.dataset(n).exists() for n in project.datasets)
@@ -80,7 +80,7 @@ def test_flow_page_summarises_the_project_status(demo_environ):
 
 
 def test_flow_page_lists_every_dataset_with_its_partitions(demo_environ):
-    at = _open("pages/flow.py")
+    at = _open("views/flow.py")
     table = at.dataframe[0].value.set_index("dataset")
     project = demo_environ.project
     assert sorted(table.index) == sorted(project.datasets)
@@ -96,7 +96,7 @@ def test_flow_page_lists_every_dataset_with_its_partitions(demo_environ):
 
 def test_build_button_builds_training_set_and_shows_each_recipe(studio_copy):
     settings, _ = studio_copy
-    at = _open("pages/flow.py")
+    at = _open("views/flow.py")
     assert at.selectbox(key="build_target").value == "training_set"
     at.button(key="build").click().run()
     assert not at.exception and not at.error
@@ -109,7 +109,7 @@ def test_build_button_builds_training_set_and_shows_each_recipe(studio_copy):
 
 
 def test_build_downstream_rebuilds_what_a_change_affects(studio_copy):
-    at = _open("pages/flow.py")
+    at = _open("views/flow.py")
     at.selectbox(key="build_target").set_value("card_profiles")
     at.radio(key="build_mode").set_value("everything downstream of it").run()
     at.button(key="build").click().run()
@@ -122,7 +122,7 @@ def test_a_failing_recipe_is_an_error_message_with_its_line(studio_copy):
     settings, _ = studio_copy
     sql = design.open_project(settings, "fraud").root / "recipes" / "training_set.sql"
     sql.write_text("SELECT f.*,\n  no_such_column\nFROM features f")
-    at = _open("pages/flow.py")
+    at = _open("views/flow.py")
     at.button(key="build").click().run()
     assert not at.exception
     message = _errors(at)
@@ -142,9 +142,9 @@ def test_an_empty_home_opens_on_projects_and_creates_one(tmp_path, monkeypatch):
     assert not at.exception
     assert "no project on the design node yet" in at.info[0].value
     assert "nodal project import examples/fraud" in at.info[0].value
-    at.switch_page("pages/flow.py").run()  # a bookmarked page URL does not break either
+    at.switch_page("views/flow.py").run()  # a bookmarked page URL does not break either
     assert not at.exception and at.info
-    at.switch_page("pages/projects.py").run()
+    at.switch_page("views/projects.py").run()
     at.text_input(key="new_project_name").input("shops")
     at.button[0].click().run()  # the form's submit button
     assert not at.exception, at.exception
@@ -153,7 +153,7 @@ def test_an_empty_home_opens_on_projects_and_creates_one(tmp_path, monkeypatch):
 
 
 def test_projects_page_lists_projects_and_refuses_a_taken_name(demo_environ):
-    at = _open("pages/projects.py")
+    at = _open("views/projects.py")
     assert "fraud" in list(_table(at, "created_at")["name"])
     at.text_input(key="new_project_name").input("fraud")
     at.button[1].click().run()
@@ -169,7 +169,7 @@ def test_import_a_csv_by_path_with_a_corrected_type_then_explore_it(studio_copy,
     settings, _ = studio_copy
     csv = tmp_path / "stores.csv"
     csv.write_text(STORES)
-    at = _open("pages/datasets.py")
+    at = _open("views/datasets.py")
     at.radio(key="import_source").set_value("A path on the design node").run()
     at.text_input(key="import_path").input(str(csv)).run()
     assert not at.exception and not at.error
@@ -193,7 +193,7 @@ def test_a_csv_with_a_broken_row_is_refused_with_its_line_and_changes_nothing(
     before = (design.open_project(settings, "fraud").root / "datasets.yaml").read_text()
     csv = tmp_path / "broken.csv"
     csv.write_text(STORES + "3,2024-03-01,Dallas,700,surprise\n")
-    at = _open("pages/datasets.py")
+    at = _open("views/datasets.py")
     at.radio(key="import_source").set_value("A path on the design node").run()
     at.text_input(key="import_path").input(str(csv)).run()
     at.button(key="import").click().run()
@@ -217,7 +217,7 @@ def _new_recipe(at: AppTest, name: str, sql: str) -> None:
 
 def test_recipe_preview_shows_first_rows_and_schema_and_save_writes_files(studio_copy):
     settings, _ = studio_copy
-    at = _open("pages/recipes.py")
+    at = _open("views/recipes.py")
     _new_recipe(
         at, "big_spends", "SELECT transaction_id, amount\nFROM transactions\nWHERE amount > 100"
     )
@@ -239,7 +239,7 @@ def test_recipe_preview_shows_first_rows_and_schema_and_save_writes_files(studio
 
 def test_a_recipe_with_a_sql_error_shows_the_failing_line_and_is_not_saved(studio_copy):
     settings, _ = studio_copy
-    at = _open("pages/recipes.py")
+    at = _open("views/recipes.py")
     _new_recipe(at, "broken", "SELECT transaction_id,\n  amount * nope AS x\nFROM transactions")
     at.button(key="preview").click().run()
     assert "at line 2" in _errors(at) and "nope" in _errors(at)
@@ -251,7 +251,7 @@ def test_a_recipe_with_a_sql_error_shows_the_failing_line_and_is_not_saved(studi
 
 def test_a_second_save_of_the_same_recipe_is_refused_and_shown_the_difference(studio_copy):
     settings, _ = studio_copy
-    at = _open("pages/recipes.py")
+    at = _open("views/recipes.py")
     at.selectbox(key="recipe_choice").set_value("training_set").run()
     # Another analyst saves the same recipe meanwhile.
     project = design.open_project(settings, "fraud")
@@ -280,7 +280,7 @@ def _wait_for_training(at: AppTest) -> None:
 
 def test_lab_trains_with_progress_shows_results_and_deploys(studio_copy):
     settings, _ = studio_copy
-    at = _open("pages/lab.py")
+    at = _open("views/lab.py")
     assert at.selectbox(key="lab_dataset").value == "training_set"
     at.button(key="train").click().run()
     assert not at.exception and not at.error, _errors(at)
@@ -315,7 +315,7 @@ def test_lab_refuses_a_target_with_one_class(studio_copy):
         lambda cur: {"datasets.yaml": cur["datasets.yaml"] + "one_class:\n  kind: managed\n"},
         paths=["datasets.yaml"],
     )
-    at = _open("pages/lab.py")
+    at = _open("views/lab.py")
     at.selectbox(key="lab_dataset").set_value("one_class").run()
     at.selectbox(key="lab_target::one_class").set_value("y").run()
     at.radio(key="lab_split").set_value("random").run()
@@ -329,7 +329,7 @@ def test_lab_refuses_a_target_with_one_class(studio_copy):
 
 
 def test_model_page_shows_the_active_versions_metrics(demo_environ):
-    at = _open("pages/model.py")
+    at = _open("views/model.py")
     versions = models.list_versions(demo_environ.project, "fraud_model")
     active = next(v for v in versions if v["active"])
     m = active["metrics"]
@@ -363,7 +363,7 @@ def _add_check(at: AppTest, **fields: str) -> None:
 def test_checks_page_refuses_a_check_on_a_missing_column(studio_copy):
     settings, _ = studio_copy
     before = (design.open_project(settings, "fraud").root / "checks.yaml").read_text()
-    at = _open("pages/checks.py")
+    at = _open("views/checks.py")
     spec = {"name": "ghost", "type": "value_in_set", "column": "no_such_column", "values": ["a"]}
     from engine import checks
 
@@ -378,7 +378,7 @@ def test_checks_page_refuses_a_check_on_a_missing_column(studio_copy):
 
 def test_checks_page_adds_a_check_runs_it_and_keeps_history(studio_copy):
     settings, _ = studio_copy
-    at = _open("pages/checks.py")
+    at = _open("views/checks.py")
     _add_check(
         at,
         check_name="channels_known",
@@ -393,7 +393,7 @@ def test_checks_page_adds_a_check_runs_it_and_keeps_history(studio_copy):
     assert {"channels_known", "columns_unchanged"} <= {
         c["name"] for c in checks_yaml["transactions"]
     }
-    at = _open("pages/checks.py")
+    at = _open("views/checks.py")
     at.button(key="run_checks").click().run()
     assert not at.exception and not at.error, _errors(at)
     results = _table(at, "outcome").set_index("name")
@@ -410,7 +410,7 @@ def test_scenarios_page_refuses_an_invalid_scenario_and_changes_nothing(studio_c
     settings, _ = studio_copy
     path = design.open_project(settings, "fraud").root / "scenarios" / "daily_scoring.yaml"
     before = path.read_text()
-    at = _open("pages/scenarios.py")
+    at = _open("views/scenarios.py")
     at.selectbox(key="scenario_choice").set_value("daily_scoring").run()
     broken = before.replace("type: run_checks", "type: no_such_step")
     at.text_area(key="scenario_text::daily_scoring").input(broken).run()
@@ -422,7 +422,7 @@ def test_scenarios_page_refuses_an_invalid_scenario_and_changes_nothing(studio_c
 
 def test_scenarios_page_runs_a_scenario_on_the_design_node_and_shows_its_steps(studio_copy):
     settings, store = studio_copy
-    at = _open("pages/scenarios.py")
+    at = _open("views/scenarios.py")
     at.selectbox(key="scenario_choice").set_value("daily_scoring").run()
     at.button(key="run_scenario").click().run()
     assert not at.error, _errors(at)
@@ -439,7 +439,7 @@ def test_scenarios_page_runs_a_scenario_on_the_design_node_and_shows_its_steps(s
     assert list(steps["step"]) == [s["name"] for s in run["steps"]]
     assert set(steps["status"]) == {"SUCCESS"}
     # The design node now has scored data: the dashboard preview shows it.
-    at = _open("pages/dashboards.py")
+    at = _open("views/dashboards.py")
     at.selectbox(key="dashboard_choice").set_value("fraud_map").run()
     assert not at.exception
     assert "flagged" in " ".join(m.value for m in at.markdown)
@@ -451,7 +451,7 @@ def test_scenarios_page_runs_a_scenario_on_the_design_node_and_shows_its_steps(s
 
 def test_dashboards_page_saves_threshold_and_layers_keeping_the_file_readable(studio_copy):
     settings, _ = studio_copy
-    at = _open("pages/dashboards.py")
+    at = _open("views/dashboards.py")
     at.selectbox(key="dashboard_choice").set_value("fraud_map").run()
     assert "no data on the design node yet" in at.info[0].value
     at.number_input(key="db_threshold::fraud_map").set_value(0.4)
@@ -470,7 +470,7 @@ def test_dashboards_page_saves_threshold_and_layers_keeping_the_file_readable(st
 
 def test_bundles_page_refuses_a_used_id_and_creates_a_bundle_with_data(studio_copy):
     settings, store = studio_copy
-    at = _open("pages/bundles.py")
+    at = _open("views/bundles.py")
     at.text_input(key="bundle_id").input("v1")
     at.button(key="create_bundle").click().run()
     assert "already used" in _errors(at)
@@ -481,7 +481,7 @@ def test_bundles_page_refuses_a_used_id_and_creates_a_bundle_with_data(studio_co
     assert not at.error, _errors(at)
     manifest = bundles.verify_bundle(bundles.get_bundle(store, "fraud", "v2").path)
     assert manifest["datasets"]["training_set"]["rows"] > 0
-    at = _open("pages/bundles.py")
+    at = _open("views/bundles.py")
     assert list(_table(at, "release notes")["bundle"])[:2] == ["v2", "v1"]
     data = _table(at, "dataset")
     assert list(data["dataset"]) == ["training_set"]
@@ -492,7 +492,7 @@ def test_bundles_page_reverts_the_project_to_a_bundle(studio_copy):
     project = design.open_project(settings, "fraud")
     original = (project.root / "flow.yaml").read_text()
     (project.root / "flow.yaml").write_text(original.replace("recipes:", "# edited\nrecipes:"))
-    at = _open("pages/bundles.py")
+    at = _open("views/bundles.py")
     at.checkbox(key="revert_sure").check().run()
     at.button(key="revert").click().run()
     assert not at.error, _errors(at)

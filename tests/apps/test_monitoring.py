@@ -21,7 +21,7 @@ def _run(day: str | None = None) -> AppTest:
     if day is not None:
         at.query_params["day"] = day
     at.run()
-    at.switch_page("pages/fraud_map.py").run()
+    at.switch_page("views/fraud_map.py").run()
     assert not at.exception, at.exception
     return at
 
@@ -117,7 +117,7 @@ def test_an_unpublished_day_in_the_link_falls_back_to_the_latest_with_a_warning(
     at = AppTest.from_file(str(APP), default_timeout=60)
     at.query_params["day"] = "1999-01-01"
     at.run()
-    at.switch_page("pages/fraud_map.py").run()
+    at.switch_page("views/fraud_map.py").run()
     assert not at.exception and not at.error
     assert "1999-01-01 is not a published day" in at.warning[0].value
     day = latest_published(demo_environ.store)
@@ -209,7 +209,7 @@ def test_the_home_page_shows_a_worst_of_status_per_deployment_and_endpoint(evalu
 
 
 def test_pipeline_health_shows_runs_steps_and_checks(evaluated_environ):
-    at = _page("pages/pipeline_health.py")
+    at = _page("views/pipeline_health.py")
     assert at.selectbox(key="ph_deployment").value == "fraud-on-automation-prod"
     runs = at.dataframe[0].value
     assert {"daily_scoring", "daily_evaluation"} <= set(runs["scenario"])
@@ -222,7 +222,7 @@ def test_pipeline_health_shows_runs_steps_and_checks(evaluated_environ):
 
 def test_model_quality_charts_drift_and_performance(evaluated_environ):
     settings, store = evaluated_environ
-    at = _page("pages/model_quality.py")
+    at = _page("views/model_quality.py")
     assert at.selectbox(key="mq_model").value == "fraud_model"
     assert "no challenger" in at.caption[0].value
     assert len(at.get("vega_lite_chart")) >= 5
@@ -230,11 +230,11 @@ def test_model_quality_charts_drift_and_performance(evaluated_environ):
 
 
 def test_model_quality_explains_when_nothing_is_evaluated_yet(demo_environ):
-    at = _page("pages/model_quality.py")
+    at = _page("views/model_quality.py")
     assert "No model evaluation on automation-prod yet" in at.info[0].value
     assert not at.get("vega_lite_chart")
 
 
 def test_api_health_explains_when_there_is_no_traffic_yet(demo_environ):
-    at = _page("pages/api_health.py")
+    at = _page("views/api_health.py")
     assert "No API traffic on api-prod yet" in at.info[0].value

@@ -41,7 +41,7 @@ else:
     if st.button("Open", key="open_project", icon=":material/folder_open:"):
         st.session_state[OPEN_REQUEST] = choice  # for the sidebar's picker
         st.session_state[PROJECT_KEY] = choice
-        st.switch_page("pages/flow.py")
+        st.switch_page("views/flow.py")
 
 st.subheader("New project")
 with st.form("new_project", clear_on_submit=False):
@@ -56,4 +56,4 @@ if submitted:
     else:
         st.session_state[OPEN_REQUEST] = project.name
         st.session_state[PROJECT_KEY] = project.name
-        st.switch_page("pages/flow.py")
+        st.switch_page("views/flow.py")
