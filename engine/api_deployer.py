@@ -191,27 +191,9 @@ def deploy(
         mode = access_mode or (before.access_mode if before else "public")
         if before and before.traffic == traffic and before.access_mode == mode:
             return before  # already the desired state: nothing to record
-        if row is None:
-            conn.execute(
-                sa.insert(deployments).values(
-                    deployment_id=dep_id,
-                    kind="api",
-                    target=service,
-                    infra_id=infra_id,
-                    version=desired,
-                    variables_json="{}",
-                    node_status="UNKNOWN",
-                    node_message="",
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-        else:
-            conn.execute(
-                sa.update(deployments)
-                .where(deployments.c.deployment_id == dep_id)
-                .values(version=desired, updated_at=now)
-            )
+        deployer.upsert_desired(
+            conn, row is not None, dep_id, "api", service, infra_id, desired, now
+        )
         values = {"traffic_json": json.dumps(traffic), "access_mode": mode, "updated_at": now}
         if old is None:
             conn.execute(sa.insert(api_traffic).values(deployment_id=dep_id, **values))

@@ -19,11 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-
 from engine import bundles, definitions
-from engine import home as layout
-from engine.artifacts import ArtifactError, read_verified, write_zip
+from engine.artifacts import ArtifactError, read_verified
 from engine.models import set_active
 from engine.project import (
     ACTIVE_FILE,
@@ -33,8 +30,7 @@ from engine.project import (
     definition_files,
 )
 from engine.storage import datasets as ds
-from engine.storage.control import ControlStore, now_iso
-from engine.storage.control import bundles as bundles_table
+from engine.storage.control import ControlStore
 
 BundleError = bundles.BundleError
 
@@ -128,47 +124,11 @@ def create_bundle(
     model_versions: Mapping[str, str] | None = None,
 ) -> bundles.BundleInfo:
     """Snapshot ``project`` with the chosen model versions and datasets; publish it."""
-    bundles.check_id(bundle_id)
-    if bundles.get_bundle(store, project.name, bundle_id, missing_ok=True):
-        raise BundleError(
-            f"bundle id {bundle_id!r} is already used in project {project.name!r}: "
-            "bundles are immutable, choose a new id"
-        )
+    bundles.check_new_id(store, project.name, bundle_id)
     members, versions, summaries = bundle_members(project, datasets, model_versions)
-    created_at = now_iso()
-    manifest = {
-        "kind": bundles.KIND,
-        "format": 1,
-        "project": project.name,
-        "bundle_id": bundle_id,
-        "release_notes": release_notes,
-        "created_by": created_by,
-        "created_at": created_at,
-        "models": versions,
-        "datasets": summaries,
-    }
-    path = layout.bundles_dir(home, project.name) / f"{bundle_id}.zip"
-    try:
-        digest = write_zip(path, members, manifest)
-    except ArtifactError as exc:
-        raise BundleError(str(exc)) from None
-    try:
-        with store.write() as conn:
-            conn.execute(
-                sa.insert(bundles_table).values(
-                    project=project.name,
-                    bundle_id=bundle_id,
-                    path=str(path),
-                    sha256=digest,
-                    release_notes=release_notes,
-                    created_by=created_by,
-                    created_at=created_at,
-                )
-            )
-    except sa.exc.IntegrityError:
-        raise BundleError(f"bundle id {bundle_id!r} is already used") from None
-    return bundles.BundleInfo(
-        project.name, bundle_id, path, digest, release_notes, created_by, created_at
+    contents = {"models": versions, "datasets": summaries}
+    return bundles.publish(
+        home, store, project.name, bundle_id, members, contents, release_notes, created_by
     )
 
 

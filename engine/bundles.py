@@ -71,40 +71,73 @@ def create_bundle(
     created_by: str,
 ) -> BundleInfo:
     """Snapshot ``project`` as bundle ``bundle_id`` and publish it to the deployer."""
-    check_id(bundle_id)
-    if get_bundle(store, project.name, bundle_id, missing_ok=True):
-        raise BundleError(f"bundle {bundle_id!r} of project {project.name!r} already exists")
+    check_new_id(store, project.name, bundle_id)
     members, versions = _members(project)
+    return publish(
+        home,
+        store,
+        project.name,
+        bundle_id,
+        members,
+        {"models": versions},
+        release_notes,
+        created_by,
+    )
+
+
+def check_new_id(store: ControlStore, project: str, bundle_id: str) -> None:
+    """Refuse an invalid id, or one already used (bundles are immutable)."""
+    check_id(bundle_id)
+    if get_bundle(store, project, bundle_id, missing_ok=True):
+        raise BundleError(
+            f"bundle {bundle_id!r} of project {project!r} already exists (the id is already "
+            "used): bundles are immutable, choose a new id"
+        )
+
+
+def publish(
+    home: Path,
+    store: ControlStore,
+    project: str,
+    bundle_id: str,
+    members: dict[str, bytes],
+    contents: dict[str, Any],
+    release_notes: str,
+    created_by: str,
+) -> BundleInfo:
+    """Write the bundle zip (manifest = identity + ``contents`` + checksums) and register it."""
     created_at = now_iso()
     manifest = {
         "kind": KIND,
         "format": 1,
-        "project": project.name,
+        "project": project,
         "bundle_id": bundle_id,
         "release_notes": release_notes,
         "created_by": created_by,
         "created_at": created_at,
-        "models": versions,
+        **contents,
     }
-    path = layout.bundles_dir(home, project.name) / f"{bundle_id}.zip"
+    path = layout.bundles_dir(home, project) / f"{bundle_id}.zip"
     try:
         digest = write_zip(path, members, manifest)
     except ArtifactError as exc:
         raise BundleError(str(exc)) from None
-    info = BundleInfo(project.name, bundle_id, path, digest, release_notes, created_by, created_at)
-    with store.write() as conn:
-        conn.execute(
-            sa.insert(bundles).values(
-                project=info.project,
-                bundle_id=bundle_id,
-                path=str(path),
-                sha256=digest,
-                release_notes=release_notes,
-                created_by=created_by,
-                created_at=created_at,
+    try:
+        with store.write() as conn:
+            conn.execute(
+                sa.insert(bundles).values(
+                    project=project,
+                    bundle_id=bundle_id,
+                    path=str(path),
+                    sha256=digest,
+                    release_notes=release_notes,
+                    created_by=created_by,
+                    created_at=created_at,
+                )
             )
-        )
-    return info
+    except sa.exc.IntegrityError:
+        raise BundleError(f"bundle id {bundle_id!r} is already used") from None
+    return BundleInfo(project, bundle_id, path, digest, release_notes, created_by, created_at)
 
 
 def get_bundle(

@@ -228,6 +228,40 @@ def get_deployment(store: ControlStore, deployment_id: str) -> Deployment:
     return _to_deployment(row)
 
 
+def upsert_desired(
+    conn: Any,
+    exists: bool,
+    dep_id: str,
+    kind: str,
+    target: str,
+    infra_id: str,
+    version: str,
+    now: str,
+) -> None:
+    """Create the deployment row or change its desired version (inside the caller's transaction)."""
+    if not exists:
+        conn.execute(
+            sa.insert(deployments).values(
+                deployment_id=dep_id,
+                kind=kind,
+                target=target,
+                infra_id=infra_id,
+                version=version,
+                variables_json="{}",
+                node_status="UNKNOWN",
+                node_message="",
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    else:
+        conn.execute(
+            sa.update(deployments)
+            .where(deployments.c.deployment_id == dep_id)
+            .values(version=version, updated_at=now)
+        )
+
+
 def set_version(
     store: ControlStore,
     kind: str,
@@ -255,27 +289,7 @@ def set_version(
         previous = row["version"] if row else None
         if previous == version:
             return _to_deployment(row)  # already the desired version: nothing to record
-        if row is None:
-            conn.execute(
-                sa.insert(deployments).values(
-                    deployment_id=dep_id,
-                    kind=kind,
-                    target=target,
-                    infra_id=infra_id,
-                    version=version,
-                    variables_json="{}",
-                    node_status="UNKNOWN",
-                    node_message="",
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-        else:
-            conn.execute(
-                sa.update(deployments)
-                .where(deployments.c.deployment_id == dep_id)
-                .values(version=version, updated_at=now)
-            )
+        upsert_desired(conn, row is not None, dep_id, kind, target, infra_id, version, now)
         conn.execute(
             sa.insert(deployment_history).values(
                 deployment_id=dep_id,
