@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+import httpx
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -70,3 +73,31 @@ def nodal(
         text=True,
         timeout=timeout,
     )
+
+
+# Flags that let Debian's Chromium run headless here (FACTS.md).
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@contextlib.contextmanager
+def streamlit_app(
+    app: str, env: dict[str, str], log: Path
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A real Streamlit process for ``app`` (e.g. "apps/monitoring/app.py"): (url, process)."""
+    port = free_port()
+    flags = ["--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless",
+             "true", "--browser.gatherUsageStats", "false"]  # fmt: skip
+    proc = start(["-m", "streamlit", "run", app, *flags], env, log)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: httpx.get(f"{url}/_stcore/health").text == "ok", 60, app, log)
+        yield url, proc
+    finally:
+        stop(proc)

@@ -4,7 +4,6 @@ Deployer Console, then roll prod back, each with its confirmation. Screenshots a
 
 from __future__ import annotations
 
-import httpx
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
@@ -13,14 +12,6 @@ from tests.e2e import procs
 from tests.homes import copy_home, environ
 
 ARTIFACTS = procs.REPO / "test-artifacts" / "deployer"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PROD = deployer.deployment_id_for(demo.PROJECT, demo.AUTOMATION_INFRA)
 DEV = deployer.deployment_id_for(demo.PROJECT, "automation-dev")
 
@@ -33,43 +24,19 @@ def console(demo_env, tmp_path):
     bundles.create_bundle(settings.home, store, project, "v2", "Tuned checks.", "analyst")
     deployer.create_infra(store, "automation-dev", "automation", "dev")
     deployer.deploy_bundle(store, demo.PROJECT, "v2", "automation-dev", "dana")
-    port = procs.free_port()
-    log = tmp_path / "console.log"
-    proc = procs.start(
-        [
-            "-m",
-            "streamlit",
-            "run",
-            "apps/deployer_console/app.py",
-            "--server.port",
-            str(port),
-            "--server.address",
-            "127.0.0.1",
-            "--server.headless",
-            "true",
-            "--browser.gatherUsageStats",
-            "false",
-        ],
-        {**environ(settings), "NODAL_USER": "ops-browser"},
-        log,
-    )
-    try:
-        procs.wait_for(
-            lambda: httpx.get(f"http://127.0.0.1:{port}/_stcore/health").text == "ok",
-            60,
-            "the Deployer Console",
-            log,
-        )
-        yield f"http://127.0.0.1:{port}", store
-    finally:
-        procs.stop(proc)
+    env = {**environ(settings), "NODAL_USER": "ops-browser"}
+    with procs.streamlit_app("apps/deployer_console/app.py", env, tmp_path / "console.log") as (
+        url,
+        _,
+    ):
+        yield url, store
 
 
 def test_promote_dev_to_prod_then_roll_back_in_the_browser(console):
     url, store = console
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=procs.CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1800})
             page.goto(url)

@@ -4,7 +4,6 @@ are kept in ``test-artifacts/monitoring/``."""
 
 from __future__ import annotations
 
-import httpx
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
@@ -15,41 +14,19 @@ from tests.e2e import procs
 from tests.homes import copy_with_previous_day, environ
 
 ARTIFACTS = procs.REPO / "test-artifacts" / "monitoring"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 @pytest.fixture
 def monitoring(demo_env, tmp_path):
     """A Monitoring process on a copy of the demo home with two published days."""
     settings, store, latest, previous = copy_with_previous_day(demo_env.settings, tmp_path)
-    port = procs.free_port()
-    log = tmp_path / "monitoring.log"
-    proc = procs.start(
-        [
-            "-m", "streamlit", "run", "apps/monitoring/app.py", "--server.port", str(port),
-            "--server.address", "127.0.0.1", "--server.headless", "true",
-            "--browser.gatherUsageStats", "false",
-        ],
-        environ(settings),
-        log,
-    )  # fmt: skip
-    try:
-        procs.wait_for(
-            lambda: httpx.get(f"http://127.0.0.1:{port}/_stcore/health").text == "ok",
-            60,
-            "Monitoring",
-            log,
-        )
-        yield f"http://127.0.0.1:{port}", settings, store, previous
-    finally:
-        procs.stop(proc)
+    with procs.streamlit_app(
+        "apps/monitoring/app.py", environ(settings), tmp_path / "monitoring.log"
+    ) as (
+        url,
+        _,
+    ):
+        yield url, settings, store, previous
 
 
 def test_a_shared_link_opens_its_day_with_kpis_matching_duckdb(monitoring):
@@ -63,7 +40,7 @@ def test_a_shared_link_opens_its_day_with_kpis_matching_duckdb(monitoring):
     ).iloc[0]
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=procs.CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1800})
             page.goto(f"{url}/fraud_map?day={day}")

@@ -9,7 +9,6 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 from playwright.sync_api import Page, expect, sync_playwright
@@ -20,14 +19,6 @@ from tests.e2e import procs
 from tests.homes import copy_home, environ
 
 ARTIFACTS = procs.REPO / "test-artifacts" / "design_studio"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 RISK_CSV = (
     "merchant_category,risk_level,reviewed_on\n"
     "electronics,high,2026-10-01\n"
@@ -41,41 +32,15 @@ RISK_CSV = (
 @contextlib.contextmanager
 def design_studio(settings: Settings, log: Path) -> Iterator[str]:
     """A real Design Studio process on ``settings``' home; yields its URL."""
-    port = procs.free_port()
-    proc = procs.start(
-        [
-            "-m",
-            "streamlit",
-            "run",
-            "apps/design_studio/app.py",
-            "--server.port",
-            str(port),
-            "--server.address",
-            "127.0.0.1",
-            "--server.headless",
-            "true",
-            "--browser.gatherUsageStats",
-            "false",
-        ],
-        {**environ(settings), "NODAL_USER": "analyst-browser"},
-        log,
-    )
-    try:
-        procs.wait_for(
-            lambda: httpx.get(f"http://127.0.0.1:{port}/_stcore/health").text == "ok",
-            60,
-            "the Design Studio",
-            log,
-        )
-        yield f"http://127.0.0.1:{port}", proc
-    finally:
-        procs.stop(proc)
+    env = {**environ(settings), "NODAL_USER": "analyst-browser"}
+    with procs.streamlit_app("apps/design_studio/app.py", env, log) as (url, proc):
+        yield url, proc
 
 
 @contextlib.contextmanager
 def chromium() -> Iterator[Page]:
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=procs.CHROMIUM_ARGS)
         try:
             yield browser.new_page(viewport={"width": 1400, "height": 1600})
         finally:
@@ -146,7 +111,9 @@ def test_an_analyst_imports_prepares_trains_checks_and_bundles_in_the_browser(st
 
         # 2. A recipe over it, previewed then saved.
         go(page, "Recipes")
-        expect(page.get_by_role("textbox", name="Name")).to_be_visible(timeout=60_000)
+        expect(page.get_by_role("textbox", name="Name", exact=True).last).to_be_visible(
+            timeout=60_000
+        )
         type_in(page, "Name", "risky_categories")
         type_in(page, "Output dataset", "risky_categories")
         choose(page, "Inputs", "category_risk")
