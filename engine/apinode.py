@@ -19,7 +19,7 @@ from engine import api_deployer, apipackages, deployer
 from engine import home as layout
 from engine.apikeys import KeyChecker
 from engine.artifacts import ArtifactError, extract_verified
-from engine.realtime import Endpoint, load_service
+from engine.realtime import Endpoint, PredictionEndpoint, load_service
 from engine.settings import Settings
 from engine.storage.control import ControlStore
 
@@ -92,6 +92,7 @@ class ApiNode:
         self.store = store
         self.infra_id = infra_id
         self.home = layout.apinode_home(settings.home, infra_id)
+        self.compiled_cache = settings.compiled_cache
         self.services: dict[str, ServedService] = {}
         self.keys = KeyChecker()
 
@@ -106,6 +107,9 @@ class ApiNode:
             if not dest.exists():  # else another worker of this home extracted it first
                 raise
         definition, endpoints = load_service(dest)
+        for ep in endpoints.values():  # compiled before swapping in: batch and real time agree
+            if isinstance(ep, PredictionEndpoint):
+                ep.model = ep.model.compile(self.compiled_cache)
         return LoadedService(service, version, definition, endpoints)
 
     def sync(self) -> None:

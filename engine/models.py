@@ -12,8 +12,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from engine.compiled import CompiledForest, CompileError, load_or_compile
 from engine.errors import NodalError
 from engine.project import ACTIVE_FILE, Project, ProjectError
 from engine.storage import datasets as ds
@@ -35,27 +36,56 @@ class ModelError(NodalError, ValueError):
     """A saved model's files are missing or unusable."""
 
 
+class ModelCompileError(ModelError):
+    """A saved model cannot be compiled to native code (see :mod:`engine.compiled`)."""
+
+
 class TrainingError(NodalError):
     """Training cannot run on this data; the message says why."""
 
 
 @dataclass(frozen=True)
 class SavedModel:
-    """A loaded saved-model version: encodes raw feature columns and predicts."""
+    """A loaded saved-model version: encodes raw feature columns and predicts.
+
+    ``compiled`` (see :mod:`engine.compiled`), when attached, is what ``predict_proba``
+    uses; the Booster stays for training-side work (evaluation, explanations).
+    """
 
     path: Path
     meta: dict[str, Any]
     booster: lgb.Booster
+    compiled: CompiledForest | None = None
 
     @classmethod
-    def load(cls, path: Path) -> SavedModel:
+    def load(cls, path: Path, compiled: Path | None = None) -> SavedModel:
+        """Load a version folder; with ``compiled`` (a cache folder), attach its compiled forest.
+
+        Raises ModelError (ModelCompileError when compiling fails) naming the problem.
+        """
         path = Path(path)
         try:
             meta = json.loads((path / META_FILE).read_text())
             booster = lgb.Booster(model_file=str(path / MODEL_FILE))
         except (OSError, ValueError, lgb.basic.LightGBMError) as exc:
             raise ModelError(f"saved model at {path} cannot be loaded: {exc}") from None
-        return cls(path, meta, booster)
+        saved = cls(path, meta, booster)
+        return saved.compile(compiled) if compiled is not None else saved
+
+    def compile(self, cache_dir: Path) -> SavedModel:
+        """This model with its forest compiled to native code (cached in ``cache_dir``)."""
+        n_numeric = len(self.meta["numeric"])
+        categorical = {
+            n_numeric + k: len(self.meta["vocab"][name])
+            for k, name in enumerate(self.meta["categorical"])
+        }
+        try:
+            forest = load_or_compile(self.path / MODEL_FILE, cache_dir, self.booster, categorical)
+        except CompileError as exc:
+            raise ModelCompileError(
+                f"saved model {self.meta.get('model', '?')} {self.version}: {exc}"
+            ) from None
+        return replace(self, compiled=forest)
 
     @property
     def version(self) -> str:
@@ -83,7 +113,8 @@ class SavedModel:
                 )
             )
         for name in self.meta["categorical"]:
-            codes = pd.Categorical(frame[name], categories=self.meta["vocab"][name]).codes
+            # unseen values and nulls → -1 → NaN (pd.Categorical with unseen values is deprecated)
+            codes = pd.Index(self.meta["vocab"][name]).get_indexer(frame[name])
             cols.append(np.where(codes < 0, np.nan, codes).astype("float64"))
         return np.column_stack(cols) if cols else np.empty((len(frame), 0))
 
@@ -100,6 +131,9 @@ class SavedModel:
         return np.array([row], dtype="float64")
 
     def predict_proba(self, matrix: np.ndarray, num_threads: int = 0) -> np.ndarray:
+        """Fraud probabilities; the compiled forest when attached (same values, rtol 1e-12)."""
+        if self.compiled is not None:
+            return self.compiled.predict(matrix, num_threads=num_threads)
         return self.booster.predict(matrix, num_threads=num_threads)
 
 
@@ -158,8 +192,19 @@ def list_versions(project: Project, model: str) -> list[dict[str, Any]]:
     return sorted(out, key=lambda m: int(m["version"][1:]), reverse=True)
 
 
-def train(project: Project, model: str, created_by: str, activate: bool = True) -> dict[str, Any]:
-    """Train a new version of ``model`` on its training dataset; return its meta."""
+def train(
+    project: Project,
+    model: str,
+    created_by: str,
+    activate: bool = True,
+    *,
+    should_stop: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Train a new version of ``model`` on its training dataset; return its meta.
+
+    ``should_stop`` is called before training and after every boosting iteration; whatever
+    it raises stops the training and propagates (no version is written).
+    """
     spec = project.models.get(model)
     if spec is None:
         raise ProjectError(f"project {project.name!r} has no model {model!r}")
@@ -200,12 +245,16 @@ def train(project: Project, model: str, created_by: str, activate: bool = True) 
         X[~is_valid], y[~is_valid], feature_name=names, categorical_feature=cat_idx
     )
     valid_set = lgb.Dataset(X[is_valid], y[is_valid], reference=train_set)
+    callbacks: list[Callable[..., None]] = [lgb.early_stopping(early, verbose=False)]
+    if should_stop is not None:
+        should_stop()
+        callbacks.append(lambda _env: should_stop())
     booster = lgb.train(
         params,
         train_set,
         num_boost_round=rounds,
         valid_sets=[valid_set],
-        callbacks=[lgb.early_stopping(early, verbose=False)],
+        callbacks=callbacks,
     )
     p_valid = booster.predict(X[is_valid], num_iteration=booster.best_iteration)
     metrics = _metrics(y[is_valid], p_valid, float(spec.get("operating_fpr", 0.01)))

@@ -66,10 +66,21 @@ class Settings:
         "URL POSTed a JSON message when a deployment's or endpoint's status changes "
         "(Monitoring); empty: status changes are only logged.",
     )
+    compiled_cache_dir: str = _setting(
+        "",
+        "NODAL_COMPILED_CACHE",
+        "Folder of compiled models (native code made by lleaves, one file per model checksum "
+        "and CPU), shared by the runner and API nodes; empty means <home>/cache/compiled.",
+    )
 
     @property
     def control_store_url(self) -> str:
         return self.control_url or f"sqlite:///{(self.home / 'control.db').resolve()}"
+
+    @property
+    def compiled_cache(self) -> Path:
+        default = self.home / "cache" / "compiled"
+        return Path(self.compiled_cache_dir) if self.compiled_cache_dir else default
 
     def with_home(self, home: Path) -> Settings:
         return replace(self, home=Path(home))

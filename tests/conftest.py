@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,9 +37,20 @@ class DemoEnv:
 
 
 def make_settings(root: Path, **overrides: object) -> Settings:
+    overrides.setdefault("compiled_cache_dir", os.environ.get("NODAL_COMPILED_CACHE"))
     return load_settings(
         environ={}, home=root / "var", data_dir=root / "data", basemap="none", **overrides
     )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compiled_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One compiled-model cache for the session and the processes it starts: each distinct
+    model is compiled once, not once per temporary home (compiling takes seconds)."""
+    path = tmp_path_factory.mktemp("compiled")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NODAL_COMPILED_CACHE", str(path))
+        yield path
 
 
 @pytest.fixture(scope="session")
@@ -45,6 +58,10 @@ def demo_env(tmp_path_factory: pytest.TempPathFactory) -> DemoEnv:
     """A home with the fraud project built, trained, bundled, deployed and scored once."""
     root = tmp_path_factory.mktemp("nodal")
     settings = make_settings(root)
+    # tests/homes.py's copies use the default <home>/cache/compiled: copying this link's
+    # target gives them the session's compiled models instead of compiling again.
+    (settings.home / "cache").mkdir(parents=True)
+    (settings.home / "cache" / "compiled").symlink_to(settings.compiled_cache)
     store = open_store(settings.control_store_url)
     project = demo.prepare(settings, store, SMALL)
     node = AutomationNode(settings, store, demo.AUTOMATION_INFRA)
