@@ -7,16 +7,26 @@ Home layout (``<home>/automation/<infra>/``):
 * ``projects/<project>/data/``: the node's own managed datasets
 
 Desired state comes from the control store (:mod:`engine.deployer`); the node reports back.
+
+Bundles that carry data (``data/<dataset>/…`` members) seed the node's managed datasets at
+activation (:func:`seed_carried_data`), file by file (a partition or an unpartitioned
+dataset is one file): a file the node lacks is added; a file the node still holds exactly
+as a bundle left it is replaced by the activated bundle's copy (a newer bundle, or an
+earlier one after a rollback, brings its data along, as it brings its model); a file the
+node wrote itself since (a build, a scoring run) is kept. Nothing is ever deleted. What
+each bundle left is recorded in ``projects/<project>/data/.bundle-seeds.json``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +46,78 @@ log = logging.getLogger("nodal.automation")
 
 class ActivationError(NodalError):
     """A bundle failed its pre-activation checks; the previous bundle stays active."""
+
+
+SEED_RECORD = ".bundle-seeds.json"
+
+
+@dataclass
+class SeedResult:
+    """What activating a bundle did to the node's data (paths relative to the data root)."""
+
+    added: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # the node's own, newer than any bundle's
+
+    def describe(self) -> str:
+        return (
+            f"data from the bundle: {len(self.added)} file(s) added, {len(self.replaced)} "
+            f"replaced, {len(self.kept)} kept (written by the node itself)"
+        )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def seed_carried_data(project: Project, bundle_root: Path, carried: list[str]) -> SeedResult:
+    """Seed ``project``'s managed datasets from the data a bundle carries (rule above)."""
+    for name in carried:
+        d = project.datasets.get(name)
+        if d is None or d.kind != "managed":
+            raise ActivationError(f"the bundle carries data for {name!r}, not a managed dataset")
+    record_path = project.data_root / SEED_RECORD
+    record: dict[str, dict[str, str]] = (
+        json.loads(record_path.read_text()) if record_path.exists() else {}
+    )
+    result = SeedResult()
+    for name in carried:
+        source = bundle_root / MANAGED_DATA_DIR / name
+        target_root = project.dataset(name).path
+        seeded = record.setdefault(name, {})
+        for src in sorted(source.rglob("*.parquet")):
+            rel = src.relative_to(source).as_posix()
+            label = f"{name}/{rel}"
+            target, wanted = target_root / rel, _sha256(src)
+            if target.exists():
+                current = _sha256(target)
+                if current == wanted:
+                    seeded[rel] = wanted
+                    continue
+                if seeded.get(rel) != current:
+                    result.kept.append(label)
+                    continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".seed-", suffix=".tmp")
+            os.close(fd)
+            try:
+                shutil.copyfile(src, tmp)
+                (result.replaced if target.exists() else result.added).append(label)
+                os.replace(tmp, target)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+            seeded[rel] = wanted
+    if carried:
+        fd, tmp = tempfile.mkstemp(dir=project.data_root, prefix=".seeds-")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(record, fh, indent=1, sort_keys=True)
+        os.replace(tmp, record_path)
+    return result
 
 
 @dataclass(frozen=True)
@@ -89,8 +171,8 @@ class AutomationNode:
         return self.load(project, bundle_id)
 
     def preactivation_checks(self, project: Project) -> None:
-        for model in project.models:
-            SavedModel.load(project.active_model_dir(model))
+        for model in project.models:  # loads, and compiles into the cache scoring will use
+            SavedModel.load(project.active_model_dir(model), compiled=self.settings.compiled_cache)
         for name, d in project.datasets.items():
             if d.kind == "source" and not project.dataset(name).path.exists():
                 raise ActivationError(
@@ -100,24 +182,40 @@ class AutomationNode:
         if problems:
             raise ActivationError("; ".join(problems))
 
-    def activate(self, project: str, bundle_id: str) -> None:
-        """Verify, extract, check, then switch the active pointer. Raises on any failure."""
+    def activate(self, project: str, bundle_id: str) -> SeedResult:
+        """Verify, extract, check, seed carried data, then switch the active pointer.
+
+        Raises on any failure, before the pointer moves. Returns what the seeding did.
+        """
         info = bundles.get_bundle(self.store, project, bundle_id)
         bundles.verify_bundle(info.path, project=project, bundle_id=bundle_id)
         try:
-            extract_verified(info.path, self.bundle_dir(project, bundle_id), bundles.KIND)
+            manifest = extract_verified(
+                info.path, self.bundle_dir(project, bundle_id), bundles.KIND
+            )
         except ArtifactError as exc:
             raise ActivationError(str(exc)) from None
         try:
             self.preactivation_checks(self.load(project, bundle_id))
         except (ProjectError, OSError, ValueError) as exc:
             raise ActivationError(f"pre-activation check failed: {exc}") from None
+        try:
+            seeded = seed_carried_data(
+                self.load(project, bundle_id),
+                self.bundle_dir(project, bundle_id),
+                list(manifest.get("datasets") or {}),
+            )
+        except (OSError, ValueError) as exc:
+            raise ActivationError(f"seeding the bundle's data failed: {exc}") from None
+        if seeded.added or seeded.replaced or seeded.kept:
+            log.info("%s %s: %s", project, bundle_id, seeded.describe())
         active_dir = self.home / "active"
         active_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=active_dir, prefix=f".{project}.")
         with os.fdopen(fd, "w") as fh:
             fh.write(bundle_id + "\n")
         os.replace(tmp, active_dir / project)
+        return seeded
 
     def sync(self) -> list[SyncResult]:
         """Pull desired state; activate what changed; report every deployment's state."""
@@ -127,8 +225,10 @@ class AutomationNode:
             status, message = "HEALTHY", f"bundle {dep.version} active"
             if active != dep.version:
                 try:
-                    self.activate(dep.target, dep.version)
+                    seeded = self.activate(dep.target, dep.version)
                     active = dep.version
+                    if seeded.added or seeded.replaced or seeded.kept:
+                        message += f"; {seeded.describe()}"
                 except (ActivationError, bundles.BundleError, ProjectError) as exc:
                     status = "ERROR"
                     message = f"activation of {dep.version} failed, {active or 'nothing'} stays active: {exc}"
@@ -191,6 +291,7 @@ class AutomationNode:
             ),
             chunk_rows=self.settings.score_chunk_rows,
             actor=f"node:{self.infra_id}",
+            compiled_cache=self.settings.compiled_cache,  # batch scores equal the API node's
         )
 
     def queued_runs(self) -> list[int]:

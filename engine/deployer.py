@@ -7,7 +7,10 @@ with :func:`report`. Every change is a row in ``deployment_history`` (who, when,
 from __future__ import annotations
 
 import json
+import tempfile
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -393,9 +396,14 @@ def deploy_bundle(
     actor: str,
     action: str = "deploy",
 ) -> Deployment:
-    """Point ``project`` on ``infra_id`` at a verified bundle (refused if tampered or foreign)."""
+    """Point ``project`` on ``infra_id`` at a verified bundle.
+
+    Refused, before anything changes, if the bundle is tampered with, belongs to another
+    project, or holds scenarios the node would refuse (:func:`check_scenarios`).
+    """
     info = bundles.get_bundle(store, project, bundle_id)
     bundles.verify_bundle(info.path, project=project, bundle_id=bundle_id)
+    check_scenarios(info.path, bundle_id)
     if action == "deploy":
         with store.read() as conn:
             exists = conn.execute(
@@ -405,6 +413,34 @@ def deploy_bundle(
             ).first()
         action = "update" if exists else "deploy"
     return set_version(store, "project", project, infra_id, bundle_id, actor, action, "automation")
+
+
+def check_scenarios(bundle_path: Path, bundle_id: str) -> None:
+    """Refuse a bundle whose scenarios are invalid (a cycle of ``after_scenario`` triggers,
+    an invalid cron, an unknown step type…): the node would not activate it anyway.
+
+    Reads only the definitions of an already verified bundle; data and models stay zipped.
+    """
+    from engine import scenarios
+    from engine.project import MANAGED_DATA_DIR, SAVED_MODELS_DIR, ProjectError, load_project
+
+    with tempfile.TemporaryDirectory(prefix="nodal-deploy-check-") as tmp:
+        root = Path(tmp) / "bundle"
+        with zipfile.ZipFile(bundle_path) as zf:
+            for name in zf.namelist():
+                parts = Path(name).parts
+                if parts[0] in (SAVED_MODELS_DIR, MANAGED_DATA_DIR) or ".." in parts:
+                    continue
+                out = root / name
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_bytes(zf.read(name))
+        try:
+            project = load_project(root, Path(tmp) / "data")
+        except ProjectError as exc:
+            raise DeployerError(f"bundle {bundle_id!r} cannot be deployed: {exc}") from None
+        problems = [p for name in project.scenarios for p in scenarios.validate(project, name)]
+    if problems:
+        raise DeployerError(f"bundle {bundle_id!r} cannot be deployed: {'; '.join(problems)}")
 
 
 def promote(store: ControlStore, from_deployment_id: str, to_infra: str, actor: str) -> Deployment:

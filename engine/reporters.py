@@ -17,7 +17,6 @@ reason, e.g. a webhook that timed out) is recorded in ``run_reports`` beside the
 
 from __future__ import annotations
 
-import json
 import logging
 import smtplib
 from dataclasses import dataclass
@@ -87,6 +86,25 @@ def _summary(run: dict[str, Any], status: str, message: str) -> dict[str, Any]:
     }
 
 
+def mail_text(summary: dict[str, Any]) -> str:
+    """The plain-text body of a run's e-mail: outcome first, then one line per step."""
+    lines = [
+        f"Scenario {summary['scenario']} of project {summary['project']} on "
+        f"{summary['infra_id']}: {summary['status']}",
+        f"Run {summary['run_id']}, trigger: {summary['trigger']}, "
+        f"bundle: {summary.get('bundle_id') or '-'}",
+        f"{summary['message']}",
+        "",
+        "Steps:",
+    ]
+    width = max((len(s["name"]) for s in summary["steps"]), default=0)
+    lines += [
+        f"  {s['name']:<{width}}  {s['status']:<8} {s['message']}" for s in summary["steps"]
+    ] or ["  (none ran)"]
+    lines += ["", "Details: nodal scenario show " + str(summary["run_id"]) + " --logs"]
+    return "\n".join(lines) + "\n"
+
+
 def _send(rep: dict[str, Any], summary: dict[str, Any], mail: Mail) -> str:
     kind = rep["type"]
     title = f"[nodal] {summary['scenario']} on {summary['infra_id']}: {summary['status']}"
@@ -105,7 +123,7 @@ def _send(rep: dict[str, Any], summary: dict[str, Any], mail: Mail) -> str:
     msg = EmailMessage()
     msg["Subject"], msg["From"] = title, mail.sender
     msg["To"] = ", ".join(rep["to"] if isinstance(rep["to"], list) else [rep["to"]])
-    msg.set_content(json.dumps(summary, indent=2))
+    msg.set_content(mail_text(summary))
     timeout = float(rep.get("timeout", DEFAULT_TIMEOUT))
     with smtplib.SMTP(mail.smtp_host, mail.smtp_port, timeout=timeout) as smtp:
         smtp.send_message(msg)

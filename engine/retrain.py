@@ -67,7 +67,7 @@ def retrain(
     if should_stop:
         should_stop()
     champion_version = project.active_model_version(model)
-    meta = models.train(project, model, actor, activate=False)
+    meta = models.train(project, model, actor, activate=False, should_stop=should_stop)
     challenger_version = meta["version"]
     if should_stop:
         should_stop()

@@ -13,13 +13,19 @@ champion/challenger ``gate``), ``sql`` and ``python``. Triggers are in
 :mod:`engine.triggers`, reporters in :mod:`engine.reporters`; the YAML format is documented
 in ``docs/architecture.md``.
 
-Abort is cooperative: :func:`request_abort` records the request; the executing thread
-checks it before every step and inside long steps (between scoring chunks, while a Python
-step's process runs), then marks the current step and the run ABORTED.
+Abort: :func:`request_abort` records the request in the control store (any process may ask).
+While a step runs, a watcher thread polls for it every ``ABORT_POLL_SECONDS``; once it sees
+one it sets the run's stop flag and interrupts the DuckDB statements the step has running
+(the connections join the step's :func:`engine.storage.datasets.interrupt_scope`), again at
+every poll until the step ends. The flag stops LightGBM training at its next iteration (a
+training callback), scoring at its next chunk, and a Python step's process is killed. The
+executing thread also checks before every step. Whatever the step was doing, it ends
+ABORTED with who asked; all writes are atomic renames, so nothing partial is left.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -29,8 +35,9 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -54,6 +61,7 @@ RUNNING, QUEUED = "RUNNING", "QUEUED"
 RUN_IF = ("no_prior_failure", "always", "prior_failure")
 TRIGGER_TYPES = triggers.TYPES
 PYTHON_STEP_TIMEOUT = 3600.0
+ABORT_POLL_SECONDS = 0.5
 log = logging.getLogger("nodal.scenarios")
 
 
@@ -83,6 +91,8 @@ class RunContext:
     should_stop: Callable[[], None] = _no_stop
     actor: str = "scenario"
     chunk_rows: int = scoring.DEFAULT_CHUNK_ROWS
+    # Where score steps find compiled models (the node's cache); None: the Booster scores.
+    compiled_cache: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +136,7 @@ def _step_score(ctx: RunContext, step: dict[str, Any]) -> StepOutcome:
         day,
         chunk_rows=ctx.chunk_rows,
         should_stop=ctx.should_stop,
+        compiled_cache=ctx.compiled_cache,
     )
     return StepOutcome(
         SUCCESS, f"{r.rows} rows scored, {r.flagged} flagged (model {r.model_version})", r.__dict__
@@ -524,10 +535,11 @@ def abort_orphans(store: ControlStore, node: str) -> int:
 
 
 def request_abort(store: ControlStore, run_id: int, actor: str) -> str:
-    """Ask a run to stop. A queued run is ABORTED at once; a running one at its next check.
+    """Ask a run to stop. A queued run is ABORTED at once; a running one within a poll.
 
     Returns the run's status after the request (QUEUED runs become ABORTED, RUNNING stay
-    RUNNING until the runner notices). Refused for a run that already ended.
+    RUNNING until the runner's abort watcher interrupts the step, within about
+    ``ABORT_POLL_SECONDS``). Refused for a run that already ended.
     """
     with store.write() as conn:
         run = conn.execute(
@@ -574,23 +586,50 @@ def abort_requested(store: ControlStore, run_id: int) -> str | None:
 
 
 class _AbortCheck:
-    """``ctx.should_stop``: asks the control store at most every ``every`` seconds."""
+    """``ctx.should_stop`` of one run, and the abort watcher of its running step.
 
-    def __init__(self, store: ControlStore, run_id: int, every: float = 0.5) -> None:
+    Calling it is a flag check (LightGBM calls it at every iteration): it raises
+    :class:`RunAborted` once an abort was seen. :meth:`poll` asks the control store.
+    """
+
+    def __init__(self, store: ControlStore, run_id: int, every: float = ABORT_POLL_SECONDS) -> None:
         self.store, self.run_id, self.every = store, run_id, every
-        self._next = 0.0
         self.by: str | None = None
 
-    def __call__(self) -> None:
-        if self.by is None and time.monotonic() >= self._next:
-            self._next = time.monotonic() + self.every
+    def poll(self) -> str | None:
+        if self.by is None:
             self.by = abort_requested(self.store, self.run_id)
+        return self.by
+
+    def __call__(self) -> None:
         if self.by is not None:
             raise RunAborted(f"aborted by {self.by}")
 
     def now(self) -> None:
-        self._next = 0.0
+        self.poll()
         self()
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[None]:
+        """Run the body (one step) with a thread that enforces an abort while it runs."""
+        done = threading.Event()
+        with ds.interrupt_scope() as scope:
+
+            def watch() -> None:
+                while not done.wait(self.every):
+                    try:
+                        if self.poll() is not None:
+                            scope.interrupt()  # again each time: DuckDB forgets it per statement
+                    except Exception:  # the store was briefly unavailable: ask again later
+                        log.exception("abort watcher of run %s", self.run_id)
+
+            watcher = threading.Thread(target=watch, name=f"abort-watch-{self.run_id}", daemon=True)
+            watcher.start()
+            try:
+                yield
+            finally:
+                done.set()
+                watcher.join()
 
 
 class _StepLog(logging.Handler):
@@ -616,6 +655,7 @@ def execute(
     mail: reporters.Mail | None = None,
     chunk_rows: int | None = None,
     actor: str = "scenario",
+    compiled_cache: Path | None = None,
 ) -> str:
     """Run a claimed run's steps; record every step, the reporters and the outcome; return it."""
     run = get_run(store, run_id)
@@ -639,6 +679,7 @@ def execute(
         should_stop=check,
         actor=actor,
         chunk_rows=chunk_rows or scoring.DEFAULT_CHUNK_ROWS,
+        compiled_cache=compiled_cache,
     )
     failed, warned, aborted, messages = False, False, False, []
     root_logger = logging.getLogger()
@@ -670,18 +711,12 @@ def execute(
         handler = _StepLog()
         root_logger.addHandler(handler)
         try:
-            outcome = STEP_TYPES[step["type"]](ctx, step)
+            with check.watching():
+                outcome = STEP_TYPES[step["type"]](ctx, step)
         except RunAborted as exc:
             outcome = StepOutcome(ABORTED, str(exc), {})
-        except (StepFailed, flow.FlowError, ds.DatasetError, ProjectError, duckdb.Error) as exc:
-            outcome = StepOutcome(FAILED, str(exc), {})
-        except NodalError as exc:
-            outcome = StepOutcome(FAILED, str(exc), {})
-        except Exception as exc:  # a bug: keep the run record truthful, traceback in the log
-            log.exception("step %s of run %s failed", step.get("name"), run_id)
-            outcome = StepOutcome(
-                FAILED, f"internal error: {exc!r}", {"traceback": traceback.format_exc()}
-            )
+        except Exception as exc:
+            outcome = _failure(step, run_id, exc, check.by)
         finally:
             root_logger.removeHandler(handler)
         outcome.outputs.setdefault("seconds", round(time.perf_counter() - t0, 3))
@@ -698,6 +733,23 @@ def execute(
     status = ABORTED if aborted else FAILED if failed else WARNING if warned else SUCCESS
     _finish(store, run, spec, status, "; ".join(messages) or f"day {variables.get('day')}", mail)
     return status
+
+
+def _failure(
+    step: dict[str, Any], run_id: int, exc: Exception, aborted_by: str | None
+) -> StepOutcome:
+    """The outcome of a step that raised: ABORTED if an abort interrupted it, else FAILED."""
+    if aborted_by is not None:  # e.g. an interrupted DuckDB statement, whatever wrapped it
+        return StepOutcome(ABORTED, f"aborted by {aborted_by} (interrupted: {exc})", {})
+    if isinstance(exc, (StepFailed, flow.FlowError, ProjectError, duckdb.Error, NodalError)):
+        return StepOutcome(FAILED, str(exc), {})
+    # A bug: keep the run record truthful, the traceback in the log and the step's outputs.
+    log.error("step %s of run %s failed", step.get("name"), run_id, exc_info=exc)
+    return StepOutcome(
+        FAILED,
+        f"internal error: {exc!r}",
+        {"traceback": "".join(traceback.format_exception(exc))},
+    )
 
 
 def _finish(

@@ -81,7 +81,10 @@ def cmd_scenario_abort(s: Settings, a: argparse.Namespace) -> int:
     if status == scenarios.ABORTED:
         print(f"run {a.run_id} aborted before it started")
     else:
-        print(f"run {a.run_id}: abort requested; the runner stops it at its next check")
+        print(
+            f"run {a.run_id}: abort requested; the runner interrupts its running step within "
+            f"{scenarios.ABORT_POLL_SECONDS:g} s"
+        )
     return 0
 
 

@@ -10,13 +10,20 @@ Every write goes to a staging name on the same filesystem and is moved into plac
 sees the old file or the new one, never half of one, and a killed writer leaves only
 staging debris that no reader globs. DuckDB connections are in-memory and short-lived:
 no process holds a database file open, so processes never wait on each other's locks.
+
+A caller that must be able to stop work running in another thread (a scenario run being
+aborted) opens an :func:`interrupt_scope`: every connection :func:`session` or :func:`write`
+opens while it is current joins it, and ``scope.interrupt()`` stops their running
+statements (DuckDB ``interrupt()``) and refuses new connections with :class:`Interrupted`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,6 +41,76 @@ STAGING_DIR = ".staging"
 
 class DatasetError(NodalError):
     """A dataset is missing, empty or unreadable; the message says which and why."""
+
+
+class Interrupted(DatasetError):
+    """The work was interrupted on request (its interrupt scope was interrupted)."""
+
+
+class InterruptScope:
+    """The DuckDB connections opened in one context, so another thread can interrupt them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._connections: set[duckdb.DuckDBPyConnection] = set()
+        self.interrupted = False
+
+    def join(self, con: duckdb.DuckDBPyConnection) -> None:
+        with self._lock:
+            if self.interrupted:
+                raise Interrupted("interrupted: no new DuckDB statement is started")
+            self._connections.add(con)
+
+    def leave(self, con: duckdb.DuckDBPyConnection) -> None:
+        with self._lock:
+            self._connections.discard(con)
+
+    def interrupt(self) -> None:
+        """Stop the statements running on the joined connections; refuse new connections.
+
+        DuckDB forgets an interrupt when the next statement starts, so a caller keeps calling
+        this until the interrupted work has ended.
+        """
+        with self._lock:
+            self.interrupted = True
+            for con in self._connections:
+                con.interrupt()
+
+
+_current_scope: contextvars.ContextVar[InterruptScope | None] = contextvars.ContextVar(
+    "nodal_interrupt_scope", default=None
+)
+
+
+@contextlib.contextmanager
+def interrupt_scope() -> Iterator[InterruptScope]:
+    """Make a new :class:`InterruptScope` current for the connections opened inside."""
+    scope = InterruptScope()
+    token = _current_scope.set(scope)
+    try:
+        yield scope
+    finally:
+        _current_scope.reset(token)
+
+
+def _connect() -> duckdb.DuckDBPyConnection:
+    """An in-memory connection, joined to the current interrupt scope if there is one."""
+    con = duckdb.connect(":memory:")
+    scope = _current_scope.get()
+    if scope is not None:
+        try:
+            scope.join(con)
+        except Interrupted:
+            con.close()
+            raise
+    return con
+
+
+def _close(con: duckdb.DuckDBPyConnection) -> None:
+    scope = _current_scope.get()
+    if scope is not None:
+        scope.leave(con)
+    con.close()
 
 
 @dataclass(frozen=True)
@@ -111,7 +188,7 @@ def session(
     ``views`` maps a SQL name to a dataset, or to ``(dataset, partitions)`` to restrict the
     view to some partitions. The connection is closed on exit.
     """
-    con = duckdb.connect(":memory:")
+    con = _connect()
     try:
         if threads:
             con.execute(f"SET threads = {int(threads)}")
@@ -120,7 +197,7 @@ def session(
             con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM {scan_sql(ref, parts)}')
         yield con
     finally:
-        con.close()
+        _close(con)
 
 
 def query_df(
@@ -183,7 +260,7 @@ def write(
     Returns the partitions written (empty list for an unpartitioned dataset).
     """
     own = con is None
-    con = con or duckdb.connect(":memory:")
+    con = con or _connect()
     staging = _staging_dir(ref)
     try:
         if isinstance(data, str):
@@ -228,7 +305,7 @@ def write(
             with contextlib.suppress(Exception):
                 con.unregister("__nodal_write_src")
         if own:
-            con.close()
+            _close(con)
 
 
 def delete(ref: DatasetRef) -> None:

@@ -241,7 +241,10 @@ def test_a_bundle_with_a_trigger_cycle_or_a_bad_cron_is_not_activated(demo_env, 
         "  - {type: time, cron: '0 25 * * *'}\n" + step
     )
     bundles.create_bundle(settings.home, store, project, "v-cycle", "", "analyst")
-    deployer.deploy_bundle(store, "fraud", "v-cycle", demo.AUTOMATION_INFRA, "ops")
+    with pytest.raises(deployer.DeployerError, match="cannot be deployed"):
+        deployer.deploy_bundle(store, "fraud", "v-cycle", demo.AUTOMATION_INFRA, "ops")
+    # a node still refuses such a bundle if it gets there anyway
+    deployer.set_version(store, "project", "fraud", demo.AUTOMATION_INFRA, "v-cycle", "ops")
     (result,) = node.sync()
     assert node.active_bundle("fraud") == "v1"
     assert result.status == "ERROR" and "v1 stays active" in result.message

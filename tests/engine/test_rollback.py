@@ -3,6 +3,9 @@ exactly v1's output, and nothing retrained."""
 
 from __future__ import annotations
 
+import shutil
+import zipfile
+
 import pandas as pd
 import yaml
 
@@ -67,3 +70,81 @@ def test_rollback_to_v1_brings_back_v1s_exact_output(demo_env, tmp_path):
         "v1",
     )
     assert (latest[1]["action"], latest[1]["to_version"]) == ("rollback", "v1")
+
+
+def test_bad_bundles_are_refused_at_deploy_in_one_line_and_change_nothing(demo_env, tmp_path):
+    """As ops would meet them in a CI pipeline: `nodal deploy bundle` exits 2 with one line."""
+    settings, store = copy_home(demo_env.settings, tmp_path)
+    project = design.open_project(settings, demo.PROJECT)
+    folder = project.root / "scenarios"
+    step = "steps:\n  - {name: q, type: sql, sql: 'SELECT 1'}\n"
+    (folder / "ping.yaml").write_text(
+        "name: ping\ntriggers:\n  - {type: after_scenario, scenario: pong}\n" + step
+    )
+    (folder / "pong.yaml").write_text(
+        "name: pong\ntriggers:\n  - {type: after_scenario, scenario: ping}\n" + step
+    )
+    bundles.create_bundle(
+        settings.home, store, design.open_project(settings, demo.PROJECT), "v-cycle", "", "analyst"
+    )
+    (folder / "pong.yaml").write_text(
+        "name: pong\ntriggers:\n  - {type: time, cron: '0 25 * * *'}\n" + step
+    )
+    bundles.create_bundle(
+        settings.home, store, design.open_project(settings, demo.PROJECT), "v-cron", "", "analyst"
+    )
+    (folder / "ping.yaml").unlink()
+    (folder / "pong.yaml").unlink()
+    good = bundles.create_bundle(
+        settings.home,
+        store,
+        design.open_project(settings, demo.PROJECT),
+        "v-tampered",
+        "",
+        "analyst",
+    )
+    original = good.path.with_suffix(".orig")
+    shutil.move(good.path, original)
+    with zipfile.ZipFile(original) as zin, zipfile.ZipFile(good.path, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename == "scenarios/daily_scoring.yaml":
+                data += b"\n# edited after bundling\n"
+            zout.writestr(item, data)
+
+    before = (
+        deployer.get_deployment(store, DEPLOYMENT).version,
+        len(deployer.history(store, DEPLOYMENT)),
+    )
+    cases = [
+        (
+            ["v-cycle"],
+            "bundle 'v-cycle' cannot be deployed: scenario ping: its after_scenario triggers form a cycle: ping -> pong -> ping",
+        ),
+        (
+            ["v-cron"],
+            "bundle 'v-cron' cannot be deployed: scenario pong: invalid cron '0 25 * * *'",
+        ),
+        (["v-tampered"], "member scenarios/daily_scoring.yaml fails its SHA-256 check"),
+        (["v1", "--project", "churn"], "project 'churn' has no bundle 'v1'"),
+    ]
+    for args, message in cases:
+        result = procs.nodal(
+            ["deploy", "bundle", *args, "--infra", demo.AUTOMATION_INFRA], environ(settings)
+        )
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
+        assert result.stderr.count("\n") == 1 and result.stdout == ""
+    result = procs.nodal(
+        ["deploy", "bundle", "v1", "--infra", "automation-nowhere"], environ(settings)
+    )
+    assert (result.returncode, result.stderr.count("\n")) == (2, 1)
+    assert "unknown infrastructure 'automation-nowhere'" in result.stderr
+    after = (
+        deployer.get_deployment(store, DEPLOYMENT).version,
+        len(deployer.history(store, DEPLOYMENT)),
+    )
+    assert after == before
+    node = AutomationNode(settings, store, demo.AUTOMATION_INFRA)
+    (synced,) = node.sync()
+    assert (synced.active, synced.status) == ("v1", "HEALTHY")
