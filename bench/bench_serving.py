@@ -4,12 +4,18 @@ One run, one machine, one model, one transaction, three servers, each with one w
 pinned to CPU 0 while wrk (Debian's package) runs pinned to CPU 1:
 
 - **nodal**: ``nodal serve``, single-record ``predict`` through the full path (JSON parsing,
-  validation, card-profile enrichment, features, LightGBM, audit log, metrics);
+  validation, card-profile enrichment, features, model, audit log, metrics);
 - **bare**: a Litestar endpoint that only runs ``Booster.predict`` on a ready numpy row
-  (the practical limit of Python + Litestar + LightGBM);
+  (the practical limit of Python + Litestar + LightGBM), sent the same request body;
 - **mlflow**: ``mlflow models serve`` of the same LightGBM booster, sent the transaction's
-  model inputs in its fastest format (measured here: ``inputs`` as a 2-D array, or
-  ``dataframe_split``; the faster of the two is used).
+  model inputs in its fastest format (``inputs``, ``dataframe_split`` or CSV, each tried
+  in short runs first; the fastest is measured).
+
+nodal and bare run on the same uvicorn with the same event loop and HTTP parser (uvloop and
+httptools, as ``nodal serve`` uses). All three servers stay up for the whole run and are
+measured in interleaved rounds (nodal, bare, mlflow, then again), so a burst of load from
+elsewhere hits all of them alike; each figure is the best round. The load average is
+printed before and after: compare ratios, not absolutes.
 
 Prints requests/s, p50/p99 at 1 and 16 connections and the ratios, the server-side p50 of
 nodal's ``predict`` (from its audit log) and the server time of a 1,000-record
@@ -17,7 +23,7 @@ nodal's ``predict`` (from its audit log) and the server time of a 1,000-record
 
     apt-get install -y wrk
     pip install -e ".[bench]"   # mlflow (or pass --mlflow /path/to/a/venv/bin/mlflow)
-    python bench/bench_serving.py [--seconds 10]
+    python bench/bench_serving.py [--seconds 10] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -71,7 +77,10 @@ def predict() -> dict:
 app = Litestar([predict])
 if __name__ == "__main__":
     import uvicorn
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False)
+    uvicorn.run(
+        app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False,
+        loop=sys.argv[3], http=sys.argv[4],
+    )
 """
 
 
@@ -115,11 +124,13 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def wrk(url: str, body: dict, connections: int, seconds: int, tmp: Path) -> dict[str, float]:
+def wrk(
+    url: str, body: bytes, content_type: str, connections: int, seconds: int, tmp: Path
+) -> dict[str, float]:
     script = tmp / "post.lua"
     script.write_text(
-        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-        f"wrk.body = {json.dumps(json.dumps(body))}\n"
+        f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "{content_type}"\n'
+        f"wrk.body = {json.dumps(body.decode())}\n"
     )
     out = subprocess.run(
         [
@@ -173,9 +184,41 @@ def model_inputs(loaded) -> tuple[Path, list[float], list[str]]:  # noqa: ANN001
     return ep.model.path / "model.txt", [float(x) for x in row[0]], ep.model.feature_names
 
 
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+class Server:
+    """One server under test: its URL and the request body it is sent."""
+
+    def __init__(self, name: str, url: str, body: bytes, content_type: str) -> None:
+        self.name, self.url, self.body, self.content_type = name, url, body, content_type
+
+    def check(self) -> str:
+        resp = httpx.post(
+            self.url, content=self.body, headers={"Content-Type": self.content_type}, timeout=30
+        )
+        if resp.status_code != 200:
+            raise SystemExit(f"{self.name} answered {resp.status_code}: {resp.text[:300]}")
+        return resp.text[:160]
+
+
+def mlflow_formats(row: list[float], names: list[str]) -> dict[str, tuple[bytes, str]]:
+    """The transaction's model inputs in each format MLflow's server takes."""
+    js = "application/json"
+    csv = ",".join(names) + "\n" + ",".join(repr(x) if x == x else "" for x in row) + "\n"
+    split = {"dataframe_split": {"columns": names, "data": [row]}}
+    return {
+        "inputs": (json.dumps({"inputs": [row]}).encode(), js),
+        "dataframe_split": (json.dumps(split).encode(), js),
+        "csv": (csv.encode(), "text/csv"),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=10, help="duration of each wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (best kept)")
     parser.add_argument(
         "--mlflow",
         default=str(Path(sys.executable).parent / "mlflow"),
@@ -189,6 +232,9 @@ def main() -> int:
             )
     if not Path(args.mlflow).exists():
         raise SystemExit(f"no mlflow at {args.mlflow}: pip install -e '.[bench]' or pass --mlflow")
+    from engine.serving import server_options
+
+    options = server_options()
     tmp = Path(tempfile.mkdtemp(prefix="nodal-bench-"))
     print(f"preparing the fraud example in {tmp} …", flush=True)
     home, env, loaded = prepare(tmp)
@@ -211,98 +257,97 @@ def main() -> int:
     )
     bare_py = tmp / "bare_app.py"
     bare_py.write_text(BARE_APP.format(row=", ".join(repr(x) for x in row)))
+    transaction = json.dumps({"features": TRANSACTION}).encode()
+    js = "application/json"
+    print(f"uvicorn for nodal and bare: {options}; load average {load_average()}", flush=True)
 
-    results: dict[str, dict[int, dict[str, float]]] = {}
-    servers = {
-        "nodal": (
-            [sys.executable, "-m", "engine.serving", "--infra", demo.API_INFRA, "--port", "{port}"],
-            f"/public/api/v1/{demo.SERVICE}/{demo.ENDPOINT}/predict",
-            {"features": TRANSACTION},
-            "/isAlive/",
-        ),
-        "bare": (
-            [sys.executable, str(bare_py), str(model_file), "{port}"],
-            "/predict",
-            {},
-            "/schema",
-        ),
-    }
-    mlflow_bodies = {
-        "inputs": {"inputs": [row]},
-        "dataframe_split": {"dataframe_split": {"columns": names, "data": [row]}},
-    }
-    for name, (cmd, path, body, health) in servers.items():
+    servers: list[Server] = []
+    procs: list[subprocess.Popen] = []
+    try:
         port = free_port()
-        cmd = [c.replace("{port}", str(port)) for c in cmd]
+        cmd = [sys.executable, "-m", "engine.serving", "--infra", demo.API_INFRA]
         proc = start(
-            cmd,
+            [*cmd, "--port", str(port)],
             {**env, "PYTHONPATH": str(REPO)},
-            tmp / f"{name}.log",
-            f"http://127.0.0.1:{port}{health}",
+            tmp / "nodal.log",
+            f"http://127.0.0.1:{port}/isAlive/",
         )
-        try:
-            url = f"http://127.0.0.1:{port}{path}"
-            check = httpx.post(url, json=body).json()
-            print(f"{name}: {json.dumps(check)[:160]}", flush=True)
-            wrk(url, body, 4, 2, tmp)  # warm-up
-            results[name] = {c: wrk(url, body, c, args.seconds, tmp) for c in (1, 16)}
-            print(f"{name}: {results[name]}", flush=True)
-            if name == "nodal":
-                multi = {"items": [{"features": TRANSACTION}] * 1000}
-                server_ms = [
-                    httpx.post(url + "-multi", json=multi, timeout=30).json()["timing"]["total"]
-                    / 1000
-                    for _ in range(20)
-                ]
-        finally:
+        procs.append(proc)
+        url = f"http://127.0.0.1:{port}/public/api/v1/{demo.SERVICE}/{demo.ENDPOINT}/predict"
+        servers.append(Server("nodal", url, transaction, js))
+        port = free_port()
+        cmd = [sys.executable, str(bare_py), str(model_file), str(port), *options.values()]
+        proc = start(cmd, {}, tmp / "bare.log", f"http://127.0.0.1:{port}/schema")
+        procs.append(proc)
+        servers.append(Server("bare", f"http://127.0.0.1:{port}/predict", transaction, js))
+        port = free_port()
+        mlflow_cmd = [args.mlflow, "models", "serve", "-m", str(mlflow_model)]
+        proc = start(
+            [*mlflow_cmd, "--env-manager", "local", "-p", str(port), "-h", "127.0.0.1", "-w", "1"],
+            {"PATH": f"{Path(args.mlflow).parent}:{os.environ.get('PATH', '')}"},  # its uvicorn
+            tmp / "mlflow.log",
+            f"http://127.0.0.1:{port}/ping",
+            timeout=180,
+        )
+        procs.append(proc)
+        mlflow_url = f"http://127.0.0.1:{port}/invocations"
+        formats = mlflow_formats(row, names)
+        speed = {}
+        for fmt, (body, ctype) in formats.items():
+            probe = Server("mlflow", mlflow_url, body, ctype)
+            print(f"mlflow {fmt}: {probe.check()}", flush=True)
+            speed[fmt] = wrk(mlflow_url, body, ctype, 4, 3, tmp)["rps"]
+        fastest = max(speed, key=speed.get)
+        print(f"mlflow input formats (req/s): {speed} → using {fastest}", flush=True)
+        servers.append(Server("mlflow", mlflow_url, *formats[fastest]))
+
+        for server in servers:
+            print(f"{server.name}: {server.check()}", flush=True)
+            wrk(server.url, server.body, server.content_type, 4, 2, tmp)  # warm-up
+        runs: dict[str, dict[int, list[dict[str, float]]]] = {
+            s.name: {1: [], 16: []} for s in servers
+        }
+        for r in range(args.rounds):
+            for server in servers:
+                for c in (1, 16):
+                    res = wrk(server.url, server.body, server.content_type, c, args.seconds, tmp)
+                    runs[server.name][c].append(res)
+            print(f"round {r + 1}/{args.rounds} done; load average {load_average()}", flush=True)
+
+        nodal = servers[0]
+        multi = json.dumps({"items": [{"features": TRANSACTION}] * 1000}).encode()
+        server_ms, client_ms = [], []
+        for _ in range(20):
+            t0 = time.perf_counter()
+            answer = httpx.post(nodal.url + "-multi", content=multi, timeout=30)
+            client_ms.append((time.perf_counter() - t0) * 1000)
+            server_ms.append(answer.json()["timing"]["total"] / 1000)
+    finally:
+        for proc in procs:
             stop(proc)
+
+    results = {
+        name: {c: max(rs, key=lambda x: x["rps"]) for c, rs in by_c.items()}
+        for name, by_c in runs.items()
+    }
     table = querylog.scan_sql(home, demo.API_INFRA)
     p50_us = ds.query_df(
         f"SELECT quantile_cont(duration_us, 0.5) AS p50, count(*) AS n FROM {table} "
         "WHERE method = 'predict' AND status = 200"
     )
-
-    # MLflow: its fastest input format first (short runs), then the measured runs.
-    port = free_port()
-    proc = start(
-        [
-            args.mlflow,
-            "models",
-            "serve",
-            "-m",
-            str(mlflow_model),
-            "--env-manager",
-            "local",
-            "-p",
-            str(port),
-            "-h",
-            "127.0.0.1",
-            "-w",
-            "1",
-        ],
-        {"PATH": f"{Path(args.mlflow).parent}:{os.environ.get('PATH', '')}"},  # its uvicorn
-        tmp / "mlflow.log",
-        f"http://127.0.0.1:{port}/ping",
-        timeout=180,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}/invocations"
-        preds = {k: httpx.post(url, json=b).json() for k, b in mlflow_bodies.items()}
-        print(f"mlflow: {json.dumps(preds)[:200]}", flush=True)
-        speed = {k: wrk(url, b, 4, 3, tmp)["rps"] for k, b in mlflow_bodies.items()}
-        fastest = max(speed, key=speed.get)
-        print(f"mlflow input formats (req/s): {speed} → using {fastest}", flush=True)
-        results["mlflow"] = {
-            c: wrk(url, mlflow_bodies[fastest], c, args.seconds, tmp) for c in (1, 16)
-        }
-    finally:
-        stop(proc)
-
     print()
-    print(f"{'server':<8} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+    print(
+        f"best of {args.rounds} interleaved rounds of {args.seconds} s; load average now {load_average()}"
+    )
+    print(
+        f"{'server':<8} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}  (all rounds' req/s)"
+    )
     for name, by_c in results.items():
         for c, r in by_c.items():
-            print(f"{name:<8} {c:>5} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f}")
+            every = ", ".join(f"{x['rps']:.0f}" for x in runs[name][c])
+            print(
+                f"{name:<8} {c:>5} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f}  ({every})"
+            )
     print()
     for c in (1, 16):
         n, m, b = results["nodal"][c], results["mlflow"][c], results["bare"][c]
@@ -315,8 +360,9 @@ def main() -> int:
         f"nodal server-side p50 of predict: {p50_us['p50'][0]:.0f} µs over {p50_us['n'][0]:,} queries"
     )
     print(
-        f"nodal predict-multi, 1,000 records, server time: median {statistics.median(server_ms):.1f} ms "
-        f"(min {min(server_ms):.1f}, max {max(server_ms):.1f})"
+        f"nodal predict-multi, 1,000 records: server time median {statistics.median(server_ms):.1f} ms "
+        f"(min {min(server_ms):.1f}, max {max(server_ms):.1f}); "
+        f"round trip median {statistics.median(client_ms):.1f} ms"
     )
     shutil.rmtree(tmp, ignore_errors=True)
     return 0

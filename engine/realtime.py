@@ -7,13 +7,16 @@ rows both ways). No pandas on this path: a request is a dict, a row is a numpy a
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 import time
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 import numpy as np
 import pyarrow.parquet as pq
 import yaml
@@ -48,6 +51,25 @@ def _type_name(types: tuple[type, ...]) -> str:
     return "number" if float in types else "boolean" if bool in types else "string"
 
 
+class Transaction(msgspec.Struct):
+    """The raw transaction as the API contract types it: a fast first check of many records.
+
+    Whatever this accepts, :func:`validate_record` accepts too (the bounds also refuse NaN and
+    infinities); a record it refuses goes through :func:`validate_record` for the message.
+    """
+
+    ts: str
+    card_id: str
+    merchant_category: str
+    amount: Annotated[float, msgspec.Meta(gt=0, lt=1e300)]
+    channel: str
+    card_present: bool
+    merchant_latitude: Annotated[float, msgspec.Meta(ge=-90, le=90)]
+    merchant_longitude: Annotated[float, msgspec.Meta(ge=-180, le=180)]
+    transaction_id: str | None = None
+    merchant_id: str | None = None
+
+
 def validate_record(features: Any) -> datetime:
     """Check a raw transaction; return its parsed timestamp (naive UTC)."""
     if not isinstance(features, dict):
@@ -71,8 +93,13 @@ def validate_record(features: Any) -> datetime:
         raise InvalidRecord("merchant_latitude/merchant_longitude out of range")
     if features["amount"] <= 0:
         raise InvalidRecord("feature 'amount' must be positive")
+    return parse_ts(features["ts"])
+
+
+def parse_ts(value: str) -> datetime:
+    """An ISO-8601 timestamp as naive UTC, like the batch data's."""
     try:
-        ts = datetime.fromisoformat(features["ts"])
+        ts = datetime.fromisoformat(value)
     except ValueError:
         raise InvalidRecord(
             "feature 'ts' must be an ISO-8601 timestamp, e.g. 2026-11-09T13:45:00"
@@ -80,6 +107,29 @@ def validate_record(features: Any) -> datetime:
     if ts.tzinfo is not None:
         ts = (ts - ts.utcoffset()).replace(tzinfo=None)  # batch timestamps are naive UTC
     return ts
+
+
+def validate_records(records: list[Any]) -> list[datetime | InvalidRecord]:
+    """Each record's timestamp, or why it is refused: :func:`validate_record`'s verdicts.
+
+    One typed conversion checks the whole list when every record is good (the common case,
+    ~1 µs a record); a list with a bad record is checked record by record.
+    """
+    try:
+        msgspec.convert(records, _TRANSACTIONS)
+    except msgspec.ValidationError:
+        return [_verdict(validate_record, r) for r in records]
+    return [_verdict(parse_ts, r["ts"]) for r in records]
+
+
+def _verdict(check: Any, value: Any) -> datetime | InvalidRecord:
+    try:
+        return check(value)
+    except InvalidRecord as exc:
+        return exc
+
+
+_TRANSACTIONS = list[Transaction]
 
 
 def _finite(value: float) -> bool:
@@ -105,32 +155,54 @@ def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     )
 
 
+# Profile columns features.sql passes through unchanged.
+PROFILE_FEATURES = ("card_txn_prev_day", "card_txn_prev_7d", "card_txn_history", "credit_score")
+_EMPTY: dict[str, Any] = {}
+
+
+def _distance(record: dict[str, Any], ts: datetime, p: dict[str, Any]) -> float | None:
+    home_lat, home_lon = p.get("home_latitude"), p.get("home_longitude")
+    if home_lat is None or home_lon is None:
+        return None
+    return haversine_km(
+        home_lat, home_lon, float(record["merchant_latitude"]), float(record["merchant_longitude"])
+    )
+
+
+def _amount_ratio(record: dict[str, Any], ts: datetime, p: dict[str, Any]) -> float | None:
+    avg = p.get("card_avg_amount")
+    if avg is None:
+        return None
+    if avg == 0:  # DuckDB's IEEE division: a positive amount over ±0 is ±infinity
+        return math.copysign(math.inf, avg)
+    return float(record["amount"]) / avg
+
+
+def _account_age(record: dict[str, Any], ts: datetime, p: dict[str, Any]) -> int | None:
+    opened: date | None = p.get("account_open_date")
+    return None if opened is None else (ts.date() - opened).days
+
+
+def _profile_field(name: str) -> Any:
+    return lambda record, ts, p: p.get(name)
+
+
+# The features features.sql derives from (transaction, its timestamp, the card's profile).
+DERIVED: dict[str, Any] = {
+    "hour_of_day": lambda record, ts, p: ts.hour,
+    "distance_km": _distance,
+    "amount_ratio": _amount_ratio,
+    **{name: _profile_field(name) for name in PROFILE_FEATURES},
+    "account_age_days": _account_age,
+}
+
+
 def compute_features(
     record: dict[str, Any], ts: datetime, profile: dict[str, Any] | None
 ) -> dict[str, Any]:
     """The model features of one transaction, as features.sql computes them."""
-    p = profile or {}
-    home_lat, home_lon = p.get("home_latitude"), p.get("home_longitude")
-    avg = p.get("card_avg_amount")
-    opened: date | None = p.get("account_open_date")
-    return {
-        **record,
-        "hour_of_day": ts.hour,
-        "distance_km": None
-        if home_lat is None or home_lon is None
-        else haversine_km(
-            home_lat,
-            home_lon,
-            float(record["merchant_latitude"]),
-            float(record["merchant_longitude"]),
-        ),
-        "amount_ratio": None if avg is None else float(record["amount"]) / avg,
-        "card_txn_prev_day": p.get("card_txn_prev_day"),
-        "card_txn_prev_7d": p.get("card_txn_prev_7d"),
-        "card_txn_history": p.get("card_txn_history"),
-        "credit_score": p.get("credit_score"),
-        "account_age_days": None if opened is None else (ts.date() - opened).days,
-    }
+    p = profile or _EMPTY
+    return {**record, **{name: f(record, ts, p) for name, f in DERIVED.items()}}
 
 
 class LookupFailed(InvalidRecord):
@@ -217,44 +289,93 @@ class PredictionEndpoint:
 
     def __post_init__(self) -> None:
         meta = self.model.meta
-        self._numeric = list(meta["numeric"])
-        self._categorical = [
-            (name, {v: float(i) for i, v in enumerate(meta["vocab"][name])})
+        nan = math.nan
+
+        def raw(name: str) -> Any:
+            return lambda record, ts, p: record.get(name)
+
+        def coded(name: str, codes: dict[Any, float]) -> Any:
+            return lambda record, ts, p: codes.get(record.get(name), nan)
+
+        # One function per model input, in the model's order: derived, raw or a category code.
+        self._getters = [DERIVED.get(name) or raw(name) for name in meta["numeric"]] + [
+            coded(name, {v: float(i) for i, v in enumerate(meta["vocab"][name])})
             for name in meta["categorical"]
         ]
 
-    def _values(self, features: Any) -> list[float]:
-        """The model's input row, encoded as ``SavedModel.encode_record`` encodes it."""
-        ts = validate_record(features)
+    def _profile(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The enrichment columns found for ``record`` (empty: no match)."""
+        if len(self.enrichments) == 1:
+            return self.enrichments[0].find(record) or _EMPTY
         profile: dict[str, Any] = {}
         for table in self.enrichments:
-            profile.update(table.find(features) or {})
-        record = compute_features(features, ts, profile or None)
-        nan = math.nan
-        row = [nan if (v := record.get(n)) is None else float(v) for n in self._numeric]
-        row += [codes.get(record.get(n), nan) for n, codes in self._categorical]
-        return row
+            profile.update(table.find(record) or _EMPTY)
+        return profile
+
+    def encode(self, records: list[Any]) -> tuple[np.ndarray, list[InvalidRecord | None]]:
+        """The model's input matrix for the valid ``records`` (in order) and, for each record,
+        why it is refused (None: it has a row).
+
+        One call for all records: validation (one typed check of the list), enrichment
+        lookups, the features features.sql derives, the category codes ``SavedModel.encode``
+        gives, one numpy conversion. A single ``predict`` is this with one record, so every
+        endpoint encodes alike.
+        """
+        verdicts = validate_records(records)
+        good: list[dict[str, Any]] = []
+        stamps: list[datetime] = []
+        profiles: list[dict[str, Any]] = []
+        refused: list[InvalidRecord | None] = []
+        for rec, ts in zip(records, verdicts, strict=True):
+            if isinstance(ts, InvalidRecord):
+                refused.append(ts)
+                continue
+            try:
+                profiles.append(self._profile(rec) if self.enrichments else _EMPTY)
+            except LookupFailed as exc:
+                refused.append(exc)
+                continue
+            refused.append(None)
+            good.append(rec)
+            stamps.append(ts)
+        getters = self._getters
+        rows = [
+            [get(rec, ts, p) for get in getters]
+            for rec, ts, p in zip(good, stamps, profiles, strict=True)
+        ]
+        # None → NaN and bool → 0/1: numpy's float conversion does both.
+        matrix = np.array(rows, dtype="float64") if rows else np.empty((0, len(getters)))
+        return matrix, refused
 
     def _row(self, features: Any) -> np.ndarray:
-        return np.array([self._values(features)], dtype="float64")
+        """The one-row input matrix of one record (InvalidRecord if it is refused)."""
+        matrix, refused = self.encode([features])
+        if refused[0] is not None:
+            raise refused[0]
+        return matrix
 
     def _result(self, proba: float) -> dict[str, Any]:
+        threshold = self.model.threshold
         return {
-            "prediction": "1" if proba >= self.model.threshold else "0",
+            "prediction": "1" if proba >= threshold else "0",
             "probas": {"0": 1.0 - proba, "1": proba},
             "ignored": False,
-            "threshold": self.model.threshold,
+            "threshold": threshold,
         }
 
-    def explain(self, row: np.ndarray, n: int) -> dict[str, float]:
-        """The ``n`` largest per-feature contributions (exact TreeSHAP, log-odds units).
+    def explain(self, matrix: np.ndarray, n: int) -> list[dict[str, float]]:
+        """Per row, the ``n`` largest per-feature contributions (exact TreeSHAP, log-odds
+        units), in one LightGBM call for all rows.
 
         Categorical features are explained under their own name (the model sees their code).
         """
-        contrib = self.model.booster.predict(row, pred_contrib=True, num_threads=1)[0]
+        contribs = self.model.booster.predict(matrix, pred_contrib=True, num_threads=1)
         names = self.model.feature_names
-        order = sorted(range(len(names)), key=lambda i: -abs(contrib[i]))[: max(n, 0)]
-        return {names[i]: float(contrib[i]) for i in order}
+        out = []
+        for contrib in contribs:
+            order = sorted(range(len(names)), key=lambda i: -abs(contrib[i]))[: max(n, 0)]
+            out.append({names[i]: float(contrib[i]) for i in order})
+        return out
 
     def predict(self, features: Any, n_explanations: int = 0) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -263,45 +384,43 @@ class PredictionEndpoint:
         proba = float(self.model.predict_proba(row, num_threads=1)[0])
         result = self._result(proba)
         if n_explanations:
-            result["explanations"] = self.explain(row, n_explanations)
+            result["explanations"] = self.explain(row, n_explanations)[0]
             result["explanationsMethod"] = "TREESHAP"
         t2 = time.perf_counter()
         result["_timing"] = {"preprocessing": _us(t1 - t0), "prediction": _us(t2 - t1)}
         return result
 
     def predict_multi(self, items: list[Any], n_explanations: int = 0) -> list[dict[str, Any]]:
-        """Score many records in one model call; invalid ones come back ``ignored``."""
-        rows, slots, results = [], [], []
-        for i, item in enumerate(items):
-            try:
+        """Score many records in one encode and one model call; invalid ones come back
+        ``ignored`` with the reason."""
+        records = [i.get("features") if isinstance(i, dict) else None for i in items]
+        matrix, refused = self.encode(records)
+        probas = self.model.predict_proba(matrix, num_threads=1) if len(matrix) else []
+        explained = self.explain(matrix, n_explanations) if n_explanations and len(matrix) else []
+        results: list[dict[str, Any]] = []
+        j = 0
+        for item, why in zip(items, refused, strict=True):
+            if why is not None:
                 if not isinstance(item, dict):
-                    raise InvalidRecord("each item must be an object with 'features'")
-                rows.append(self._values(item.get("features")))
-                slots.append(i)
-                results.append(None)
-            except InvalidRecord as exc:
-                results.append({"ignored": True, "ignoreReason": str(exc)})
-        if rows:
-            matrix = np.array(rows, dtype="float64")
-            probas = self.model.predict_proba(matrix, num_threads=1)
-            for j, (i, p) in enumerate(zip(slots, probas, strict=True)):
-                results[i] = self._result(float(p))
-                if n_explanations:
-                    results[i]["explanations"] = self.explain(matrix[j : j + 1], n_explanations)
-                    results[i]["explanationsMethod"] = "TREESHAP"
+                    why = InvalidRecord("each item must be an object with 'features'")
+                results.append({"ignored": True, "ignoreReason": str(why)})
+                continue
+            result = self._result(float(probas[j]))
+            if explained:
+                result["explanations"] = explained[j]
+                result["explanationsMethod"] = "TREESHAP"
+            results.append(result)
+            j += 1
         return results
 
     def predict_records(self, records: list[Any]) -> list[float]:
         """Fraud probabilities of raw records, all valid or an error naming the first bad one."""
-        rows = []
-        for i, rec in enumerate(records):
-            try:
-                rows.append(self._values(rec))
-            except InvalidRecord as exc:
-                raise InvalidRecord(f"record {i}: {exc}") from None
-        if not rows:
+        matrix, refused = self.encode(records)
+        for i, why in enumerate(refused):
+            if why is not None:
+                raise type(why)(f"record {i}: {why}")
+        if not len(matrix):
             return []
-        matrix = np.array(rows, dtype="float64")
         return [float(p) for p in self.model.predict_proba(matrix, num_threads=1)]
 
 
@@ -345,6 +464,48 @@ class LookupEndpoint:
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v.isoformat() if isinstance(v, (date, datetime)) else v for k, v in row.items()}
+
+
+_CSV_TRUE, _CSV_FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
+
+
+def csv_records(text: str) -> list[dict[str, Any]]:
+    """Records of an MLflow ``text/csv`` body: a header row, then one row per record.
+
+    CSV has no types: a field of the transaction contract gets its type (number, boolean:
+    true/false/1/0), an empty cell is missing, any other column stays text.
+    """
+    try:
+        rows = list(csv.reader(io.StringIO(text)))
+    except csv.Error as exc:  # a NUL byte, a cell over csv.field_size_limit()
+        raise InvalidRecord(f"the CSV body cannot be read ({exc})") from None
+    if not rows or not rows[0]:
+        raise InvalidRecord("a text/csv body needs a header row")
+    header = [h.strip() for h in rows[0]]
+    out = []
+    for i, row in enumerate(rows[1:], start=1):
+        if not row:
+            continue
+        if len(row) != len(header):
+            raise InvalidRecord(f"CSV row {i} has {len(row)} cells for {len(header)} columns")
+        out.append({h: _csv_value(h, v) for h, v in zip(header, row, strict=True)})
+    return out
+
+
+def _csv_value(name: str, text: str) -> Any:
+    text = text.strip()
+    if text == "":
+        return None
+    types = REQUIRED_FIELDS.get(name) or OPTIONAL_FIELDS.get(name) or (str,)
+    if bool in types:
+        low = text.lower()
+        return True if low in _CSV_TRUE else False if low in _CSV_FALSE else text
+    if float in types:
+        try:
+            return float(text)
+        except ValueError:
+            return text  # validation names the field
+    return text
 
 
 def invocation_records(body: dict[str, Any]) -> list[Any]:

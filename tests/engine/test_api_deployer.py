@@ -91,7 +91,7 @@ def test_split_switch_rollback_and_history(home):
 def test_package_test_queries_run_in_process_and_failures_are_named(home):
     _, store = home
     results = apidesigner.run_package_tests_locally(store, SERVICE, "v2")
-    assert len(results) == 2 and all(r.ok for r in results), results
+    assert len(results) == 5 and all(r.ok for r in results), results
     assert all(0 <= r.proba <= 1 for r in results)
     tests = apidesigner.package_tests(store, SERVICE, "v2")
     broken = {demo.ENDPOINT: [{**tests[demo.ENDPOINT][0], "expect": {"prediction": "2"}}]}
@@ -121,12 +121,12 @@ def test_cli_deploys_with_tests_lists_history_and_manages_keys(home):
     env = environ(settings)
     out = procs.nodal(["api", "deploy", "v2=0.5", "v3=0.5", "--infra", demo.API_INFRA], env)
     assert out.returncode == 0, out.stderr
-    assert "v2 before switching: 2/2 test queries passed" in out.stdout
+    assert "v2 before switching: 5/5 test queries passed" in out.stdout
     assert "now v2=50%,v3=50%" in out.stdout
     out = procs.nodal(["api", "deploy", "v2=0.5", "v3=0.6", "--infra", demo.API_INFRA], env)
     assert out.returncode == 2 and "sum to 1" in out.stderr and "Traceback" not in out.stderr
     out = procs.nodal(["api", "history", "--infra", demo.API_INFRA], env)
-    assert "v2=50%,v3=50%" in out.stdout and "before:v2: 2 ok, 0 failed" in out.stdout
+    assert "v2=50%,v3=50%" in out.stdout and "before:v2: 5 ok, 0 failed" in out.stdout
     out = procs.nodal(["api", "keys", "create", "--label", "bank"], env)
     assert out.returncode == 0
     secret = out.stdout.splitlines()[1]

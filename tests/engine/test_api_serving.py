@@ -307,3 +307,89 @@ def test_a_10_mb_body_is_refused_without_reading_it_all(client):
     many = {"items": [{"features": GOOD}] * 10_001}
     resp = client.post(f"{URL}/predict-multi", json=many)
     assert resp.status_code == 413
+
+
+# --- one transaction, every path: the same probability ------------------------------------
+
+UNKNOWN_CARD = {**GOOD, "card_id": "C9999999"}
+
+
+def _proba(client, features) -> float:
+    resp = client.post(f"{URL}/predict", json={"features": features})
+    assert resp.status_code == 200, resp.text
+    return resp.json()["result"]["probas"]["1"]
+
+
+def test_predict_multi_scores_each_record_as_predict_does_and_ignores_bad_ones(client):
+    items = [
+        {"features": GOOD},
+        {"features": {**GOOD, "amount": -5}},
+        "not an object",
+        {"features": UNKNOWN_CARD},
+        {"features": {**GOOD, "ts": "2026-11-10T23:59:00", "channel": "in_store"}},
+    ]
+    body = {"items": items, "explanations": {"enabled": True, "nExplanations": 3}}
+    results = client.post(f"{URL}/predict-multi", json=body).json()["results"]
+    assert [r["ignored"] for r in results] == [False, True, True, False, False]
+    assert results[1]["ignoreReason"] == "feature 'amount' must be positive"
+    assert results[2]["ignoreReason"] == "each item must be an object with 'features'"
+    for i in (0, 3, 4):
+        single = client.post(
+            f"{URL}/predict",
+            json={"features": items[i]["features"], "explanations": body["explanations"]},
+        ).json()["result"]
+        assert results[i]["probas"] == single["probas"]
+        assert results[i]["explanations"] == single["explanations"]
+    assert results[0]["probas"]["1"] != results[3]["probas"]["1"]  # the profile matters
+
+
+def test_invocations_take_json_and_csv_and_agree_with_predict(client):
+    want = [_proba(client, GOOD), _proba(client, UNKNOWN_CARD)]
+    columns = list(GOOD)
+    split = {"dataframe_split": {"columns": columns, "data": [list(GOOD.values())]}}
+    split["dataframe_split"]["data"].append([UNKNOWN_CARD[c] for c in columns])
+    assert client.post(f"{URL}/invocations", json=split).json()["predictions"] == want
+    lines = [",".join(columns)] + [
+        ",".join(str(r[c]) for c in columns) for r in (GOOD, UNKNOWN_CARD)
+    ]
+    csv_body = "\n".join(lines) + "\n"
+    resp = client.post(f"{URL}/invocations", content=csv_body, headers={"Content-Type": "text/csv"})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["predictions"] == want
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "error_type", "message"),
+    [
+        ("amount,ts\n1,2,3\n", "text/csv", "InvalidRecord", "CSV row 1 has 3 cells for 2 columns"),
+        ("", "text/csv", "InvalidRecord", "needs a header row"),
+        (
+            ",".join(GOOD) + "\n" + ",".join("x" for _ in GOOD) + "\n",
+            "text/csv; charset=utf-8",
+            "InvalidRecord",
+            "record 0: feature 'amount' must be a number",
+        ),
+        ("amount=3", "application/x-www-form-urlencoded", "InvalidJSON", "text/csv"),
+    ],
+)
+def test_invocations_refuse_bad_bodies_with_a_clear_400(
+    client, content, content_type, error_type, message
+):
+    resp = client.post(
+        f"{URL}/invocations", content=content, headers={"Content-Type": content_type}
+    )
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["errorType"] == error_type and message in resp.json()["message"]
+    assert resp.json()["error_code"] == "BAD_REQUEST"
+
+
+def test_the_example_service_ships_test_queries_that_pass(home):
+    _, store = home
+    results = apidesigner.run_package_tests_locally(store, SERVICE, "v1")
+    assert [(r.name, r.ok) for r in results] == [
+        ("normal grocery purchase", True),
+        ("likely fraud, night-time electronics online far away", True),
+        ("unknown card, scored without its profile", True),
+    ], results
+    normal, fraud, unknown = (r.proba for r in results)
+    assert fraud > 0.5 > normal and unknown != normal  # no profile: scored all the same
