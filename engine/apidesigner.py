@@ -8,6 +8,10 @@ from dataset rows. :func:`run_test_queries` runs them through the very code the 
 runs, in process (:func:`dev_service`, no package needed) or over HTTP against a dev server
 or a deployment. Packaging (``engine.apipackages.create_package``) freezes the service and
 publishes it to the deployer in one step.
+
+Every write goes through :mod:`engine.definitions` (project lock, atomic replace, staged
+validation); an editor that passes the :class:`Loaded` version it showed is refused, and
+shown the difference, if someone saved the service in between.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +29,7 @@ from typing import Any
 import httpx
 import yaml
 
-from engine import apipackages
+from engine import apipackages, definitions
 from engine.errors import NodalError
 from engine.project import Project, ProjectError
 from engine.realtime import (
@@ -65,13 +70,52 @@ def load_definition(project: Project, service_id: str) -> dict[str, Any]:
     return yaml.safe_load(path.read_text())
 
 
-def _save(project: Project, definition: dict[str, Any]) -> Path:
-    path = service_path(project, definition["service_id"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(definition, sort_keys=False))
-    os.replace(tmp, path)  # readers see the old file or the new one
-    return path
+@dataclass(frozen=True)
+class Loaded:
+    """A service file as an editor read it: its text (``None`` if absent) and version.
+
+    Passing it back to a save makes the save refuse (with the difference) if someone saved
+    the service since; without it (the CLI) the edit applies to the current file.
+    """
+
+    text: str | None
+    version: str
+
+
+def service_rel(service_id: str) -> str:
+    return f"api_services/{service_id}.yaml"
+
+
+def read_service(project: Project, service_id: str) -> Loaded:
+    """The service file's text and version now (``definitions.ABSENT`` if it does not exist)."""
+    return Loaded(*definitions.read(project.root, service_rel(service_id)))
+
+
+def _edit(
+    project: Project,
+    service_id: str,
+    mutate: Callable[[dict[str, Any] | None], dict[str, Any]],
+    loaded: Loaded | None,
+) -> str:
+    """Apply ``mutate`` to the service's definition under the project lock; the new version.
+
+    With ``loaded``, ``mutate`` applies to what the editor saw, and the save is refused with
+    :class:`engine.definitions.DefinitionConflict` (their file against ours) if the file
+    changed since. ``mutate`` may raise :class:`DesignerError`: nothing is written then.
+    """
+    rel = service_rel(service_id)
+
+    def change(current: dict[str, str | None]) -> dict[str, str | None]:
+        text = loaded.text if loaded is not None else current[rel]
+        definition = yaml.safe_load(text) if text else None
+        new = mutate(definition)
+        return {rel: yaml.safe_dump(new, sort_keys=False)}
+
+    base = {rel: loaded.version} if loaded is not None else None
+    versions = definitions.update(
+        project.root, change, base=base, paths=[rel], variables=project.variables
+    )
+    return versions[rel]
 
 
 def _check_name(value: str, what: str) -> str:
@@ -100,11 +144,13 @@ def save_prediction_endpoint(
     model: str,
     enrichments: list[dict[str, Any]] | None = None,
     description: str = "",
-) -> Path:
+    loaded: Loaded | None = None,
+) -> str:
     """Create or replace a prediction endpoint (creating the service if needed).
 
     Each enrichment is ``{"dataset", "key": field | {field: column}, "rows": all|latest_day,
-    "on_missing": ignore|error, "on_multiple": first|error}``.
+    "on_missing": ignore|error, "on_multiple": first|error}``. Returns the file's new
+    version; ``loaded`` guards against a concurrent save (see :func:`_edit`).
     """
     _check_name(service_id, "service id")
     _check_name(endpoint_id, "endpoint id")
@@ -123,7 +169,7 @@ def save_prediction_endpoint(
     endpoint = {"id": endpoint_id, "type": "prediction", "model": model}
     if enrichments:
         endpoint["enrichments"] = enrichments
-    return _upsert_endpoint(project, service_id, endpoint, description)
+    return _upsert_endpoint(project, service_id, endpoint, description, loaded)
 
 
 def save_lookup_endpoint(
@@ -137,8 +183,12 @@ def save_lookup_endpoint(
     on_multiple: str = "first",
     rows: str = "all",
     description: str = "",
-) -> Path:
-    """Create or replace a dataset-lookup endpoint (``rows``: all or latest_day)."""
+    loaded: Loaded | None = None,
+) -> str:
+    """Create or replace a dataset-lookup endpoint (``rows``: all or latest_day).
+
+    Returns the file's new version; ``loaded`` guards against a concurrent save.
+    """
     _check_name(service_id, "service id")
     _check_name(endpoint_id, "endpoint id")
     try:
@@ -163,30 +213,37 @@ def save_lookup_endpoint(
     _check_policy(spec)
     if columns:
         spec["columns"] = columns
-    return _upsert_endpoint(project, service_id, spec, description)
+    return _upsert_endpoint(project, service_id, spec, description, loaded)
 
 
 def _upsert_endpoint(
-    project: Project, service_id: str, endpoint: dict[str, Any], description: str
-) -> Path:
-    path = service_path(project, service_id)
-    definition = (
-        yaml.safe_load(path.read_text())
-        if path.exists()
-        else {"service_id": service_id, "description": description, "endpoints": []}
-    )
-    if description:
-        definition["description"] = description
-    endpoints = definition.setdefault("endpoints", [])
-    for i, ep in enumerate(endpoints):
-        if ep["id"] == endpoint["id"]:
-            endpoint["test_queries"] = ep.get("test_queries") or []
-            endpoints[i] = endpoint
-            break
-    else:
-        endpoint["test_queries"] = []
-        endpoints.append(endpoint)
-    return _save(project, definition)
+    project: Project,
+    service_id: str,
+    endpoint: dict[str, Any],
+    description: str,
+    loaded: Loaded | None,
+) -> str:
+    def mutate(definition: dict[str, Any] | None) -> dict[str, Any]:
+        definition = definition or {
+            "service_id": service_id,
+            "description": description,
+            "endpoints": [],
+        }
+        if description:
+            definition["description"] = description
+        endpoints = definition.setdefault("endpoints", [])
+        new = dict(endpoint)
+        for i, ep in enumerate(endpoints):
+            if ep["id"] == new["id"]:
+                new["test_queries"] = ep.get("test_queries") or []
+                endpoints[i] = new
+                break
+        else:
+            new["test_queries"] = []
+            endpoints.append(new)
+        return definition
+
+    return _edit(project, service_id, mutate, loaded)
 
 
 def _endpoint(definition: dict[str, Any], endpoint_id: str) -> dict[str, Any]:
@@ -212,31 +269,64 @@ def _check_query(ep: dict[str, Any], payload: Any) -> None:
             raise DesignerError(f"test query refused: missing lookup key(s): {', '.join(missing)}")
 
 
+def _existing(definition: dict[str, Any] | None, service_id: str) -> dict[str, Any]:
+    if definition is None:
+        raise DesignerError(f"there is no API service {service_id!r}")
+    return definition
+
+
 def add_test_queries(
-    project: Project, service_id: str, endpoint_id: str, queries: list[dict[str, Any]]
+    project: Project,
+    service_id: str,
+    endpoint_id: str,
+    queries: list[dict[str, Any]],
+    loaded: Loaded | None = None,
 ) -> int:
-    """Append test queries (``{"name", "features"|"data", "expect"?}``); all valid or none."""
-    definition = load_definition(project, service_id)
-    ep = _endpoint(definition, endpoint_id)
-    field = "features" if ep.get("type", "prediction") == "prediction" else "data"
-    existing = {q["name"] for q in ep.get("test_queries") or []}
-    for q in queries:
-        if not q.get("name"):
-            raise DesignerError("each test query needs a name")
-        if q["name"] in existing:
-            raise DesignerError(f"endpoint {endpoint_id!r} already has a test query {q['name']!r}")
-        existing.add(q["name"])
-        _check_query(ep, q.get(field))
-    ep.setdefault("test_queries", []).extend(queries)
-    _save(project, definition)
+    """Append test queries (``{"name", "features"|"data", "expect"?}``); all valid or none.
+
+    ``loaded`` guards against a concurrent save (see :func:`_edit`).
+    """
+
+    def mutate(definition: dict[str, Any] | None) -> dict[str, Any]:
+        definition = _existing(definition, service_id)
+        ep = _endpoint(definition, endpoint_id)
+        field = "features" if ep.get("type", "prediction") == "prediction" else "data"
+        existing = {q["name"] for q in ep.get("test_queries") or []}
+        for q in queries:
+            if not q.get("name"):
+                raise DesignerError("each test query needs a name")
+            if q["name"] in existing:
+                raise DesignerError(
+                    f"endpoint {endpoint_id!r} already has a test query {q['name']!r}"
+                )
+            existing.add(q["name"])
+            _check_query(ep, q.get(field))
+        ep.setdefault("test_queries", []).extend(queries)
+        return definition
+
+    _edit(project, service_id, mutate, loaded)
     return len(queries)
 
 
-def remove_test_query(project: Project, service_id: str, endpoint_id: str, name: str) -> None:
-    definition = load_definition(project, service_id)
-    ep = _endpoint(definition, endpoint_id)
-    ep["test_queries"] = [q for q in ep.get("test_queries") or [] if q["name"] != name]
-    _save(project, definition)
+def remove_test_query(
+    project: Project,
+    service_id: str,
+    endpoint_id: str,
+    name: str,
+    loaded: Loaded | None = None,
+) -> str:
+    """Remove one test query; the file's new version."""
+
+    def mutate(definition: dict[str, Any] | None) -> dict[str, Any]:
+        definition = _existing(definition, service_id)
+        ep = _endpoint(definition, endpoint_id)
+        kept = [q for q in ep.get("test_queries") or [] if q["name"] != name]
+        if len(kept) == len(ep.get("test_queries") or []):
+            raise DesignerError(f"endpoint {endpoint_id!r} has no test query {name!r}")
+        ep["test_queries"] = kept
+        return definition
+
+    return _edit(project, service_id, mutate, loaded)
 
 
 def _json_value(value: Any) -> Any:

@@ -11,8 +11,11 @@ only after the data is in place.
 from __future__ import annotations
 
 import csv
+import os
 import re
 import shutil
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -236,3 +239,76 @@ def import_file(
         shutil.rmtree(ref.path, ignore_errors=True)
         raise
     return ImportResult(name, table.num_rows, stored, partitions)
+
+
+# --- uploads: files received by the Studio, kept only while the analyst imports them ---------
+
+UPLOADS_DIR = "uploads"
+STALE_UPLOAD_SECONDS = 24 * 3600.0
+
+
+def uploads_dir(home: Path) -> Path:
+    """Where the Studio keeps uploaded files while they are imported (under the home)."""
+    return Path(home) / "design" / UPLOADS_DIR
+
+
+def stage_upload(home: Path, filename: str, data: bytes) -> Path:
+    """Write an uploaded file to ``uploads/<pid>-<random>/<its own name>`` and return its path.
+
+    The file keeps the name the analyst knows (errors name it); the folder names the
+    process that owns it, so :func:`sweep_uploads` can tell leftovers of a stopped Studio.
+    Remove it with :func:`discard_upload` once imported or refused.
+    """
+    base = uploads_dir(home)
+    base.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(dir=base, prefix=f"{os.getpid()}-"))
+    path = folder / (Path(filename).name or "upload")
+    try:
+        path.write_bytes(data)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return path
+
+
+def discard_upload(home: Path, path: Path | None) -> None:
+    """Remove a file made by :func:`stage_upload` (and its folder); other paths are left alone."""
+    if path is None:
+        return
+    folder = Path(path).parent
+    if folder.parent.resolve() == uploads_dir(home).resolve():
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_uploads(home: Path, max_age: float = STALE_UPLOAD_SECONDS) -> int:
+    """Remove uploads left behind: their Studio process is gone, or they are older than
+    ``max_age`` seconds (a session abandoned mid-import). Returns how many were removed."""
+    base = uploads_dir(home)
+    if not base.is_dir():
+        return 0
+    removed = 0
+    now = time.time()
+    for folder in base.iterdir():
+        owner = folder.name.split("-", 1)[0]
+        try:
+            age = now - folder.stat().st_mtime
+        except FileNotFoundError:
+            continue
+        dead = owner.isdigit() and not _pid_alive(int(owner))
+        if dead or age > max_age or not owner.isdigit():
+            if folder.is_dir():
+                shutil.rmtree(folder, ignore_errors=True)
+            else:
+                folder.unlink(missing_ok=True)
+            removed += 1
+    return removed

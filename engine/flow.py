@@ -1,4 +1,9 @@
-"""The flow: recipes form a DAG over datasets; build a dataset with everything upstream."""
+"""The flow: recipes form a DAG over datasets; build a dataset with everything upstream.
+
+A recipe is SQL run by DuckDB (``recipes/<name>.sql``) or Python run in a process of its own
+(``recipes/<name>.py``, see :mod:`engine.python_recipes`); both write their output the same
+way (staged, then renamed into place, per partition when partitioned).
+"""
 
 from __future__ import annotations
 
@@ -7,16 +12,25 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
+from pathlib import Path
 
 import duckdb
 
+from engine import python_recipes
 from engine.errors import NodalError
-from engine.project import Project, ProjectError
+from engine.project import Project, ProjectError, RecipeDef
 from engine.storage import datasets as ds
 
 
 class FlowError(NodalError):
-    """A recipe failed; the message names the recipe and carries DuckDB's message."""
+    """A recipe failed; the message names the recipe and carries DuckDB's message.
+
+    For a Python recipe, ``user_traceback`` holds the frames of the analyst's file.
+    """
+
+    def __init__(self, message: str, user_traceback: str = "") -> None:
+        super().__init__(message)
+        self.user_traceback = user_traceback
 
 
 @dataclass(frozen=True)
@@ -97,6 +111,60 @@ def _views(project: Project, recipe_inputs: dict[str, str], partitions: list[str
     return views
 
 
+def input_tables(
+    project: Project,
+    recipe_inputs: dict[str, str],
+    restrict: list[str] | None,
+    partition_key: str | None,
+) -> dict[str, str]:
+    """A DuckDB table expression per input, read as its mode says (for Python recipes)."""
+    out: dict[str, str] = {}
+    for name, mode in recipe_inputs.items():
+        ref = project.dataset(name)
+        if mode == "same" and restrict and ref.partitioned_by:
+            out[name] = ds.scan_sql(ref, restrict)
+        elif mode == "same" and restrict and partition_key:
+            days = ", ".join(f"'{p}'" for p in restrict)
+            out[name] = (
+                f"(SELECT * FROM {ds.scan_sql(ref)} "
+                f"WHERE CAST({partition_key} AS VARCHAR) IN ({days}))"
+            )
+        else:
+            out[name] = ds.scan_sql(ref)
+    return out
+
+
+def _run_python(project: Project, recipe: RecipeDef, restrict: list[str] | None) -> int:
+    """Run a Python recipe in its own process and install its output; the rows written."""
+    out_ref = project.dataset(recipe.output)
+    variables = dict(project.variables)
+    if restrict:
+        variables["partitions"] = ",".join(restrict)
+    try:
+        tables = input_tables(project, recipe.inputs, restrict, out_ref.partitioned_by)
+        with python_recipes.private_workdir() as tmp:
+            outcome = python_recipes.run_to_parquet(
+                recipe.sql,
+                recipe.sql_file,
+                tables,
+                variables,
+                Path(tmp),
+                project.root,
+                out_ref.partitioned_by,
+            )
+            with ds.session() as con:
+                source = f"SELECT * FROM read_parquet('{outcome.parquet}')"
+                written = ds.write(out_ref, source, con=con, replace_all=restrict is None)
+                if not written and out_ref.partitioned_by:
+                    return 0
+                scan = ds.scan_sql(out_ref, written or None)
+                return int(con.execute(f"SELECT count(*) FROM {scan}").fetchone()[0])
+    except python_recipes.PythonRecipeError as exc:
+        raise FlowError(f"recipe {recipe.name!r} {exc}", exc.user_traceback) from None
+    except (ds.DatasetError, duckdb.Error) as exc:
+        raise FlowError(f"recipe {recipe.name!r} cannot run: {exc}") from None
+
+
 def run_recipe(
     project: Project, recipe_name: str, partitions: list[str] | None = None
 ) -> RecipeRun:
@@ -105,6 +173,9 @@ def run_recipe(
     out_ref = project.dataset(recipe.output)
     started = time.perf_counter()
     restrict = partitions if out_ref.partitioned_by else None
+    if python_recipes.is_python(recipe.sql_file):
+        rows = _run_python(project, recipe, restrict)
+        return RecipeRun(recipe_name, recipe.output, restrict, rows, time.perf_counter() - started)
     try:
         with ds.session(_views(project, recipe.inputs, restrict)) as con:
             for name, mode in recipe.inputs.items():

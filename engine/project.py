@@ -152,10 +152,20 @@ def _load_recipes(root: Path, datasets: dict[str, DatasetDef]) -> dict[str, Reci
     for name, spec in (_load_yaml(root / "flow.yaml").get("recipes") or {}).items():
         where = f"flow.yaml: recipe {name}"
         _check_name(name, "flow.yaml")
-        sql_file = str(spec.get("sql", ""))
+        # A recipe's body is a file: `sql: recipes/x.sql` or `python: recipes/x.py`.
+        key = "python" if "python" in spec else "sql"
+        sql_file = str(spec.get(key, ""))
         sql_path = root / sql_file
+        if "python" in spec and "sql" in spec:
+            raise ProjectError(f"{where}: give either sql: or python:, not both")
+        if sql_file and sql_file.endswith(".py") != (key == "python"):
+            raise ProjectError(
+                f"{where}: {key}: must name a .{'py' if key == 'python' else 'sql'} file"
+            )
         if not sql_file or not sql_path.is_file():
-            raise ProjectError(f"{where}: SQL file {sql_file!r} not found")
+            raise ProjectError(
+                f"{where}: {key.upper() if key == 'sql' else 'Python'} file {sql_file!r} not found"
+            )
         inputs = {str(k): str(v) for k, v in (spec.get("inputs") or {}).items()}
         for ds, mode in inputs.items():
             if ds not in datasets:

@@ -11,13 +11,22 @@ import streamlit as st
 
 from apps.common.context import get_settings, get_store
 from apps.design_studio.state import OPEN_REQUEST, PROJECT_KEY
-from engine import design
+from engine import dataset_import, design
 
 st.set_page_config(
     page_title="nodal · Design Studio", page_icon=":material/account_tree:", layout="wide"
 )
 
 settings = get_settings()
+
+
+@st.cache_resource
+def _once_per_process(home: str) -> int:
+    """At start: remove uploads a stopped Studio left behind (or abandoned long ago)."""
+    return dataset_import.sweep_uploads(settings.home)
+
+
+_once_per_process(str(settings.home))
 projects = [p["name"] for p in design.list_projects(get_store(settings))]
 
 with st.sidebar:

@@ -114,7 +114,7 @@ def test_api_designer_page_edits_endpoints_tests_and_packages(seen):
     at.number_input(key="tq_n").set_value(3)
     at.button(key="tq_generate").click().run()
     assert not at.exception, at.exception
-    assert len(at.dataframe[0].value) == 3
+    assert len(at.dataframe[0].value) == 6
     # Package with release notes, published to the deployer.
     at.text_input(key="pkg_version").set_value("v3")
     at.text_area(key="pkg_notes").set_value("adds the card lookup")
@@ -122,7 +122,7 @@ def test_api_designer_page_edits_endpoints_tests_and_packages(seen):
     assert "Package **v3**" in at.success[0].value
     info = apipackages.get_package(store, demo.SERVICE, "v3")
     assert info.release_notes == "adds the card lookup"
-    assert len(apipackages.test_queries(info.path)[demo.ENDPOINT]) == 3
+    assert len(apipackages.test_queries(info.path)[demo.ENDPOINT]) == 6
     at.text_input(key="pkg_version").set_value("v3")
     at.button(key="pkg_create").click().run()
     assert "already exists" in at.error[0].value
@@ -159,3 +159,59 @@ def test_dev_server_started_from_the_studio_answers_the_test_queries(seen, tmp_p
         apidesigner.stop_dev_server(pid)
     at.button(key="dev_stop").click().run()
     assert "api_dev_pid" not in at.session_state
+
+
+def test_api_designer_page_refuses_a_stale_save_and_shows_the_difference(seen):
+    settings, _ = seen
+    at = _open(STUDIO, "views/api_designer.py")
+    service_file = design.open_project(settings, demo.PROJECT).root / apidesigner.service_rel(
+        demo.SERVICE
+    )
+    # Another analyst saves the service after this page showed it.
+    apidesigner.save_lookup_endpoint(
+        design.open_project(settings, demo.PROJECT),
+        demo.SERVICE,
+        "their_lookup",
+        "card_profiles",
+        "card_id",
+    )
+    theirs = service_file.read_bytes()
+    at.text_input(key="le_id").set_value("my_lookup")
+    at.selectbox(key="le_dataset").set_value("card_profiles")
+    at.button[1].click().run()  # the lookup form's submit button
+    assert not at.exception, at.exception
+    assert "changed by someone else" in at.error[0].value
+    diff = next(c.value for c in at.code if c.language == "diff")
+    assert "-- id: their_lookup" in diff and "+- id: my_lookup" in diff
+    assert service_file.read_bytes() == theirs
+    # The page now shows their version; saving again lands on top of it.
+    at.button[1].click().run()
+    assert "Lookup endpoint **my_lookup** saved" in at.success[0].value
+    ids = [
+        e["id"]
+        for e in design.open_project(settings, demo.PROJECT).api_services[demo.SERVICE]["endpoints"]
+    ]
+    assert "their_lookup" in ids and "my_lookup" in ids
+    # Removing a test query from a stale page is refused the same way.
+    at.selectbox(key="tq_endpoint").set_value("my_lookup").run()
+    apidesigner.add_test_queries(
+        design.open_project(settings, demo.PROJECT),
+        demo.SERVICE,
+        "my_lookup",
+        [{"name": "c1", "data": {"card_id": "C1"}}],
+    )
+    at.run()
+    assert at.selectbox(key="tq_remove").value == "c1"
+    apidesigner.add_test_queries(
+        design.open_project(settings, demo.PROJECT),
+        demo.SERVICE,
+        "my_lookup",
+        [{"name": "c2", "data": {"card_id": "C2"}}],
+    )
+    at.button(key="tq_remove_button").click().run()
+    assert "changed by someone else" in at.error[0].value
+    at.button(key="tq_remove_button").click().run()
+    assert "Test query **c1** removed" in at.success[0].value
+    endpoints = design.open_project(settings, demo.PROJECT).api_services[demo.SERVICE]["endpoints"]
+    mine = next(e for e in endpoints if e["id"] == "my_lookup")
+    assert [q["name"] for q in mine["test_queries"]] == ["c2"]

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from streamlit.testing.v1 import AppTest
 
-from engine import bundles, definitions, design, lab, models, scenarios
+from engine import bundles, dataset_import, definitions, design, lab, models, scenarios
 from engine.storage import datasets as ds
 from engine.storage.datasets import query_df, scan_sql
 from tests.homes import copy_home, environ
@@ -205,6 +205,39 @@ def test_a_csv_with_a_broken_row_is_refused_with_its_line_and_changes_nothing(
     assert not (project.data_root / "broken").exists()
 
 
+def test_uploaded_files_are_removed_after_a_refused_or_a_good_import_and_at_start(
+    studio_copy,
+):
+    settings, _ = studio_copy
+    uploads = dataset_import.uploads_dir(settings.home)
+    leftover = uploads / "999999999-left"  # a Studio process that no longer exists
+    leftover.mkdir(parents=True)
+    (leftover / "old.csv").write_text(STORES)
+
+    def staged() -> list[str]:
+        return sorted(p.name for p in uploads.glob("*/*"))
+
+    at = _open("views/datasets.py")
+    assert not leftover.exists()  # swept when the Studio started
+    at.file_uploader(key="upload").set_value(
+        ("broken.csv", (STORES + "3,2024-03-01,Dallas,700,surprise\n").encode(), "text/csv")
+    ).run()
+    assert staged() == ["broken.csv"]
+    at.button(key="import").click().run()
+    assert "Nothing was imported" in _errors(at)
+    assert staged() == []  # refused: the staged copy is gone
+    at.run()
+    assert staged() == ["broken.csv"]  # still in the uploader: staged again to retry
+    at.file_uploader(key="upload").set_value(("stores2.csv", STORES.encode(), "text/csv")).run()
+    assert staged() == ["stores2.csv"]  # the replaced upload's copy is gone
+    at.button(key="import").click().run()
+    assert at.success[0].value.startswith("Imported **stores2**"), _errors(at)
+    assert staged() == []
+    at.run()
+    assert staged() == [] and "was imported" in at.caption[0].value
+    assert "stores2" in design.open_project(settings, "fraud").datasets
+
+
 # --- Recipes ------------------------------------------------------------------------------------
 
 
@@ -247,6 +280,50 @@ def test_a_recipe_with_a_sql_error_shows_the_failing_line_and_is_not_saved(studi
     assert "Not saved" in _errors(at)
     project = design.open_project(settings, "fraud")
     assert "broken" not in project.recipes and not (project.root / "recipes/broken.sql").exists()
+
+
+PY_RECIPE = """import pandas as pd
+
+
+def run(inputs, variables):
+    cards = inputs["cards"]
+    return pd.DataFrame({"card_id": cards["card_id"], "good": cards["credit_score"] > 700})
+"""
+
+
+def test_a_python_recipe_is_previewed_saved_and_built_and_its_errors_show_the_users_line(
+    studio_copy,
+):
+    settings, _ = studio_copy
+    at = _open("views/recipes.py")
+    at.radio(key="new_recipe_language").set_value("python").run()
+    assert "def run(inputs" in at.text_area(key="sql::+ New recipe::python").value  # template
+    at.text_input(key="new_recipe_name").input("good_cards")
+    at.text_input(key="new_recipe_output").input("good_cards")
+    at.multiselect(key="inputs::+ New recipe").set_value(["cards"])
+    broken = PY_RECIPE.replace('cards["credit_score"]', 'cards["credit_scor"]')
+    at.text_area(key="sql::+ New recipe::python").input(broken).run()
+    at.button(key="preview").click().run()
+    assert not at.exception, at.exception
+    assert "failed at line 6" in _errors(at) and "KeyError" in _errors(at)
+    trace = next(c.value for c in at.code if "line 6, in run" in c.value)
+    assert "site-packages" not in trace and "engine" not in trace
+    at.text_area(key="sql::+ New recipe::python").input(PY_RECIPE).run()
+    at.button(key="preview").click().run()
+    assert not at.error, _errors(at)
+    schema = _table(at, "type")
+    assert dict(zip(schema["column"], schema["type"], strict=True)) == {
+        "card_id": "VARCHAR",
+        "good": "BOOLEAN",
+    }
+    at.button(key="save_and_build").click().run()
+    assert not at.error, _errors(at)
+    assert "recipes/good_cards.py" in at.success[0].value
+    assert at.success[1].value.startswith("Built good_cards (")
+    project = design.open_project(settings, "fraud")
+    assert (project.root / "recipes" / "good_cards.py").read_text() == PY_RECIPE
+    cards = ds.read_df(project.dataset("cards"))
+    assert len(ds.read_df(project.dataset("good_cards"))) == len(cards)
 
 
 def test_a_second_save_of_the_same_recipe_is_refused_and_shown_the_difference(studio_copy):
@@ -323,6 +400,75 @@ def test_lab_refuses_a_target_with_one_class(studio_copy):
     _wait_for_training(at)
     assert "has only one class" in _errors(at)
     assert not lab.list_runs(design.open_project(settings, "fraud"), "one_class_model")
+
+
+INTERRUPTED_CHILD = """
+import json, sys, time
+from engine import lab
+from engine.design import open_project
+from engine.settings import load_settings
+
+lab.train = lambda *args, **kwargs: time.sleep(600)  # killed mid-training, as on a restart
+settings = load_settings(environ={}, home=sys.argv[1], data_dir=sys.argv[2], basemap="none")
+job = lab.start(open_project(settings, "fraud"), lab.LabSpec(**json.loads(sys.argv[3])), "ann")
+print(job.job_id, flush=True)
+time.sleep(600)
+"""
+
+
+def test_lab_offers_to_train_again_a_training_a_restart_interrupted(studio_copy):
+    import json
+    import subprocess
+    import sys
+
+    settings, _ = studio_copy
+    project = design.open_project(settings, "fraud")
+    ref = ds.DatasetRef("tiny", project.data_root / "tiny")
+    ds.write(ref, query_df("SELECT range AS x, (range % 3 = 0)::INT AS y FROM range(300)"))
+    definitions.update(
+        project.root,
+        lambda cur: {"datasets.yaml": cur["datasets.yaml"] + "tiny:\n  kind: managed\n"},
+        paths=["datasets.yaml"],
+    )
+    spec = dict(
+        dataset="tiny",
+        target="y",
+        features=["x"],
+        model="tiny_model",
+        algorithm="logistic_regression",
+        split="random",
+        time_column=None,
+    )
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            INTERRUPTED_CHILD,
+            str(settings.home),
+            str(settings.data_dir),
+            json.dumps(spec),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        job_id = child.stdout.readline().strip()
+        assert job_id
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
+    at = _open("views/lab.py")
+    warning = at.warning[0].value
+    assert "tiny_model" in warning and "was interrupted" in warning and "restart" in warning
+    at.button(key=f"lab_again::{job_id}").click().run()
+    assert not at.exception, at.exception
+    job = lab.get_job(at.session_state["lab_job"])
+    assert job.spec == lab.LabSpec(**spec)
+    _wait_for_training(at)
+    assert not at.warning and not at.error, _errors(at)
+    assert lab.list_runs(design.open_project(settings, "fraud"), "tiny_model")
+    assert lab.interrupted_jobs(design.open_project(settings, "fraud")) == []
 
 
 # --- Saved models -------------------------------------------------------------------------------
@@ -471,9 +617,13 @@ def test_dashboards_page_saves_threshold_and_layers_keeping_the_file_readable(st
 def test_bundles_page_refuses_a_used_id_and_creates_a_bundle_with_data(studio_copy):
     settings, store = studio_copy
     at = _open("views/bundles.py")
+    before = bundles.list_bundles(store, "fraud")
+    v1_bytes = bundles.get_bundle(store, "fraud", "v1").path.read_bytes()
     at.text_input(key="bundle_id").input("v1")
     at.button(key="create_bundle").click().run()
     assert "already used" in _errors(at)
+    assert bundles.list_bundles(store, "fraud") == before  # nothing changed
+    assert bundles.get_bundle(store, "fraud", "v1").path.read_bytes() == v1_bytes
     at.text_input(key="bundle_id").input("v2")
     at.text_input(key="bundle_notes").input("with the training set")
     at.multiselect(key="bundle_datasets").set_value(["training_set"])

@@ -68,3 +68,38 @@ def test_parquet_import_with_a_corrected_type_and_a_taken_name(tmp_path):
     assert list(frame["code"]) == [1, 2]
     with pytest.raises(di.DatasetImportError, match="already has a dataset 'codes'"):
         di.import_file(small.project(), "codes", path)
+
+
+def test_uploads_are_staged_under_the_home_and_leftovers_are_swept(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    home = tmp_path / "var"
+    mine = di.stage_upload(home, "../../shops.csv", SHOPS_CSV.encode())
+    assert mine.name == "shops.csv" and mine.read_text() == SHOPS_CSV
+    assert mine.parent.parent == di.uploads_dir(home)
+    # A Studio that stopped (its process is gone) left a file behind.
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    dead = di.uploads_dir(home) / f"{gone.stdout.strip()}-left"
+    dead.mkdir()
+    (dead / "old.csv").write_text("a\n1\n")
+    # A live Studio's upload abandoned two days ago.
+    old = di.stage_upload(home, "abandoned.csv", b"a\n1\n")
+    two_days_ago = time.time() - 2 * 24 * 3600
+    os.utime(old.parent, (two_days_ago, two_days_ago))
+    assert di.sweep_uploads(home) == 2
+    assert mine.exists() and not dead.exists() and not old.parent.exists()
+    # discard removes a staged upload, and never a file it did not stage.
+    outside = tmp_path / "keep.csv"
+    outside.write_text("a\n1\n")
+    di.discard_upload(home, outside)
+    di.discard_upload(home, mine)
+    assert outside.exists() and not mine.parent.exists()
+    assert list(di.uploads_dir(home).iterdir()) == []

@@ -89,3 +89,76 @@ def test_background_training_job_reports_failure_as_data(small):
     job = lab.start(small.project(), _spec(target="cat", features=["x"]), "ann")
     job.thread.join(timeout=60)
     assert job.status == "FAILED" and "distinct values" in job.error
+
+
+CHILD = """
+import sys, time
+from engine import lab
+from engine.design import open_project
+from engine.settings import load_settings
+
+# In this child only, training never ends by itself: it is killed mid-way, as a Studio
+# process is when it restarts.
+lab.train = lambda *args, **kwargs: time.sleep(600)
+settings = load_settings(environ={}, home=sys.argv[1], data_dir=sys.argv[2], basemap="none")
+project = open_project(settings, "shop")
+for model in ("risk", "other"):
+    spec = lab.LabSpec(dataset="labelled", target="is_fraud", features=["x", "cat"],
+                       model=model, params={"num_boost_round": 20.0})
+    print(lab.start(project, spec, "ann").job_id, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_training_whose_process_stopped_is_reported_interrupted_and_can_run_again(small):
+    import subprocess
+    import sys
+
+    project = small.project()
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(small.settings.home), str(small.settings.data_dir)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        ids = [child.stdout.readline().strip() for _ in range(2)]
+        assert all(ids), ids
+        assert lab.interrupted_jobs(project) == []  # still training in a live process
+    finally:
+        child.kill()  # the Studio process dies mid-training
+        child.wait()
+        child.stdout.close()
+    interrupted = lab.interrupted_jobs(project)
+    assert {r["job_id"] for r in interrupted} == set(ids)
+    risk = next(r for r in interrupted if r["spec"]["model"] == "risk")
+    assert risk["status"] == lab.INTERRUPTED
+    assert "was interrupted" in risk["message"] and "train again" in risk["message"]
+    assert risk["spec"]["params"] == {"num_boost_round": 20.0} and risk["user"] == "ann"
+
+    job = lab.train_again(project, risk["job_id"], "bob")
+    job.thread.join()
+    assert job.status == "DONE", job.error
+    assert job.spec.model == "risk" and job.spec.params == {"num_boost_round": 20.0}
+    assert lab.get_run(project, "risk", job.result["run_id"])["spec"]["features"] == ["x", "cat"]
+    other = [r["job_id"] for r in lab.interrupted_jobs(project)]
+    assert other == [i for i in ids if i != risk["job_id"]]
+    lab.dismiss_job(project, other[0])
+    assert lab.interrupted_jobs(project) == []
+    with pytest.raises(lab.ProjectError, match="no interrupted training"):
+        lab.train_again(project, other[0], "bob")
+
+
+def test_a_training_running_in_this_process_is_not_reported_interrupted(small, monkeypatch):
+    import threading
+
+    release = threading.Event()
+    monkeypatch.setattr(lab, "train", lambda *a, **k: release.wait(60) and {"run_id": "r0"})
+    job = lab.start(small.project(), _spec(), "ann")
+    try:
+        assert lab.interrupted_jobs(small.project()) == []
+        assert len(list((small.project().root / "lab" / ".jobs").glob("*.json"))) == 1
+    finally:
+        release.set()
+        job.thread.join()
+    assert job.status == "DONE"
+    assert list((small.project().root / "lab" / ".jobs").glob("*")) == []

@@ -6,10 +6,12 @@ import json
 
 import pandas as pd
 import streamlit as st
+import yaml
 
 from apps.common.context import get_settings, get_store
-from apps.design_studio.state import current_project
+from apps.design_studio.state import current_project, show_conflict, version_key
 from engine import apidesigner, apipackages
+from engine.definitions import DefinitionConflict
 from engine.errors import NodalError
 
 settings = get_settings()
@@ -18,8 +20,23 @@ project = current_project()
 DEV_PID, DEV_PORT = "api_dev_pid", "api_dev_port"
 
 
+CONFLICT = "api_designer_conflict"
+
+
 def _say(kind: str, message: str) -> None:
     st.session_state["api_designer_outcome"] = (kind, message)
+
+
+def _loaded(service: str) -> apidesigner.Loaded | None:
+    """The service file as this page last showed it: a save is refused if it changed since."""
+    return st.session_state.get(version_key("api_service", service))
+
+
+def _refused(exc: NodalError, prefix: str = "Not saved: ") -> None:
+    if isinstance(exc, DefinitionConflict):
+        st.session_state[CONFLICT] = exc
+    else:
+        _say("error", f"{prefix}{exc}")
 
 
 def _save_prediction(service: str) -> None:
@@ -36,10 +53,15 @@ def _save_prediction(service: str) -> None:
         )
     try:
         apidesigner.save_prediction_endpoint(
-            project, service, st.session_state["pe_id"], st.session_state["pe_model"], enrichments
+            project,
+            service,
+            st.session_state["pe_id"],
+            st.session_state["pe_model"],
+            enrichments,
+            loaded=_loaded(service),
         )
     except NodalError as exc:
-        _say("error", f"Not saved: {exc}")
+        _refused(exc)
         return
     _say("success", f"Prediction endpoint **{st.session_state['pe_id']}** saved.")
 
@@ -61,9 +83,10 @@ def _save_lookup(service: str) -> None:
             st.session_state["le_missing"],
             st.session_state["le_multiple"],
             st.session_state["le_rows"],
+            loaded=_loaded(service),
         )
     except NodalError as exc:
-        _say("error", f"Not saved: {exc}")
+        _refused(exc)
         return
     _say("success", f"Lookup endpoint **{st.session_state['le_id']}** saved.")
 
@@ -76,9 +99,9 @@ def _add_query(service: str, endpoint: str, field: str) -> None:
         return
     query = {"name": st.session_state.get("tq_name", ""), field: payload}
     try:
-        apidesigner.add_test_queries(project, service, endpoint, [query])
+        apidesigner.add_test_queries(project, service, endpoint, [query], _loaded(service))
     except NodalError as exc:
-        _say("error", str(exc))
+        _refused(exc, "")
         return
     _say("success", f"Test query **{query['name']}** saved.")
 
@@ -98,14 +121,24 @@ def _generate(service: str, endpoint: str) -> None:
             for q in ep.get("test_queries") or []
         }
         queries = [q for q in queries if q["name"] not in existing]
-        apidesigner.add_test_queries(project, service, endpoint, queries)
+        apidesigner.add_test_queries(project, service, endpoint, queries, _loaded(service))
     except NodalError as exc:
-        _say("error", str(exc))
+        _refused(exc, "")
         return
     _say(
         "success",
         f"{len(queries)} test queries generated from **{st.session_state['tq_dataset']}**.",
     )
+
+
+def _remove_query(service: str, endpoint: str) -> None:
+    name = st.session_state.get("tq_remove")
+    try:
+        apidesigner.remove_test_query(project, service, endpoint, name, _loaded(service))
+    except NodalError as exc:
+        _refused(exc, "Not removed: ")
+        return
+    _say("success", f"Test query **{name}** removed.")
 
 
 def _start_dev(service: str) -> None:
@@ -155,6 +188,10 @@ st.title("API Designer")
 outcome = st.session_state.pop("api_designer_outcome", None)
 if outcome:
     (st.success if outcome[0] == "success" else st.error)(outcome[1])
+conflict = st.session_state.pop(CONFLICT, None)
+if conflict:
+    show_conflict(conflict)
+    st.caption("The page now shows their version: apply your change again if it still applies.")
 
 services = sorted(project.api_services)
 c1, c2 = st.columns([2, 1])
@@ -164,7 +201,13 @@ if service == "+ new service":
 if not service:
     st.stop()
 
-definition = project.api_services.get(service) or {"service_id": service, "endpoints": []}
+# What this page shows is what a save from it is checked against (refused if it changed).
+loaded = apidesigner.read_service(project, service)
+st.session_state[version_key("api_service", service)] = loaded
+definition = (yaml.safe_load(loaded.text) if loaded.text else None) or {
+    "service_id": service,
+    "endpoints": [],
+}
 datasets = sorted(project.datasets)
 tab_ep, tab_tests, tab_pkg = st.tabs(["Endpoints", "Test queries", "Package"])
 
@@ -224,6 +267,15 @@ with tab_tests:
                 hide_index=True,
                 width="stretch",
                 key="tq_table",
+            )
+            r1, r2 = st.columns([3, 1])
+            r1.selectbox("Test query", [q["name"] for q in queries], key="tq_remove")
+            r2.button(
+                "Remove",
+                key="tq_remove_button",
+                on_click=_remove_query,
+                args=(service, endpoint),
+                icon=":material/delete:",
             )
         else:
             st.caption("No test query yet.")

@@ -3,32 +3,53 @@ sample and a profile of every column."""
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import altair as alt
 import pandas as pd
 import streamlit as st
 
+from apps.common.context import get_settings
 from apps.design_studio.state import current_project
 from engine import dataset_import, profiling
 from engine.errors import NodalError
 from engine.storage.datasets import DatasetError
 
+home = get_settings().home
 project = current_project()
 st.title(f"Datasets of {project.name}")
 import_tab, explore_tab = st.tabs(["Import a file", "Explore"])
+UPLOAD = "upload_file"  # (file id, staged path) of the file in the uploader
+IMPORTED = "upload_imported"  # file id of the upload imported last (not staged again)
 
 
-def _upload_to_file(upload) -> Path:  # noqa: ANN001 - Streamlit's UploadedFile
-    """Keep an uploaded file under its own name (errors then name the file the user knows)."""
-    folder = Path(tempfile.mkdtemp(prefix="nodal-upload-"))
-    path = folder / Path(upload.name).name
-    path.write_bytes(upload.getvalue())
-    return path
+def _staged_upload(upload) -> Path | None:  # noqa: ANN001 - Streamlit's UploadedFile
+    """The uploaded file on disk, under its own name (errors then name the file the user
+    knows); written once per upload and removed when it is replaced, cleared or imported."""
+    cached = st.session_state.get(UPLOAD)
+    if cached and (upload is None or cached[0] != upload.file_id):
+        dataset_import.discard_upload(home, cached[1])
+        st.session_state.pop(UPLOAD)
+        cached = None
+    if upload is None or st.session_state.get(IMPORTED) == upload.file_id:
+        return None
+    if cached is None:
+        path = dataset_import.stage_upload(home, upload.name, upload.getvalue())
+        st.session_state[UPLOAD] = cached = (upload.file_id, path)
+    return cached[1]
 
 
-def import_form(path: Path) -> None:
+def _done_with_upload(imported: bool) -> None:
+    """An import ended (either way): the staged file goes; a refused one is staged again on
+    the next run, so the analyst can correct a type and retry."""
+    cached = st.session_state.pop(UPLOAD, None)
+    if cached:
+        dataset_import.discard_upload(home, cached[1])
+        if imported:
+            st.session_state[IMPORTED] = cached[0]
+
+
+def import_form(path: Path, form_id: str) -> None:
     try:
         inferred = dataset_import.infer_schema(path)
     except NodalError as exc:
@@ -47,7 +68,7 @@ def import_form(path: Path) -> None:
                 required=True,
             )
         },
-        key=f"schema_editor::{path}",
+        key=f"schema_editor::{form_id}",
     )
     dates = [
         c
@@ -58,12 +79,12 @@ def import_form(path: Path) -> None:
     name = cols[0].text_input(
         "Dataset name",
         value=path.stem.replace("-", "_").replace(" ", "_"),
-        key=f"import_name::{path}",
+        key=f"import_name::{form_id}",
     )
     partition = cols[1].selectbox(
         "Partition by day of",
         ["(not partitioned)", *dates],
-        key=f"import_partition::{path}",
+        key=f"import_partition::{form_id}",
         help="A date or timestamp column: one partition per day, as the flow builds them.",
     )
     if st.button("Import", key="import", icon=":material/upload:", type="primary"):
@@ -77,8 +98,10 @@ def import_form(path: Path) -> None:
                 partition_column=None if partition.startswith("(") else partition,
             )
         except NodalError as exc:
+            _done_with_upload(imported=False)
             st.error(f"Nothing was imported: {exc}")
         else:
+            _done_with_upload(imported=True)
             parts = f" in {len(result.partitions)} day partitions" if result.partitions else ""
             st.success(
                 f"Imported **{result.dataset}**: {result.rows:,} rows, "
@@ -96,17 +119,18 @@ with import_tab:
     path: Path | None = None
     if source == "Upload a file":
         upload = st.file_uploader("CSV or Parquet file", type=["csv", "parquet"], key="upload")
-        if upload is not None:
-            cached = st.session_state.get("upload_file")
-            if not cached or cached[0] != upload.file_id:
-                st.session_state["upload_file"] = (upload.file_id, _upload_to_file(upload))
-            path = st.session_state["upload_file"][1]
+        path = _staged_upload(upload)
+        form_id = f"upload:{upload.file_id}" if upload is not None else ""
+        if upload is not None and path is None:
+            st.caption(f"**{upload.name}** was imported: upload another file to import more.")
     else:
+        _staged_upload(None)  # switching away from an upload drops its staged file
         typed = st.text_input("Path of a .csv or .parquet file", key="import_path")
         path = Path(typed.strip()) if typed.strip() else None
+        form_id = f"path:{path}"
 
     if path is not None:
-        import_form(path)
+        import_form(path, form_id)
 
 with explore_tab:
     project = current_project()  # includes what was just imported

@@ -9,7 +9,7 @@ import streamlit as st
 
 from apps.common.context import get_settings, get_store
 from apps.design_studio.state import current_project
-from engine import bundles, checks, flow
+from engine import bundles, checks, flow, python_recipes
 from engine.project import Project, ProjectError
 from engine.storage.datasets import DatasetError
 
@@ -44,9 +44,13 @@ def flow_dot(project: Project) -> str:
         )
     for recipe in project.recipes.values():
         rid = "recipe:" + recipe.name
+        # Python recipes are drawn apart from SQL ones (another colour, "py" in the label).
+        python = python_recipes.is_python(recipe.sql_file)
+        kind, fill = ("Python", "#ede9fe") if python else ("SQL", "#fef3c7")
+        label = recipe.name + (NL + "(py)" if python else "")
         lines.append(
-            f'  {_q(rid)} [label={_q(recipe.name)}, shape=box, style="rounded,filled", '
-            f'fillcolor="#fef3c7", tooltip={_q("SQL recipe " + recipe.sql_file)}];'
+            f'  {_q(rid)} [label={_q(label)}, shape=box, style="rounded,filled", '
+            f'fillcolor="{fill}", tooltip={_q(kind + " recipe " + recipe.sql_file)}];'
         )
         for name, mode in recipe.inputs.items():
             # "same": the recipe reads only the partitions being built (dashed).
@@ -195,6 +199,9 @@ else:
         except (flow.FlowError, ProjectError, DatasetError) as exc:
             st.session_state.pop("last_build", None)
             st.error(f"Build of {target} failed: {exc}")
+            if getattr(exc, "user_traceback", ""):
+                st.caption("Traceback (your code only):")
+                st.code(exc.user_traceback, language="text")
 
 if "last_build" in st.session_state:
     result, seconds = st.session_state["last_build"]

@@ -4,6 +4,8 @@ to the best possible AUC), compare runs and deploy one as the project's saved mo
 
 from __future__ import annotations
 
+import contextlib
+
 import altair as alt
 import pandas as pd
 import streamlit as st
@@ -18,6 +20,38 @@ JOB_KEY = "lab_job"
 
 project = current_project()
 st.title(f"Lab of {project.name}")
+
+# --- trainings a stopped Studio left unfinished ---------------------------------------------
+
+busy = lab.get_job(st.session_state.get(JOB_KEY, "")) is not None
+for record in lab.interrupted_jobs(project):
+    spec = record["spec"]
+    with st.container(border=True):
+        st.warning(record["message"], icon=":material/restart_alt:")
+        st.caption(
+            f"Settings: {spec['algorithm']} on **{spec['dataset']}**, target "
+            f"`{spec['target']}`, {spec['split']} split, {len(spec['features'])} features, "
+            f"imbalance {spec['imbalance']}, parameters {spec['params'] or 'default'}."
+        )
+        again, dismiss = st.columns(2)
+        if again.button(
+            "Train again with the same settings",
+            key=f"lab_again::{record['job_id']}",
+            icon=":material/replay:",
+            disabled=busy,
+        ):
+            try:
+                job = lab.train_again(project, record["job_id"], get_settings().user)
+            except NodalError as exc:
+                st.error(f"Training not started: {exc}")
+            else:
+                st.session_state[JOB_KEY] = job.job_id
+                st.rerun()
+        if dismiss.button("Dismiss", key=f"lab_dismiss::{record['job_id']}"):
+            # Someone else may have dismissed it or trained it again: the rerun shows that.
+            with contextlib.suppress(NodalError):
+                lab.dismiss_job(project, record["job_id"])
+            st.rerun()
 
 # --- what to train ---------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
-"""Recipes page: create and edit SQL recipes with a live preview of the first rows and the
-output schema; save (refused on a concurrent edit, shown the difference) and build."""
+"""Recipes page: create and edit SQL or Python recipes with a preview of the first rows and
+the output schema; save (refused on a concurrent edit, shown the difference) and build."""
 
 from __future__ import annotations
 
@@ -7,10 +7,21 @@ import pandas as pd
 import streamlit as st
 
 from apps.design_studio.state import current_project, show_conflict, version_key
-from engine import definitions, flow, recipes
+from engine import definitions, flow, python_recipes, recipes
 from engine.errors import NodalError
 
 NEW = "+ New recipe"
+
+
+def show_failure(prefix: str, exc: NodalError) -> None:
+    """An error, and for Python the frames of the analyst's own code."""
+    text = str(exc)
+    st.error(f"{prefix}the recipe fails {text}" if text.startswith("at line") else prefix + text)
+    tb = getattr(exc, "user_traceback", "")
+    if tb:
+        st.caption("Traceback (your code only):")
+        st.code(tb, language="text")
+
 
 project = current_project()
 st.title(f"Recipes of {project.name}")
@@ -23,6 +34,7 @@ if existing:
     cols[0].text_input("Name", value=name, disabled=True, key=f"name::{name}")
     cols[1].text_input("Output dataset", value=output, disabled=True, key=f"output::{name}")
     default_inputs, default_modes = list(existing.inputs), existing.inputs
+    language = recipes.language_of(existing.sql_file)
 else:
     name = cols[0].text_input("Name", key="new_recipe_name", help="Letters, digits and _.").strip()
     output = (
@@ -35,13 +47,22 @@ else:
         .strip()
     )
     default_inputs, default_modes = [], {}
+    language = st.radio(
+        "Language",
+        ["sql", "python"],
+        format_func={"sql": "SQL (DuckDB)", "python": "Python (pandas)"}.get,
+        horizontal=True,
+        key="new_recipe_language",
+    )
 
 sql_key, vkey = f"sql::{choice}", version_key("recipe", choice)
+if not existing and language == "python":  # its own editor, with a template to start
+    sql_key = f"sql::{choice}::python"
 if existing and sql_key not in st.session_state:
     text, version = recipes.read_recipe(project, choice)
     st.session_state[sql_key], st.session_state[vkey] = text, version
 if not existing and sql_key not in st.session_state:
-    st.session_state[sql_key] = ""
+    st.session_state[sql_key] = python_recipes.TEMPLATE if language == "python" else ""
 
 inputs = st.multiselect(
     "Inputs",
@@ -68,7 +89,17 @@ if not existing and output not in project.datasets:
         "Partition the output by day (the SQL must return a `day` column)",
         key="new_recipe_partitioned",
     )
-sql = st.text_area("SQL (DuckDB; each input is a table of its name)", key=sql_key, height=260)
+if language == "python":
+    sql = st.text_area(
+        "Python: run(inputs, variables) returns the output DataFrame",
+        key=sql_key,
+        height=300,
+        help="inputs: one pandas DataFrame per input dataset; variables: the project's "
+        "variables. Runs in its own process; set TIMEOUT = <seconds> to change the "
+        f"{python_recipes.DEFAULT_TIMEOUT:g} s default.",
+    )
+else:
+    sql = st.text_area("SQL (DuckDB; each input is a table of its name)", key=sql_key, height=260)
 
 buttons = st.columns(3)
 do_preview = buttons[0].button("Preview", key="preview", icon=":material/visibility:")
@@ -79,9 +110,12 @@ do_build = buttons[2].button(
 
 if do_preview:
     try:
-        preview = recipes.preview(project, sql, modes)
+        with st.spinner("running the recipe …" if language == "python" else "previewing …"):
+            preview = recipes.preview(
+                project, sql, modes, language=language, output=output, name=name or None
+            )
     except NodalError as exc:
-        st.error(f"The SQL fails {exc}" if str(exc).startswith("at line") else str(exc))
+        show_failure("", exc)
     else:
         st.caption(
             f'First {len(preview.rows)} rows (inputs read "same" show their newest partition).'
@@ -97,22 +131,25 @@ if do_save or do_build:
     base = st.session_state.get(vkey, definitions.ABSENT)
     try:
         new_version = recipes.save_recipe(
-            project, name, sql, modes, output, base, "day" if partition_output else None
+            project,
+            name,
+            sql,
+            modes,
+            output,
+            base,
+            "day" if partition_output else None,
+            language,
         )
     except definitions.DefinitionConflict as exc:
         st.session_state["recipe_conflict"] = (choice, exc)
     except NodalError as exc:
-        st.error(
-            f"Not saved: the SQL fails {exc}"
-            if str(exc).startswith("at line")
-            else f"Not saved: {exc}"
-        )
+        show_failure("Not saved: ", exc)
     else:
         st.session_state.pop("recipe_conflict", None)
         st.session_state[version_key("recipe", name)] = new_version
         if not existing:  # the new recipe's own editor starts from what was saved
             st.session_state[f"sql::{name}"] = sql
-        st.success(f"Recipe **{name}** saved (`recipes/{name}.sql`, `flow.yaml`).")
+        st.success(f"Recipe **{name}** saved (`{recipes.sql_path(name, language)}`, `flow.yaml`).")
         if do_build:
             bar = st.progress(0.0, text="building …")
 
@@ -122,7 +159,7 @@ if do_save or do_build:
             try:
                 result = flow.build_downstream(current_project(), output, progress=progress)
             except NodalError as exc:
-                st.error(f"Build failed: {exc}")
+                show_failure("Build failed: ", exc)
             else:
                 st.success(
                     "Built " + ", ".join(f"{r.output} ({r.rows:,} rows)" for r in result.runs) + "."
