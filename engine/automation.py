@@ -20,7 +20,6 @@ each bundle left is recorded in ``projects/<project>/data/.bundle-seeds.json``.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -34,7 +33,7 @@ import sqlalchemy as sa
 
 from engine import bundles, deployer, reporters, scenarios, triggers
 from engine import home as layout
-from engine.artifacts import ArtifactError, extract_verified
+from engine.artifacts import ArtifactError, extract_verified, sha256_file
 from engine.errors import NodalError
 from engine.models import SavedModel
 from engine.project import MANAGED_DATA_DIR, Project, ProjectError, load_project
@@ -66,14 +65,6 @@ class SeedResult:
         )
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def seed_carried_data(project: Project, bundle_root: Path, carried: list[str]) -> SeedResult:
     """Seed ``project``'s managed datasets from the data a bundle carries (rule above)."""
     for name in carried:
@@ -92,9 +83,9 @@ def seed_carried_data(project: Project, bundle_root: Path, carried: list[str]) -
         for src in sorted(source.rglob("*.parquet")):
             rel = src.relative_to(source).as_posix()
             label = f"{name}/{rel}"
-            target, wanted = target_root / rel, _sha256(src)
+            target, wanted = target_root / rel, sha256_file(src)
             if target.exists():
-                current = _sha256(target)
+                current = sha256_file(target)
                 if current == wanted:
                     seeded[rel] = wanted
                     continue
