@@ -224,8 +224,8 @@ with graph_slot:
     st.graphviz_chart(flow_dot(project))
     st.caption(
         "Blue cylinders are source datasets (landing zone), grey ones are managed by the flow; "
-        "dashed means no data yet. Yellow boxes are SQL recipes (a dashed input is read only "
-        "for the days being built); dotted arrows are scenario steps (scoring, publishing) "
+        "dashed means no data yet. Yellow boxes are SQL recipes, lilac ones marked (py) Python "
+        "recipes (a dashed input is read only for the days being built); dotted arrows are scenario steps (scoring, publishing) "
         "that run on automation nodes. Hover a node for its description."
     )
 
