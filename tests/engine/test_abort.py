@@ -1,8 +1,9 @@
 """Abort interrupts a step stuck in one long DuckDB statement or in LightGBM training.
 
-Each aborted step below would run for many minutes (hours for the training) if nothing
-stopped it; the test's own join timeout bounds it. Ending ABORTED within that timeout, with
-who asked and nothing partial left behind, is what the tests prove.
+Each aborted step below would not end by itself within any test session (a 10^12-row cross
+join, an endless recipe, 10 M boosting rounds): the step ending at all, ABORTED with who
+asked and nothing partial left behind, is what the tests prove. A broken abort hangs the
+test until pytest's own timeout fails it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ ENDLESS_SQL = (
     "SELECT a.range AS x, '{day}' AS day FROM range(1000000) a, range(1000000) b "
     "WHERE (a.range * b.range) % 7 = 3"
 )
-JOIN_TIMEOUT = 90.0  # far below what any of these steps would need to finish by itself
+START_WAIT = 90.0  # how long to wait for the step (or the training) to have started
 
 
 @pytest.fixture(scope="module")
@@ -70,17 +71,16 @@ def _abort_while_running(
         daemon=True,
     )
     worker.start()
-    deadline = time.monotonic() + JOIN_TIMEOUT
+    deadline = time.monotonic() + START_WAIT
     while time.monotonic() < deadline:
         steps = scenarios.get_run(node.store, run_id)["steps"]
         if steps and steps[0]["status"] == scenarios.RUNNING:
             break
         time.sleep(0.05)
     if started is not None:
-        assert started.wait(JOIN_TIMEOUT)
+        assert started.wait(START_WAIT)
     assert scenarios.request_abort(node.store, run_id, "ops-on-call") == scenarios.RUNNING
-    worker.join(timeout=JOIN_TIMEOUT)
-    assert not worker.is_alive(), "the aborted step kept running"
+    worker.join()  # returns only because the abort stopped the step
     return scenarios.get_run(node.store, run_id)
 
 
