@@ -60,7 +60,7 @@ class TestResult:
 
 
 def service_path(project: Project, service_id: str) -> Path:
-    return project.root / "api_services" / f"{service_id}.yaml"
+    return project.root / service_rel(service_id)
 
 
 def load_definition(project: Project, service_id: str) -> dict[str, Any]:
