@@ -11,8 +11,11 @@ pinned to CPU 0 while wrk (Debian's package) runs pinned to CPU 1:
   model inputs in its fastest format (``inputs``, ``dataframe_split`` or CSV, each tried
   in short runs first; the fastest is measured).
 
-nodal and bare run on the same uvicorn with the same event loop and HTTP parser (uvloop and
-httptools, as ``nodal serve`` uses). All three servers stay up for the whole run and are
+nodal and bare run on the same uvicorn with the same event loop, HTTP parser and protocol
+class (uvloop, httptools and ``engine.http_protocol.ApiNodeProtocol``, as ``nodal serve``
+uses them). nodal's queries take that protocol's direct lane (answered in the protocol,
+without an ASGI round, see docs/architecture.md); the bare Litestar app has no such lane,
+so it is served through ASGI and Litestar, as any Litestar app is. All three servers stay up for the whole run and are
 measured in interleaved rounds (nodal, bare, mlflow, then again), so a burst of load from
 elsewhere hits all of them alike; each figure is the best round. The load average is
 printed before and after: compare ratios, not absolutes.

@@ -12,9 +12,11 @@ routes also read ``text/csv`` (a header row, then records). Errors are
 ``{"errorType", "message", "detailedMessage"}`` and never echo the request. Every query is
 appended to the audit log (engine/querylog.py) before its answer is returned.
 
-The query routes are the hot path: they return pre-encoded JSON as a bare ASGI answer
-(:class:`Answer`) and ``nodal serve`` runs uvicorn on uvloop + httptools
-(:func:`server_options`); bench/bench_serving.py measures the result.
+The query routes are the hot path. ``create_app`` returns a :class:`QueryLane`, an ASGI app
+that answers them without Litestar's per-request machinery (Litestar serves the rest and
+declares the query routes for the schema); ``nodal serve`` runs it on uvicorn with uvloop,
+httptools and :class:`engine.http_protocol.ApiNodeProtocol`, which answers queries inside
+the protocol (:func:`server_options`); bench/bench_serving.py measures the result.
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import gc
 import importlib.util
 import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,7 +78,8 @@ def error(status: int, error_type: str, message: str) -> Response:
 
 
 class Answer:
-    """A finished answer sent as two ASGI messages.
+    """A finished answer: sent as two ASGI messages, or written whole by the protocol's
+    direct lane (status, headers and body are what it reads).
 
     The query routes return this instead of a Litestar ``Response``: the body is already
     JSON bytes, so Litestar's response machinery (headers objects, media-type handling,
@@ -119,20 +123,36 @@ def _short(name: str) -> str:
     return name[:100]
 
 
-async def _parse(request: Request, mlflow: bool = False) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class QueryRequest:
+    """What the query methods read of an HTTP request: its body and two headers.
+
+    ``body`` is None when the body was over :data:`MAX_BODY_BYTES` (it was not read whole).
+    """
+
+    body: bytes | None
+    content_type: str = ""
+    authorization: str | None = None
+
+    @classmethod
+    async def from_litestar(cls, request: Request) -> QueryRequest:
+        try:
+            body: bytes | None = await request.body()
+        except HTTPException as exc:
+            if exc.status_code != 413:
+                raise
+            body = None
+        headers = request.headers
+        return cls(body, headers.get("content-type", ""), headers.get("authorization"))
+
+
+def parse_body(req: QueryRequest, mlflow: bool = False) -> dict[str, Any]:
     """The body as a JSON object whatever the Content-Type (the official client sends none);
     for MLflow's ``/invocations`` (``mlflow``), a ``text/csv`` body is read as CSV."""
-    try:
-        raw = await request.body()
-    except HTTPException as exc:
-        if exc.status_code == 413:
-            raise ApiError(
-                413, "RequestTooLarge", f"request body over {MAX_BODY_BYTES} bytes"
-            ) from None
-        raise
-    if len(raw) > MAX_BODY_BYTES:
+    raw = req.body
+    if raw is None or len(raw) > MAX_BODY_BYTES:
         raise ApiError(413, "RequestTooLarge", f"request body over {MAX_BODY_BYTES} bytes")
-    if mlflow and request.headers.get("content-type", "").startswith("text/csv"):
+    if mlflow and req.content_type.startswith("text/csv"):
         try:
             return {"dataframe_records": csv_records(raw.decode())}
         except UnicodeDecodeError:
@@ -157,12 +177,11 @@ async def _parse(request: Request, mlflow: bool = False) -> dict[str, Any]:
     return body
 
 
-def api_key_of(request: Request) -> str | None:
+def api_key_of(authorization: str | None) -> str | None:
     """The key sent as HTTP Basic user name (empty password) or as a Bearer token."""
-    header = request.headers.get("authorization")
-    if not header:
+    if not authorization:
         return None
-    scheme, _, value = header.partition(" ")
+    scheme, _, value = authorization.partition(" ")
     if scheme.lower() == "bearer":
         return value.strip() or None
     if scheme.lower() == "basic":
@@ -212,7 +231,7 @@ class Handlers:
         self.node = node
 
     def resolve(
-        self, request: Request, q: Query, body: dict[str, Any], kind: str
+        self, req: QueryRequest, q: Query, body: dict[str, Any], kind: str
     ) -> tuple[LoadedService, Any]:
         served: ServedService | None = self.node.services.get(q.service)
         if served is None:
@@ -220,7 +239,7 @@ class Handlers:
                 404, "UnknownService", f"service '{_short(q.service)}' is not deployed on this node"
             )
         if served.access_mode == "keys":
-            key = api_key_of(request)
+            key = api_key_of(req.authorization)
             if not self.node.keys.allows(key, q.service):
                 q.extra_headers["www-authenticate"] = 'Basic realm="nodal"'
                 message = (
@@ -254,11 +273,11 @@ class Handlers:
         return loaded, ep
 
     def predict(
-        self, request: Request, q: Query, body: dict[str, Any], t0: float
+        self, req: QueryRequest, q: Query, body: dict[str, Any], t0: float
     ) -> dict[str, Any]:
         q.features, q.context, q.n_records = body.get("features"), body.get("context"), 1
         n_expl = _n_explanations(body)
-        loaded, ep = self.resolve(request, q, body, "prediction")
+        loaded, ep = self.resolve(req, q, body, "prediction")
         result = ep.predict(q.features, n_expl)
         timing = result.pop("_timing")
         q.result = result
@@ -267,14 +286,14 @@ class Handlers:
         return {"result": result, "timing": timing, "apiContext": _api_context(loaded, q.endpoint)}
 
     def predict_multi(
-        self, request: Request, q: Query, body: dict[str, Any], t0: float
+        self, req: QueryRequest, q: Query, body: dict[str, Any], t0: float
     ) -> dict[str, Any]:
         items = _items(body, "features")
         q.features = [i.get("features") if isinstance(i, dict) else i for i in items]
         q.context = [i.get("context") if isinstance(i, dict) else None for i in items]
         q.n_records = len(items)
         n_expl = _n_explanations(body)
-        loaded, ep = self.resolve(request, q, body, "prediction")
+        loaded, ep = self.resolve(req, q, body, "prediction")
         results = ep.predict_multi(items, n_expl)
         q.result = results
         timing = {"total": int((time.perf_counter() - t0) * 1e6)}
@@ -284,9 +303,11 @@ class Handlers:
             "apiContext": _api_context(loaded, q.endpoint),
         }
 
-    def lookup(self, request: Request, q: Query, body: dict[str, Any], t0: float) -> dict[str, Any]:
+    def lookup(
+        self, req: QueryRequest, q: Query, body: dict[str, Any], t0: float
+    ) -> dict[str, Any]:
         q.features, q.context, q.n_records = body.get("data"), body.get("context"), 1
-        loaded, ep = self.resolve(request, q, body, "lookup")
+        loaded, ep = self.resolve(req, q, body, "lookup")
         result = ep.lookup(q.features)
         q.result = [result]
         timing = {"total": int((time.perf_counter() - t0) * 1e6)}
@@ -297,12 +318,12 @@ class Handlers:
         }
 
     def lookup_multi(
-        self, request: Request, q: Query, body: dict[str, Any], t0: float
+        self, req: QueryRequest, q: Query, body: dict[str, Any], t0: float
     ) -> dict[str, Any]:
         items = _items(body, "data")
         q.features = [i.get("data") if isinstance(i, dict) else i for i in items]
         q.n_records = len(items)
-        loaded, ep = self.resolve(request, q, body, "lookup")
+        loaded, ep = self.resolve(req, q, body, "lookup")
         results = ep.lookup_multi(items)
         q.result = results
         timing = {"total": int((time.perf_counter() - t0) * 1e6)}
@@ -313,13 +334,13 @@ class Handlers:
         }
 
     def invocations(
-        self, request: Request, q: Query, body: dict[str, Any], t0: float
+        self, req: QueryRequest, q: Query, body: dict[str, Any], t0: float
     ) -> dict[str, Any]:
         records = invocation_records(body)
         if len(records) > MAX_ITEMS:
             raise ApiError(413, "RequestTooLarge", f"at most {MAX_ITEMS} records per request")
         q.features, q.n_records = records, len(records)
-        _, ep = self.resolve(request, q, body, "prediction")
+        _, ep = self.resolve(req, q, body, "prediction")
         predictions = ep.predict_records(records)
         q.result = predictions
         return {"predictions": predictions}
@@ -351,6 +372,99 @@ METHODS = {
 }
 
 
+_QUERY_PREFIX = "/public/api/v1/"
+
+
+def query_route(path: str) -> tuple[str, str, str] | None:
+    """(service, endpoint, method) when ``path`` is a query route, else None.
+
+    The same paths the Litestar routes below declare: ``/public/api/v1/{service}/{endpoint}/
+    {method}`` and ``/invocations`` (a trailing slash allowed, as Litestar allows it).
+    """
+    if path.endswith("/"):
+        path = path[:-1]
+    if path == "/invocations":
+        return "", "", "invocations"
+    if not path.startswith(_QUERY_PREFIX):
+        return None
+    parts = path[len(_QUERY_PREFIX) :].split("/")
+    if len(parts) != 3 or parts[2] not in METHODS or not parts[0] or not parts[1]:
+        return None
+    return parts[0], parts[1], parts[2]
+
+
+def declared_length(headers: list[tuple[bytes, bytes]]) -> int:
+    """The request's Content-Length (0 when absent or not a number)."""
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else 0
+    return 0
+
+
+class QueryLane:
+    """The API node's ASGI app: query routes go straight to the answering function, every
+    other request (liveness, metrics, OpenAPI, wrong methods, unknown paths) to Litestar.
+
+    A query's work is a few tens of microseconds; Litestar's per-request machinery (routing,
+    connection and signature objects, header parsing, body streaming) took about a quarter of
+    a worker's CPU under load (py-spy, bench/bench_serving.py). The lane reads the body and the
+    two headers the query methods use, calls the same function the Litestar routes call
+    (which stay declared: they are the OpenAPI schema, and they answer alike: a test holds
+    the two paths equal), and sends the answer as the routes would.
+
+    ``route`` and ``respond`` are also what :class:`engine.http_protocol.ApiNodeProtocol`
+    calls to answer a query inside the HTTP protocol, without an ASGI round.
+    """
+
+    max_body = MAX_BODY_BYTES
+
+    def __init__(self, app: Litestar, answer: Callable[[QueryRequest, str, str, str], Answer]):
+        self.app, self.answer = app, answer
+
+    @property
+    def state(self) -> Any:  # the Litestar app's state (node, query log, housekeeping)
+        return self.app.state
+
+    @staticmethod
+    def route(method: str, path: str) -> tuple[str, str, str] | None:
+        """(service, endpoint, method) of a query request, None for anything else."""
+        return query_route(path) if method == "POST" else None
+
+    def respond(
+        self, route: tuple[str, str, str], headers: list[tuple[bytes, bytes]], body: bytes | None
+    ) -> Answer:
+        """The answer to a query (``headers`` as ASGI gives them; ``body`` None: too large)."""
+        content_type, authorization = "", None
+        for name, value in headers:
+            if name == b"content-type":
+                content_type = value.decode("latin-1")
+            elif name == b"authorization":
+                authorization = value.decode("latin-1")
+        return self.answer(QueryRequest(body, content_type, authorization), *route)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = self.route(scope["method"], scope["path"]) if scope["type"] == "http" else None
+        if route is None:
+            await self.app(scope, receive, send)
+            return
+        body: bytes | None = None
+        if declared_length(scope["headers"]) <= MAX_BODY_BYTES:
+            chunks, size = [], 0
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return  # the client left: nothing to answer
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    break
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    body = b"".join(chunks)
+                    break
+        await self.respond(route, scope["headers"], body)(scope, receive, send)
+
+
 class StaticNode:
     """A node whose services are given, not pulled (the Studio's dev server)."""
 
@@ -365,30 +479,40 @@ class StaticNode:
 DEV_INFRA = "design-dev"
 
 
-def create_dev_app(settings: Settings, service_id: str, endpoints: dict[str, Any]) -> Litestar:
+def create_dev_app(settings: Settings, service_id: str, endpoints: dict[str, Any]) -> QueryLane:
     """An app serving a design project's service as generation ``dev`` (query log: design-dev)."""
     loaded = LoadedService(service_id, "dev", {}, endpoints)
     served = ServedService(service_id, {"dev": loaded}, ((1.0, "dev"),), "dev", "public", "dev")
     return create_app(settings, DEV_INFRA, sync=False, node=StaticNode({service_id: served}))
 
 
-def create_app(settings: Settings, infra_id: str, sync: bool = True, node: Any = None) -> Litestar:
-    """The API node app for ``infra_id``; with ``sync`` it pulls desired state in the background."""
+def create_app(
+    settings: Settings,
+    infra_id: str,
+    sync: bool = True,
+    node: Any = None,
+    freeze_gc: bool = False,
+) -> QueryLane:
+    """The API node app for ``infra_id``; with ``sync`` it pulls desired state in the background.
+
+    ``freeze_gc`` (for a process of its own, as ``nodal serve`` runs it): after start-up,
+    move every object into the garbage collector's permanent generation.
+    """
     if node is None:
         node = ApiNode(settings, open_store(settings.control_store_url), infra_id)
     handlers = Handlers(node)
     qlog = querylog.QueryLog(settings.home, infra_id)
     metrics = querylog.Metrics(settings.home, infra_id, qlog.worker)
 
-    async def answer(request: Request, service: str, endpoint: str, method: str) -> Answer:
+    def answer(req: QueryRequest, service: str, endpoint: str, method: str) -> Answer:
         t0 = time.perf_counter()
         q = Query(service, endpoint, method)
         status, error_type = 200, None
         try:
-            body = await _parse(request, mlflow=method == "invocations")
+            body = parse_body(req, mlflow=method == "invocations")
             if method == "invocations" and not service:
                 q.service, q.endpoint = handlers.only_prediction_endpoint()
-            content = METHODS[method](handlers, request, q, body, t0)
+            content = METHODS[method](handlers, req, q, body, t0)
         except ApiError as exc:
             status, error_type, content = (
                 exc.status,
@@ -443,6 +567,12 @@ def create_app(settings: Settings, infra_id: str, sync: bool = True, node: Any =
         task = None
         if sync:
             await asyncio.to_thread(node.sync)
+        if freeze_gc:
+            # What is loaded by now (libraries, the models) lives as long as the worker: keep
+            # it out of the garbage collector's full passes, which walked ~200k objects every
+            # few hundred requests (~9 µs a request on average, measured in process).
+            gc.freeze()
+        if sync:
 
             async def poll() -> None:
                 while True:
@@ -492,29 +622,29 @@ def create_app(settings: Settings, infra_id: str, sync: bool = True, node: Any =
 
     @post(f"{prefix}/predict", status_code=200, summary="Score one record (Dataiku predict)")
     async def predict(request: Request) -> ASGIApp:
-        return await answer(request, *_names(request), "predict")
+        return answer(await QueryRequest.from_litestar(request), *_names(request), "predict")
 
     @post(f"{prefix}/predict-multi", status_code=200, summary="Score several records")
     async def predict_multi(request: Request) -> ASGIApp:
-        return await answer(request, *_names(request), "predict-multi")
+        return answer(await QueryRequest.from_litestar(request), *_names(request), "predict-multi")
 
     @post(f"{prefix}/lookup", status_code=200, summary="Look one record up in a dataset")
     async def lookup(request: Request) -> ASGIApp:
-        return await answer(request, *_names(request), "lookup")
+        return answer(await QueryRequest.from_litestar(request), *_names(request), "lookup")
 
     @post(f"{prefix}/lookup-multi", status_code=200, summary="Look several records up")
     async def lookup_multi(request: Request) -> ASGIApp:
-        return await answer(request, *_names(request), "lookup-multi")
+        return answer(await QueryRequest.from_litestar(request), *_names(request), "lookup-multi")
 
     @post(f"{prefix}/invocations", status_code=200, summary="MLflow scoring protocol")
     async def invocations(request: Request) -> ASGIApp:
-        return await answer(request, *_names(request), "invocations")
+        return answer(await QueryRequest.from_litestar(request), *_names(request), "invocations")
 
     @post(
         "/invocations", status_code=200, summary="MLflow scoring protocol (the node's only model)"
     )
     async def bare_invocations(request: Request) -> ASGIApp:
-        return await answer(request, "", "", "invocations")
+        return answer(await QueryRequest.from_litestar(request), "", "", "invocations")
 
     def internal_error(_request: Request, exc: Exception) -> Response:
         if isinstance(exc, HTTPException):
@@ -550,14 +680,14 @@ def create_app(settings: Settings, infra_id: str, sync: bool = True, node: Any =
     app.state.node = node
     app.state.querylog = qlog
     app.state.housekeeping = housekeeping
-    return app
+    return QueryLane(app, answer)
 
 
-def app_from_env() -> Litestar:
+def app_from_env() -> QueryLane:
     """uvicorn factory: ``uvicorn --factory engine.serving:app_from_env``."""
     if not logging.getLogger().handlers:  # a worker process spawned by uvicorn
         configure_logging()
-    return create_app(load_settings(), os.environ["NODAL_API_INFRA"])
+    return create_app(load_settings(), os.environ["NODAL_API_INFRA"], freeze_gc=True)
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -607,7 +737,7 @@ def server_options() -> dict[str, str]:
         log.warning(
             "serving with loop=%s http=%s: install uvloop and httptools to go faster", loop, http
         )
-    if http == "httptools":  # each answer leaves in one write (engine/http_protocol.py)
+    if http == "httptools":  # one write per answer, queries answered in the protocol
         from engine import http_protocol
 
         http = http_protocol.IMPORT_PATH
@@ -629,6 +759,9 @@ def main(argv: list[str] | None = None) -> int:
         log_level="warning",
         access_log=False,
         log_config=None,
+        # No X-Forwarded-* rewriting (nothing here uses the client address), so uvicorn hands
+        # the protocol the app itself and queries take the direct lane (http_protocol.py).
+        proxy_headers=False,
         **server_options(),
     )
     return 0

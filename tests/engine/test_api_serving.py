@@ -210,6 +210,49 @@ def test_openapi_schema_lists_every_route(client):
     assert client.get("/schema/swagger").status_code == 200
 
 
+def _without_timing(body: object) -> object:
+    if isinstance(body, dict):
+        return {k: _without_timing(v) for k, v in body.items() if k != "timing"}
+    if isinstance(body, list):
+        return [_without_timing(v) for v in body]
+    return body
+
+
+def test_the_query_lane_answers_as_the_litestar_routes_do(client):
+    """The app in front (QueryLane) answers query routes itself; Litestar alone (the routes
+    the schema documents) must give the same status, headers and body for each request."""
+    litestar_only = TestClient(client.app_.app)  # no lifespan: shares the running node
+    v1, v2 = {"dispatch": {"forcedGeneration": "v1"}}, {"dispatch": {"forcedGeneration": "v2"}}
+    csv_body = ",".join(GOOD) + "\n" + ",".join(str(v) for v in GOOD.values()) + "\n"
+    requests = [
+        (f"{URL}/predict", {"json": {"features": GOOD, **v1}}),
+        (f"{URL}/predict/", {"json": {"features": GOOD, **v1}}),
+        (f"{URL}/predict", {"json": {"features": GOOD, "explanations": {"enabled": True}, **v1}}),
+        (f"{URL}/predict", {"json": {"features": {**GOOD, "amount": "lots"}, **v1}}),
+        (f"{URL}/predict", {"json": {"features": GOOD, "dispatch": {"forcedGeneration": "v9"}}}),
+        (f"{URL}/predict", {"content": b"{not json"}),
+        (f"{URL}/predict", {"content": b""}),
+        (f"{URL}/predict", {"content": b"[1, 2]"}),
+        (f"{URL}/predict", {"content": b" " * (10 * 1024 * 1024 + 1)}),
+        (f"{URL}/predict-multi", {"json": {"items": [{"features": GOOD}, {"x": 1}], **v1}}),
+        (f"{URL}/invocations", {"json": {"dataframe_records": [GOOD], **v1}}),
+        (f"{URL}/invocations", {"content": csv_body, "headers": {"Content-Type": "text/csv"}}),
+        ("/invocations", {"json": {"dataframe_records": [GOOD], **v1}}),
+        (f"/public/api/v1/{SERVICE}/card_profile/lookup", {"json": {"data": {"card": "x"}, **v2}}),
+        (f"/public/api/v1/{SERVICE}/card_profile/lookup-multi", {"json": {"items": [1], **v2}}),
+        (f"/public/api/v1/nope/{ENDPOINT}/predict", {"json": {"features": GOOD}}),
+        (f"/public/api/v1/{SERVICE}/nope/predict", {"json": {"features": GOOD, **v1}}),
+        (f"/public/api/v1/{SERVICE}/{ENDPOINT}/nope", {"json": {}}),
+        (f"/public/api/v1/{SERVICE}/predict", {"json": {}}),
+        (f"{URL}/predict", {"json": {}, "headers": {"Authorization": "Bearer nk_x_y"}}),
+    ]
+    for path, kwargs in requests:
+        lane, plain = client.post(path, **kwargs), litestar_only.post(path, **kwargs)
+        assert lane.status_code == plain.status_code, path
+        assert lane.headers.get("content-type") == plain.headers.get("content-type"), path
+        assert _without_timing(lane.json()) == _without_timing(plain.json()), path
+
+
 # --- fuzzing: nothing a client sends may produce a 5xx ------------------------------------
 
 json_values = st.recursive(
