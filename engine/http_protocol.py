@@ -131,8 +131,11 @@ class ApiNodeProtocol(CoalescingHttpToolsProtocol):
             or self.parser.should_upgrade()
         ):
             return None
+        url = self.url
         try:
-            path = httptools.parse_url(self.url).path.decode("ascii")
+            if b"?" in url or b"#" in url or not url.startswith(b"/"):
+                url = httptools.parse_url(url).path
+            path = url.decode("ascii")
         except (httptools.HttpParserInvalidURLError, UnicodeDecodeError):
             return None
         if "%" in path:

@@ -169,23 +169,29 @@ class QueryLog:
         result: Any = None,
     ) -> None:
         """Append one query; returns once the line is in the OS (survives SIGKILL)."""
-        line = _enc.encode(
-            {
-                "ts_us": time.time_ns() // 1000,
-                "service": service,
-                "endpoint": endpoint,
-                "generation": generation,
-                "method": method,
-                "status": status,
-                "error_type": error_type,
-                "duration_us": duration_us,
-                "n_records": n_records,
-                "features": _field(features),
-                "context": _field(context),
-                "result": _field(result),
-                "worker": self.worker,
-            }
-        )
+        entry = {
+            "ts_us": time.time_ns() // 1000,
+            "service": service,
+            "endpoint": endpoint,
+            "generation": generation,
+            "method": method,
+            "status": status,
+            "error_type": error_type,
+            "duration_us": duration_us,
+            "n_records": n_records,
+            "features": features,
+            "context": context,
+            "result": result,
+            "worker": self.worker,
+        }
+        try:  # the common case in one encode: every field loggable, the line not too long
+            line = _enc.encode(entry)
+        except (RecursionError, TypeError, OverflowError):
+            line = b""
+        if not line or len(line) > MAX_FIELD_BYTES:
+            for name in ("features", "context", "result"):
+                entry[name] = _field(entry[name])
+            line = _enc.encode(entry)
         os.write(self.fd, line + b"\n")
         self.count += 1
         if self.count >= ROTATE_RECORDS:

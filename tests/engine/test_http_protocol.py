@@ -199,6 +199,7 @@ def test_direct_routes_are_answered_in_the_protocol_with_uvicorns_headers():
             _post("/q1", b"one", b"Authorization: Bearer k"),
             _post("/other", b"two"),  # not a direct route: ASGI
             _post("/q%32", b"three"),  # percent-encoded path, as ASGI decodes it
+            _post("/q3?x=1", b"four"),  # the query string is not part of the path
             _post("/q1", b"x" * 1001),  # declared body over the app's limit: ASGI
             b"POST /q1 HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
             b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",  # chunked: ASGI
@@ -217,11 +218,12 @@ def test_direct_routes_are_answered_in_the_protocol_with_uvicorns_headers():
     assert [a[2] for a in answers[1:]] == [
         b"asgi:/other:two",
         b"direct:/q2:-:three",
+        b"direct:/q3:-:four",
         b"asgi:/q1:" + b"x" * 1001,
         b"asgi:/q1:abcde",
         b"asgi:/q1:",
     ]
-    assert app.direct_bodies == [b"one", b"three"]
+    assert app.direct_bodies == [b"one", b"three", b"four"]
 
 
 def test_pipelined_requests_are_answered_in_order_and_close_is_honoured():
