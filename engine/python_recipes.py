@@ -19,7 +19,8 @@ dates).
 
 The code runs in a child process (``python -m engine.python_recipes SPEC``): a crash, a
 ``sys.exit`` or an endless loop of the analyst's code cannot take the Studio, the runner or
-the CLI down, and the run is killed after its timeout. The child writes the frame to a
+the CLI down, and the run is killed after its timeout, or at once when the scenario run
+it belongs to is aborted (:func:`engine.storage.datasets.stop_on_interrupt`). The child writes the frame to a
 Parquet file in a private temporary folder; the parent then installs it with
 :func:`engine.storage.datasets.write` (staging + ``os.replace``, per partition), exactly as
 an SQL recipe's output, so a failed or killed run leaves the previous output in place. On an
@@ -44,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import NodalError
+from engine.storage import datasets as ds
 
 DEFAULT_TIMEOUT = 600.0
 ENTRY = "run"
@@ -171,7 +173,10 @@ def run_to_parquet(
             start_new_session=True,  # its own group: a timeout kills what it started too
         )
         try:
-            proc.wait(timeout=limit)
+            with ds.stop_on_interrupt(lambda: _signal_group(proc)) as scope:
+                proc.wait(timeout=limit)
+            if scope is not None and scope.interrupted:  # an abort killed it
+                raise ds.Interrupted(f"interrupted: {display} was stopped")
         except subprocess.TimeoutExpired:
             _kill(proc)
             raise PythonRecipeError(
@@ -193,9 +198,14 @@ def run_to_parquet(
     return Outcome(out, printed)
 
 
-def _kill(proc: subprocess.Popen[bytes]) -> None:
+def _signal_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the recipe's process group: the recipe and whatever it started."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    _signal_group(proc)
     proc.wait()
 
 

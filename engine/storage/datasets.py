@@ -14,7 +14,9 @@ no process holds a database file open, so processes never wait on each other's l
 A caller that must be able to stop work running in another thread (a scenario run being
 aborted) opens an :func:`interrupt_scope`: every connection :func:`session` or :func:`write`
 opens while it is current joins it, and ``scope.interrupt()`` stops their running
-statements (DuckDB ``interrupt()``) and refuses new connections with :class:`Interrupted`.
+statements (DuckDB ``interrupt()``) and refuses new connections with :class:`Interrupted`;
+work that is not DuckDB's (a Python recipe's child process) registers how to stop it with
+:func:`stop_on_interrupt`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +55,7 @@ class InterruptScope:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._connections: set[duckdb.DuckDBPyConnection] = set()
+        self._stoppers: list[Callable[[], None]] = []
         self.interrupted = False
 
     def join(self, con: duckdb.DuckDBPyConnection) -> None:
@@ -75,6 +78,23 @@ class InterruptScope:
             self.interrupted = True
             for con in self._connections:
                 con.interrupt()
+            stoppers = list(self._stoppers)
+        for stop in stoppers:
+            stop()
+
+    @contextlib.contextmanager
+    def stopping(self, stop: Callable[[], None]) -> Iterator[None]:
+        """Call ``stop`` at each interrupt while the block runs (e.g. kill a child process);
+        refuse to start the block once interrupted."""
+        with self._lock:
+            if self.interrupted:
+                raise Interrupted("interrupted: the work was not started")
+            self._stoppers.append(stop)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._stoppers.remove(stop)
 
 
 _current_scope: contextvars.ContextVar[InterruptScope | None] = contextvars.ContextVar(
@@ -91,6 +111,18 @@ def interrupt_scope() -> Iterator[InterruptScope]:
         yield scope
     finally:
         _current_scope.reset(token)
+
+
+@contextlib.contextmanager
+def stop_on_interrupt(stop: Callable[[], None]) -> Iterator[InterruptScope | None]:
+    """Call ``stop`` if the current interrupt scope is interrupted while the block runs, for
+    work DuckDB does not do (a child process); yields the scope (None outside any)."""
+    scope = _current_scope.get()
+    if scope is None:
+        yield None
+        return
+    with scope.stopping(stop):
+        yield scope
 
 
 def _connect() -> duckdb.DuckDBPyConnection:

@@ -199,3 +199,52 @@ def test_a_scope_interrupt_refuses_new_connections():
             pass
     with ds.session() as con:  # outside the scope: unaffected
         assert con.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_abort_kills_a_python_recipe_running_in_a_build_step(node, tmp_path):
+    """The recipe's child process (and what it started) is killed, not left to its timeout."""
+    project = node.project(demo.PROJECT)
+    pid_file = tmp_path / "recipe.pid"
+    code = (
+        "import os, subprocess, time\n"
+        "def run(inputs, variables):\n"
+        "    child = subprocess.Popen(['sleep', '3600'])  # started by the recipe: dies too\n"
+        f"    open({str(pid_file)!r}, 'w').write(f'{{os.getpid()}} {{child.pid}}')\n"
+        "    time.sleep(3600)\n"
+    )
+    recipe = project.recipes["card_profiles"]
+    project.recipes["card_profiles"] = dataclasses.replace(
+        recipe, sql_file="recipes/card_profiles.py", sql=code
+    )
+    before = _snapshot(project.data_root)
+    started = threading.Event()
+    threading.Thread(target=lambda: (_wait_for(pid_file), started.set()), daemon=True).start()
+    run = _abort_while_running(
+        node,
+        project,
+        "endless_python",
+        {"steps": [{"name": "profiles", "type": "build", "dataset": "card_profiles"}]},
+        started,
+    )
+    _assert_aborted_by_ops(run)
+    assert "recipes/card_profiles.py was stopped" in run["steps"][0]["message"]
+    for pid in map(int, pid_file.read_text().split()):
+        assert not _alive(pid), pid
+    assert _snapshot(project.data_root) == before
+
+
+def _wait_for(path: Path) -> None:
+    deadline = time.monotonic() + START_WAIT
+    while time.monotonic() < deadline and not (
+        path.exists() and len(path.read_text().split()) == 2
+    ):
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie awaiting its parent counts as dead)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
