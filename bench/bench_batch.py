@@ -12,7 +12,10 @@ own subprocess so that peak memory (max RSS) is the pipeline's own:
   ``features`` recipe (DuckDB reads the transactions and card-profile Parquet, computes
   features, writes Parquet), then ``scoring.score_partition`` (Arrow stream → matrix →
   compiled forest → Parquet, atomic). The model was compiled at activation, so the
-  compiled-model cache is warm; loading from it is inside the timing;
+  compiled-model cache is warm; loading from it is inside the timing. The ``features``
+  build of one day writes its partition straight to the staged file (the scenario's
+  ``build`` step does the same); that step also rebuilds the upstream ``card_profiles``
+  over all of the history, which is not timed here (it does not grow with the day's rows);
 * ``booster``: ``Booster.predict`` alone on the same feature matrix, already in memory (the
   issue's baseline), and ``compiled``: the compiled forest's predict alone on that matrix
   (both in one process: their peak memory is that process's);

@@ -154,7 +154,9 @@ def _run_python(project: Project, recipe: RecipeDef, restrict: list[str] | None)
             )
             with ds.session() as con:
                 source = f"SELECT * FROM read_parquet('{outcome.parquet}')"
-                written = ds.write(out_ref, source, con=con, replace_all=restrict is None)
+                written = ds.write(
+                    out_ref, source, con=con, replace_all=restrict is None, partitions=restrict
+                )
                 if not written and out_ref.partitioned_by:
                     return 0
                 scan = ds.scan_sql(out_ref, written or None)
@@ -189,7 +191,9 @@ def run_recipe(
                         f"{ds.scan_sql(in_ref)} WHERE CAST({key} AS VARCHAR) IN ({days})"
                     )
             sql = recipe.sql.strip().rstrip(";")
-            written = ds.write(out_ref, sql, con=con, replace_all=restrict is None)
+            written = ds.write(
+                out_ref, sql, con=con, replace_all=restrict is None, partitions=restrict
+            )
             rows = 0
             if written or not out_ref.partitioned_by:
                 scan = ds.scan_sql(out_ref, written or None)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+import re
 import shutil
 import threading
 import uuid
@@ -278,17 +279,63 @@ def _install_file(staged: Path, target_dir: Path) -> None:
             other.unlink()
 
 
+# Partition values written straight to ``<key>=<value>/``: those DuckDB's PARTITION_BY
+# would name the same way (no character it escapes).
+_PLAIN_PARTITION = re.compile(r"[0-9A-Za-z_][0-9A-Za-z_.-]*")
+
+
+def _write_one_partition(
+    con: duckdb.DuckDBPyConnection, ref: DatasetRef, source: str, value: str, staging: Path
+) -> list[str] | None:
+    """Write ``source`` as partition ``value`` in one staged file and install it.
+
+    Returns the partitions written (``[]`` when ``source`` has no rows: nothing is
+    installed, as the general path writes nothing then), or None when ``source`` holds a row
+    of another partition (or ``value`` needs escaping): nothing was installed and the caller
+    writes the general way. The same rows, columns and types as the general path.
+    """
+    if not _PLAIN_PARTITION.fullmatch(value):
+        return None
+    key = ref.partitioned_by
+    staged = staging / DATA_FILE
+    # error() stops the COPY at the first row of another partition (or a NULL key); the
+    # marker tells that refusal from a failure of the query itself. Passing every column
+    # through the CASE also keeps them all OPTIONAL in the file, as PARTITION_BY writes them
+    # (a plain COPY marks columns it can prove non-null REQUIRED).
+    marker = f"nodal-outside-partition-{uuid.uuid4().hex}"
+    try:
+        (rows,) = con.execute(
+            f"COPY (SELECT CASE WHEN CAST({key} AS VARCHAR) = {_sql_str(value)} "
+            f"THEN COLUMNS(* EXCLUDE ({key})) ELSE error({_sql_str(marker)}) END "
+            f"FROM {source}) TO {_sql_str(str(staged))} (FORMAT parquet)"
+        ).fetchone()
+    except duckdb.Error as exc:
+        if marker not in str(exc):
+            raise
+        staged.unlink(missing_ok=True)
+        return None
+    if not rows:
+        return []
+    _install_file(staged, ref.partition_path(value))
+    return [value]
+
+
 def write(
     ref: DatasetRef,
     data: pd.DataFrame | pa.Table | str,
     *,
     con: duckdb.DuckDBPyConnection | None = None,
     replace_all: bool = False,
+    partitions: Sequence[str] | None = None,
 ) -> list[str]:
     """Write ``data`` (a DataFrame, Arrow table or SQL query on ``con``) into the dataset.
 
     Unpartitioned datasets are replaced as a whole. Partitioned datasets get every partition
     present in ``data`` replaced; other partitions are kept unless ``replace_all``.
+    ``partitions`` says which partitions ``data`` is meant to hold (a build restricted to
+    them): when it names one, the rows are written straight to that partition's staged file
+    (no ``PARTITION_BY`` split, the daily case), checked on the way to all belong to it;
+    data holding rows of other partitions is written the general way instead.
     Returns the partitions written (empty list for an unpartitioned dataset).
     """
     own = con is None
@@ -308,6 +355,14 @@ def write(
             _install_file(staged, ref.path)
             return []
         key = ref.partitioned_by
+        if partitions is not None and len(partitions) == 1:
+            single = _write_one_partition(con, ref, source, str(partitions[0]), staging)
+            if single is not None:
+                if replace_all:
+                    for old in ref.partitions():
+                        if old not in single:
+                            shutil.rmtree(ref.partition_path(old))
+                return single
         con.execute(
             f"COPY (SELECT * EXCLUDE ({key}), CAST({key} AS VARCHAR) AS {key} FROM {source}) "
             f"TO {_sql_str(str(staging / 'out'))} (FORMAT parquet, PARTITION_BY ({key}), "
