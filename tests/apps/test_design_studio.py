@@ -382,16 +382,20 @@ def test_lab_trains_with_progress_shows_results_and_deploys(studio_copy):
     assert versions[0]["lab_run"] == run["run_id"]
 
 
-def test_lab_refuses_a_target_with_one_class(studio_copy):
-    settings, _ = studio_copy
+def _add_managed(settings, name: str, sql: str) -> None:  # noqa: ANN001
+    """Add a managed dataset ``name`` holding ``sql``'s rows to the fraud project."""
     project = design.open_project(settings, "fraud")
-    ref = ds.DatasetRef("one_class", project.data_root / "one_class")
-    ds.write(ref, query_df("SELECT range AS x, 0 AS y FROM range(200)"))
+    ds.write(ds.DatasetRef(name, project.data_root / name), query_df(sql))
     definitions.update(
         project.root,
-        lambda cur: {"datasets.yaml": cur["datasets.yaml"] + "one_class:\n  kind: managed\n"},
+        lambda cur: {"datasets.yaml": cur["datasets.yaml"] + f"{name}:\n  kind: managed\n"},
         paths=["datasets.yaml"],
     )
+
+
+def test_lab_refuses_a_target_with_one_class(studio_copy):
+    settings, _ = studio_copy
+    _add_managed(settings, "one_class", "SELECT range AS x, 0 AS y FROM range(200)")
     at = _open("views/lab.py")
     at.selectbox(key="lab_dataset").set_value("one_class").run()
     at.selectbox(key="lab_target::one_class").set_value("y").run()
@@ -422,14 +426,7 @@ def test_lab_offers_to_train_again_a_training_a_restart_interrupted(studio_copy)
     import sys
 
     settings, _ = studio_copy
-    project = design.open_project(settings, "fraud")
-    ref = ds.DatasetRef("tiny", project.data_root / "tiny")
-    ds.write(ref, query_df("SELECT range AS x, (range % 3 = 0)::INT AS y FROM range(300)"))
-    definitions.update(
-        project.root,
-        lambda cur: {"datasets.yaml": cur["datasets.yaml"] + "tiny:\n  kind: managed\n"},
-        paths=["datasets.yaml"],
-    )
+    _add_managed(settings, "tiny", "SELECT range AS x, (range % 3 = 0)::INT AS y FROM range(300)")
     spec = dict(
         dataset="tiny",
         target="y",
