@@ -4,7 +4,7 @@ Run: ``.venv/bin/python bench/bench_batch.py [--rows 1000000 10000000] [--out DI
 (``--out`` keeps the work folder: a second run reuses its data, model and compiled model).
 
 For each row count it makes one day of that many transactions with the example generator
-(``engine/datagen.py``; it makes at most 2 M per day, so bigger days are several generated
+(``nodal_demo/datagen/``; it makes at most 2 M per day, so bigger days are several generated
 days re-dated into one partition), builds the card profiles, and then measures, each in its
 own subprocess so that peak memory (max RSS) is the pipeline's own:
 
@@ -46,7 +46,7 @@ BENCH_DAY = "2026-12-01"
 
 
 def _settings(root: Path):  # noqa: ANN202
-    from engine.settings import load_settings
+    from engine.core.settings import load_settings
 
     return load_settings(
         environ={}, home=root / "var", data_dir=root / "train_data", basemap="none"
@@ -55,16 +55,16 @@ def _settings(root: Path):  # noqa: ANN202
 
 def prepare_model(root: Path) -> None:
     """The example project, trained on the default generator config (as make demo does)."""
-    from engine import demo
-    from engine.datagen import GeneratorConfig
     from engine.storage.control import open_store
+    from nodal_demo import demo
+    from nodal_demo.datagen import GeneratorConfig
 
     settings = _settings(root)
     demo.prepare(settings, open_store(settings.control_store_url), GeneratorConfig())
 
 
 def _project(root: Path, rows: int):  # noqa: ANN202
-    from engine.project import load_project
+    from engine.project.project import load_project
 
     land = root / f"land_{rows}"
     return load_project(
@@ -78,8 +78,8 @@ def prepare_day(root: Path, rows: int) -> None:
     """A landing zone whose day BENCH_DAY holds ``rows`` transactions, and its card profiles."""
     import duckdb
 
-    from engine import flow
-    from engine.datagen import GeneratorConfig, generate
+    from engine.project import flow
+    from nodal_demo.datagen import GeneratorConfig, generate
 
     project, land = _project(root, rows)
     if project.dataset("card_profiles").exists():
@@ -121,7 +121,8 @@ def prepare_day(root: Path, rows: int) -> None:
 
 
 def stage_nodal(root: Path, rows: int) -> dict[str, float]:
-    from engine import flow, scoring
+    from engine.models import scoring
+    from engine.project import flow
 
     project, _ = _project(root, rows)
     t0 = time.perf_counter()
@@ -142,7 +143,7 @@ def _cache(root: Path) -> Path:
 
 def compile_model(root: Path) -> float:
     """Compile the example model into the bench's cache (as activation does); seconds."""
-    from engine.models import SavedModel
+    from engine.models.saved import SavedModel
 
     project, _ = _project(root, 0)
     t0 = time.perf_counter()
@@ -153,8 +154,8 @@ def compile_model(root: Path) -> float:
 def stage_predict(root: Path, rows: int) -> dict[str, float]:
     import numpy as np
 
-    from engine import scoring
-    from engine.models import SavedModel
+    from engine.models import scoring
+    from engine.models.saved import SavedModel
     from engine.storage import datasets as ds
 
     project, _ = _project(root, rows)
@@ -198,7 +199,7 @@ def stage_pandas(root: Path, rows: int) -> dict[str, float]:
     import numpy as np
     import pandas as pd
 
-    from engine.models import SavedModel
+    from engine.models.saved import SavedModel
 
     project, _ = _project(root, rows)
     tx_csv, prof_csv = _csv_inputs(root, rows)

@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from engine.datagen import GeneratorConfig, generate
+from nodal_demo.datagen import GeneratorConfig, generate
 
 BENCH_CONFIG = GeneratorConfig(n_cards=100_000, n_merchants=5_000, n_days=10, txns_per_day=100_000)
 

@@ -1,7 +1,7 @@
 """The ``evaluate`` step's work for a day of ~1 M scored transactions.
 
 Run: ``.venv/bin/python bench/bench_evaluation.py [--root DIR]``. Times
-``engine.evaluation.evaluate_day`` (drift of every feature, unseen merchants, hot spots,
+``engine.automation.evaluation.evaluate_day`` (drift of every feature, unseen merchants, hot spots,
 prediction drift, the domain classifier) against a reference day of the same size, once with
 the reference sample cached (the daily case) and once building it. Baseline, measured in
 the same run: reading the scored partition into pandas (what any evaluation must do).
@@ -18,9 +18,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.monitoring_home import DEFAULT_ROOT, prepare  # noqa: E402
-from engine import demo, evaluation  # noqa: E402
-from engine.automation import AutomationNode  # noqa: E402
+from engine.automation import evaluation  # noqa: E402
+from engine.automation.node import AutomationNode  # noqa: E402
 from engine.storage import datasets as ds  # noqa: E402
+from nodal_demo import demo  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

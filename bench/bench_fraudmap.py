@@ -1,7 +1,7 @@
 """Server time of the fraud-map page's data for a day of ~1 M transactions (target ≤ 1.5 s).
 
 Run: ``.venv/bin/python bench/bench_fraudmap.py [--root DIR] [--repeat N]``. Times
-``engine.fraudmap.load_map_day`` (KPIs, the day before, the points drawn, filter choices,
+``engine.monitoring.fraudmap.load_map_day`` (KPIs, the day before, the points drawn, filter choices,
 hot spots) plus the top-reasons contributions for the 25 rows of the table: everything the
 page computes on the server. Baseline, measured in the same run: one DuckDB ``count(*)``
 over the same Parquet partition (the cost of touching the day at all).
@@ -18,9 +18,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.monitoring_home import DEFAULT_ROOT, prepare  # noqa: E402
-from engine import demo, fraudmap  # noqa: E402
-from engine.automation import AutomationNode  # noqa: E402
+from engine.automation.node import AutomationNode  # noqa: E402
+from engine.monitoring import fraudmap  # noqa: E402
 from engine.storage import datasets as ds  # noqa: E402
+from nodal_demo import demo  # noqa: E402
 
 
 def _median(fn, repeat: int) -> float:

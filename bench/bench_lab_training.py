@@ -22,8 +22,9 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from engine import design, lab  # noqa: E402
-from engine.settings import load_settings  # noqa: E402
+from engine.core.settings import load_settings  # noqa: E402
+from engine.design import lab, lab_jobs  # noqa: E402
+from engine.design import projects as design  # noqa: E402
 from engine.storage import datasets as ds  # noqa: E402
 from engine.storage.control import open_store  # noqa: E402
 
@@ -71,7 +72,7 @@ def main(rows: int) -> None:
         params={"num_boost_round": 200, "early_stopping_rounds": 1000},
     )
     started = time.perf_counter()
-    job = lab.start(design.open_project(settings, "bench"), spec, "bench")
+    job = lab_jobs.start(design.open_project(settings, "bench"), spec, "bench")
     updates, during = set(), []
     while job.status == "RUNNING":
         updates.add(round(job.progress, 3))

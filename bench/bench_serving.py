@@ -12,7 +12,7 @@ pinned to CPU 0 while wrk (Debian's package) runs pinned to CPU 1:
   in short runs first; the fastest is measured).
 
 nodal and bare run on the same uvicorn with the same event loop, HTTP parser and protocol
-class (uvloop, httptools and ``engine.http_protocol.ApiNodeProtocol``, as ``nodal serve``
+class (uvloop, httptools and ``engine.apinode.http.protocol.ApiNodeProtocol``, as ``nodal serve``
 uses them). nodal's queries take that protocol's direct lane (answered in the protocol,
 without an ASGI round, see docs/architecture.md); the bare Litestar app has no such lane,
 so it is served through ASGI and Litestar, as any Litestar app is. All three servers stay up for the whole run and are
@@ -50,9 +50,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from engine import api_deployer, demo, querylog  # noqa: E402
+from engine.apinode import querylog  # noqa: E402
+from engine.deployer import api_deployer  # noqa: E402
 from engine.storage import datasets as ds  # noqa: E402
 from engine.storage.control import open_store  # noqa: E402
+from nodal_demo import demo  # noqa: E402
 
 TRANSACTION = {
     "transaction_id": "T-bench-1",
@@ -168,7 +170,7 @@ def _ms(text: str) -> float:
 
 
 def prepare(root: Path):  # noqa: ANN201 - (home, env, loaded service)
-    from engine.apinode import ApiNode
+    from engine.apinode.node import ApiNode
     from tests.conftest import SMALL, make_settings
 
     settings = make_settings(root)
@@ -235,7 +237,7 @@ def main() -> int:
             )
     if not Path(args.mlflow).exists():
         raise SystemExit(f"no mlflow at {args.mlflow}: pip install -e '.[bench]' or pass --mlflow")
-    from engine.serving import server_options
+    from engine.apinode.http.app import server_options
 
     options = server_options()
     tmp = Path(tempfile.mkdtemp(prefix="nodal-bench-"))

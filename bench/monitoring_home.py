@@ -14,10 +14,11 @@ import shutil
 import time
 from pathlib import Path
 
-from engine import datagen, demo, scenarios
-from engine.automation import AutomationNode
-from engine.settings import Settings, load_settings
+from engine.automation import runs
+from engine.automation.node import AutomationNode
+from engine.core.settings import Settings, load_settings
 from engine.storage.control import ControlStore, open_store
+from nodal_demo import datagen, demo
 
 HISTORY = datagen.GeneratorConfig(n_cards=20_000, n_merchants=1_000, n_days=30, txns_per_day=3_000)
 BIG = dataclasses.replace(HISTORY, n_days=2, txns_per_day=1_000_000)
@@ -53,12 +54,12 @@ def prepare(root: Path = DEFAULT_ROOT) -> tuple[Settings, ControlStore, str, str
     node = AutomationNode(settings, store, demo.AUTOMATION_INFRA)
     node.sync()
     t = time.perf_counter()
-    run_id = scenarios.request_run(
+    run_id = runs.request_run(
         store, demo.AUTOMATION_INFRA, demo.PROJECT, "daily_scoring", "bench", {"day": days[1]}
     )
     outcome = node.run(run_id)
-    if outcome not in (scenarios.SUCCESS, scenarios.WARNING):
-        raise SystemExit(f"daily_scoring failed: {scenarios.get_run(store, run_id)['message']}")
+    if outcome not in (runs.SUCCESS, runs.WARNING):
+        raise SystemExit(f"daily_scoring failed: {runs.get_run(store, run_id)['message']}")
     print(
         f"[prepare] day {days[1]} checked, scored and published in {time.perf_counter() - t:.1f} s"
     )

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from engine import datagen, demo, scenarios
-from engine.automation import AutomationNode
-from engine.project import Project
-from engine.settings import Settings, load_settings
+from engine.automation import runs
+from engine.automation.node import AutomationNode
+from engine.core.settings import Settings, load_settings
+from engine.project.project import Project
 from engine.storage.control import ControlStore, open_store
+from nodal_demo import datagen, demo
 
 EXAMPLE = demo.EXAMPLE
 SMALL = datagen.GeneratorConfig(n_cards=800, n_merchants=200, n_days=30, txns_per_day=1500)
@@ -66,10 +67,8 @@ def demo_env(tmp_path_factory: pytest.TempPathFactory) -> DemoEnv:
     project = demo.prepare(settings, store, SMALL)
     node = AutomationNode(settings, store, demo.AUTOMATION_INFRA)
     node.sync()
-    run_id = scenarios.request_run(
-        store, demo.AUTOMATION_INFRA, demo.PROJECT, "daily_scoring", "test"
-    )
-    assert node.run(run_id) == scenarios.SUCCESS, scenarios.get_run(store, run_id)
+    run_id = runs.request_run(store, demo.AUTOMATION_INFRA, demo.PROJECT, "daily_scoring", "test")
+    assert node.run(run_id) == runs.SUCCESS, runs.get_run(store, run_id)
     return DemoEnv(settings, store, project, run_id)
 
 

@@ -10,10 +10,11 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-from engine import dashboards, demo, scenarios
-from engine.automation import AutomationNode
-from engine.settings import Settings, load_settings
+from engine.automation import dashboards, runs
+from engine.automation.node import AutomationNode
+from engine.core.settings import Settings, load_settings
 from engine.storage.control import ControlStore, open_store
+from nodal_demo import demo
 
 
 def copy_home(settings: Settings, dest: Path) -> tuple[Settings, ControlStore]:
@@ -46,10 +47,10 @@ def environ(settings: Settings) -> dict[str, str]:
 def publish_day(settings: Settings, store: ControlStore, day: str) -> int:
     """Run the daily scoring scenario for ``day`` on the automation node; return the run id."""
     node = AutomationNode(settings, store, demo.AUTOMATION_INFRA)
-    run_id = scenarios.request_run(
+    run_id = runs.request_run(
         store, demo.AUTOMATION_INFRA, demo.PROJECT, "daily_scoring", "test", {"day": day}
     )
-    assert node.run(run_id) == scenarios.SUCCESS, scenarios.get_run(store, run_id)
+    assert node.run(run_id) == runs.SUCCESS, runs.get_run(store, run_id)
     return run_id
 
 

@@ -1,4 +1,8 @@
-"""The layering rules of docs/architecture.md, checked on the source."""
+"""Rules of docs/architecture.md that are not about imports, checked on the source.
+
+The import rules (layers, no streamlit in engine, who may import litestar and APScheduler,
+no cycles) are import-linter contracts in pyproject.toml, run by ``make test``.
+"""
 
 from __future__ import annotations
 
@@ -24,38 +28,6 @@ def _imports(path: Path) -> set[str]:
 
 def _rel(path: Path) -> str:
     return str(path.relative_to(ROOT))
-
-
-def test_the_engine_never_imports_streamlit():
-    offenders = [
-        _rel(p)
-        for p in _modules("engine")
-        if any(n.split(".")[0] == "streamlit" for n in _imports(p))
-    ]
-    assert offenders == []
-
-
-def test_only_the_api_node_server_imports_litestar():
-    offenders = [
-        _rel(p)
-        for p in _modules("engine")
-        if any(n.split(".")[0] == "litestar" for n in _imports(p))
-        and not p.name.startswith("serving")
-    ]
-    assert offenders == []
-
-
-def test_only_the_runner_runs_a_scheduler():
-    offenders = [
-        _rel(p)
-        for p in _modules("engine")
-        if any(
-            n.startswith("apscheduler.schedulers") or n.startswith("apscheduler.executors")
-            for n in _imports(p)
-        )
-        and p.name != "runner.py"
-    ]
-    assert offenders == []
 
 
 def test_only_the_storage_modules_open_databases():

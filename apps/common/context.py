@@ -11,7 +11,7 @@ import os
 
 import streamlit as st
 
-from engine.settings import Settings, load_settings
+from engine.core.settings import Settings, load_settings
 from engine.storage.control import ControlStore, open_store
 
 

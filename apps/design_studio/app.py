@@ -11,7 +11,8 @@ import streamlit as st
 
 from apps.common.context import get_settings, get_store
 from apps.design_studio.state import OPEN_REQUEST, PROJECT_KEY
-from engine import dataset_import, design
+from engine.design import dataset_import
+from engine.design import projects as design
 
 st.set_page_config(
     page_title="nodal · Design Studio", page_icon=":material/account_tree:", layout="wide"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 from apps.common.context import get_settings
-from engine import design
-from engine.definitions import DefinitionConflict
-from engine.project import Project, ProjectError
+from engine.design import projects as design
+from engine.project.definitions import DefinitionConflict
+from engine.project.project import Project, ProjectError
 
 PROJECT_KEY = "design_project"
 OPEN_REQUEST = "open_project_request"  # a page asks the sidebar to switch project

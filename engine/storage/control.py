@@ -167,7 +167,7 @@ published_days = sa.Table(
     _ts("published_at", False),
 )
 
-# The model evaluation store (engine/evaluation.py): one row per day, model role, metric
+# The model evaluation store (engine/automation/evaluation.py): one row per day, model role, metric
 # family, feature and metric. Re-evaluating a day replaces its rows.
 evaluation_metrics = sa.Table(
     "evaluation_metrics",
@@ -189,7 +189,7 @@ evaluation_metrics = sa.Table(
     _ts("at", False),
 )
 
-# Last known worst-of status of each monitored object (engine/status.py), so that an alert
+# Last known worst-of status of each monitored object (engine/monitoring/status.py), so that an alert
 # goes out only when a status changes.
 monitored_status = sa.Table(
     "monitored_status",
@@ -202,7 +202,7 @@ monitored_status = sa.Table(
 )
 
 
-# --- API Deployer and API node (engine/api_deployer.py, engine/apikeys.py) ---
+# --- API Deployer and API node (engine/deployer/api_deployer.py, engine/deployer/apikeys.py) ---
 
 api_traffic = sa.Table(
     "api_traffic",

@@ -36,7 +36,7 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from engine.errors import NodalError
+from engine.core.errors import NodalError
 
 DATA_FILE = "data.parquet"
 STAGING_DIR = ".staging"

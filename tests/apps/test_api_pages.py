@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from engine import api_deployer, apidesigner, apikeys, apipackages, demo, deployer, design
+from engine.deployer import api_deployer, apikeys, apipackages
+from engine.deployer import deployments as deployer
+from engine.design import apidesigner
+from engine.design import projects as design
+from nodal_demo import demo
 from tests.homes import copy_home, environ
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,8 +9,12 @@ import pytest
 import sqlalchemy as sa
 from streamlit.testing.v1 import AppTest
 
-from engine import apipackages, bundles, demo, deployer, design, scenarios
+from engine.automation import runs
+from engine.deployer import apipackages, bundles
+from engine.deployer import deployments as deployer
+from engine.design import projects as design
 from engine.storage.control import bundles as bundles_table
+from nodal_demo import demo
 from tests.homes import copy_home, environ
 
 APP = Path(__file__).resolve().parents[2] / "apps" / "deployer_console" / "app.py"
@@ -219,9 +223,9 @@ def test_runs_page_shows_the_timeline_steps_and_reporters_and_aborts(console_cop
     at.selectbox(key="runs_deployment").set_value(DEPLOYMENT).run()
     assert not at.exception
     assert at.get("vega_lite_chart"), "the runs timeline"
-    runs = at.dataframe[0].value
-    assert list(runs["status"]) == [
-        r["status"] for r in scenarios.list_runs(store, demo.AUTOMATION_INFRA)
+    timeline = at.dataframe[0].value
+    assert list(timeline["status"]) == [
+        r["status"] for r in runs.list_runs(store, demo.AUTOMATION_INFRA)
     ]
     steps = at.dataframe[1].value
     assert list(steps["step"]) == ["check_incoming", "build_features", "score", "publish_map"]
@@ -232,11 +236,11 @@ def test_runs_page_shows_the_timeline_steps_and_reporters_and_aborts(console_cop
     at.selectbox(key="run_scenario").set_value("daily_scoring")
     at.button(key="run_now_button").click().run()
     assert "queued on automation-prod" in at.success[0].value
-    queued = scenarios.list_runs(store, demo.AUTOMATION_INFRA, limit=1)[0]
+    queued = runs.list_runs(store, demo.AUTOMATION_INFRA, limit=1)[0]
     at.selectbox(key="run_detail").set_value(queued["run_id"]).run()
     at.button(key="abort_button").click().run()
     assert f"Run {queued['run_id']} aborted before it started." in at.success[0].value
-    assert scenarios.get_run(store, queued["run_id"])["status"] == "ABORTED"
+    assert runs.get_run(store, queued["run_id"])["status"] == "ABORTED"
 
 
 def test_runs_page_switches_triggers_and_saves_variables(console_copy):

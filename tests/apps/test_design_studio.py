@@ -9,7 +9,12 @@ import pytest
 import yaml
 from streamlit.testing.v1 import AppTest
 
-from engine import bundles, dataset_import, definitions, design, lab, models, scenarios
+from engine.automation import runs
+from engine.deployer import bundles
+from engine.design import dataset_import, lab, lab_jobs
+from engine.design import projects as design
+from engine.models import saved as models
+from engine.project import definitions
 from engine.storage import datasets as ds
 from engine.storage.datasets import query_df, scan_sql
 from tests.homes import copy_home, environ
@@ -350,7 +355,7 @@ def test_a_second_save_of_the_same_recipe_is_refused_and_shown_the_difference(st
 
 
 def _wait_for_training(at: AppTest) -> None:
-    job = lab.get_job(at.session_state["lab_job"])
+    job = lab_jobs.get_job(at.session_state["lab_job"])
     job.thread.join(timeout=300)
     at.run()
 
@@ -408,13 +413,13 @@ def test_lab_refuses_a_target_with_one_class(studio_copy):
 
 INTERRUPTED_CHILD = """
 import json, sys, time
-from engine import lab
-from engine.design import open_project
-from engine.settings import load_settings
+from engine.design import lab, lab_jobs
+from engine.design.projects import open_project
+from engine.core.settings import load_settings
 
 lab.train = lambda *args, **kwargs: time.sleep(600)  # killed mid-training, as on a restart
 settings = load_settings(environ={}, home=sys.argv[1], data_dir=sys.argv[2], basemap="none")
-job = lab.start(open_project(settings, "fraud"), lab.LabSpec(**json.loads(sys.argv[3])), "ann")
+job = lab_jobs.start(open_project(settings, "fraud"), lab.LabSpec(**json.loads(sys.argv[3])), "ann")
 print(job.job_id, flush=True)
 time.sleep(600)
 """
@@ -460,12 +465,12 @@ def test_lab_offers_to_train_again_a_training_a_restart_interrupted(studio_copy)
     assert "tiny_model" in warning and "was interrupted" in warning and "restart" in warning
     at.button(key=f"lab_again::{job_id}").click().run()
     assert not at.exception, at.exception
-    job = lab.get_job(at.session_state["lab_job"])
+    job = lab_jobs.get_job(at.session_state["lab_job"])
     assert job.spec == lab.LabSpec(**spec)
     _wait_for_training(at)
     assert not at.warning and not at.error, _errors(at)
     assert lab.list_runs(design.open_project(settings, "fraud"), "tiny_model")
-    assert lab.interrupted_jobs(design.open_project(settings, "fraud")) == []
+    assert lab_jobs.interrupted_jobs(design.open_project(settings, "fraud")) == []
 
 
 # --- Saved models -------------------------------------------------------------------------------
@@ -508,7 +513,7 @@ def test_checks_page_refuses_a_check_on_a_missing_column(studio_copy):
     before = (design.open_project(settings, "fraud").root / "checks.yaml").read_text()
     at = _open("views/checks.py")
     spec = {"name": "ghost", "type": "value_in_set", "column": "no_such_column", "values": ["a"]}
-    from engine import checks
+    from engine.project import checks
 
     with pytest.raises(checks.CheckError, match="has no column 'no_such_column'"):
         checks.add_check(design.open_project(settings, "fraud"), "transactions", spec)
@@ -571,12 +576,12 @@ def test_scenarios_page_runs_a_scenario_on_the_design_node_and_shows_its_steps(s
     assert not at.error, _errors(at)
     run_id = at.session_state["design_scenario_run"]
     deadline = time.monotonic() + 120
-    while scenarios.get_run(store, run_id)["status"] in ("QUEUED", "RUNNING"):
+    while runs.get_run(store, run_id)["status"] in ("QUEUED", "RUNNING"):
         assert time.monotonic() < deadline
         time.sleep(0.2)
     at.run()
     assert not at.exception
-    run = scenarios.get_run(store, run_id)
+    run = runs.get_run(store, run_id)
     assert run["status"] == "SUCCESS", run
     steps = _table(at, "step")
     assert list(steps["step"]) == [s["name"] for s in run["steps"]]

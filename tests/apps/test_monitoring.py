@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from engine import demo
-from engine.automation import AutomationNode
+from engine.automation.node import AutomationNode
 from engine.storage.datasets import query_df
+from nodal_demo import demo
 from tests.homes import copy_with_previous_day, environ, latest_published
 
 APP = Path(__file__).resolve().parents[2] / "apps" / "monitoring" / "app.py"
@@ -145,13 +145,13 @@ def test_the_online_basemap_is_carto_light(demo_environ, monkeypatch):
     assert spec["mapProvider"] == "carto" and "basemaps.cartocdn.com" in spec["mapStyle"]
 
 
-def test_an_empty_home_explains_that_nothing_is_published_yet(tmp_path, monkeypatch):
+def test_an_empty_home_explains_that_nothing_is_deployed_yet(tmp_path, monkeypatch):
     monkeypatch.setenv("NODAL_HOME", str(tmp_path / "var"))
     monkeypatch.setenv("NODAL_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("NODAL_BASEMAP", "none")
     at = _run()
-    assert "No day of project 'fraud' has been published" in at.info[0].value
-    assert "nodal scenario run daily_scoring" in at.info[0].value
+    assert "No project is deployed to an automation node yet" in at.info[0].value
+    assert "nodal deploy bundle" in at.info[0].value
     assert not at.error and not at.get("deck_gl_json_chart") and not at.metric
 
 
@@ -163,18 +163,16 @@ EVAL_DAYS = ("2026-10-22", "2026-10-23")
 @pytest.fixture(scope="module")
 def evaluated(demo_env, tmp_path_factory):
     """A copy of the demo home with the daily evaluation run on two older days and the latest."""
-    from engine import scenarios
+    from engine.automation import runs
     from tests.homes import copy_home
 
     settings, store = copy_home(demo_env.settings, tmp_path_factory.mktemp("evaluated"))
     node = AutomationNode(settings, store, demo.AUTOMATION_INFRA)
     for day in (*EVAL_DAYS, latest_published(store)):
-        run_id = scenarios.request_run(
+        run_id = runs.request_run(
             store, demo.AUTOMATION_INFRA, demo.PROJECT, "daily_evaluation", "test", {"day": day}
         )
-        assert node.run(run_id) in (scenarios.SUCCESS, scenarios.WARNING), scenarios.get_run(
-            store, run_id
-        )
+        assert node.run(run_id) in (runs.SUCCESS, runs.WARNING), runs.get_run(store, run_id)
     return settings, store
 
 
@@ -231,7 +229,7 @@ def test_model_quality_charts_drift_and_performance(evaluated_environ):
 
 def test_model_quality_explains_when_nothing_is_evaluated_yet(demo_environ):
     at = _page("views/model_quality.py")
-    assert "No model evaluation on automation-prod yet" in at.info[0].value
+    assert "No model evaluation of fraud on automation-prod yet" in at.info[0].value
     assert not at.get("vega_lite_chart")
 
 

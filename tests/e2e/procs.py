@@ -66,7 +66,7 @@ def nodal(
 ) -> subprocess.CompletedProcess:
     """Run the real ``nodal`` CLI."""
     return subprocess.run(
-        [sys.executable, "-m", "engine.cli", *args],
+        [sys.executable, "-m", "engine.cli.main", *args],
         cwd=REPO,
         env={**os.environ, **env},
         capture_output=True,

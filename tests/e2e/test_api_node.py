@@ -15,8 +15,12 @@ import httpx
 import pytest
 from dataikuapi.utils import DataikuException
 
-from engine import api_deployer, apidesigner, apikeys, apipackages, demo, design, querylog
+from engine.apinode import querylog
+from engine.deployer import api_deployer, apikeys, apipackages
+from engine.design import apidesigner
+from engine.design import projects as design
 from engine.storage import datasets as ds
+from nodal_demo import demo
 from tests.e2e import procs
 from tests.homes import copy_home, environ
 

@@ -7,7 +7,10 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from engine import bundles, demo, deployer, design
+from engine.deployer import bundles
+from engine.deployer import deployments as deployer
+from engine.design import projects as design
+from nodal_demo import demo
 from tests.e2e import procs
 from tests.homes import copy_home, environ
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from engine import demo
-from engine.automation import AutomationNode
+from engine.automation.node import AutomationNode
 from engine.storage.datasets import query_df
+from nodal_demo import demo
 from tests.e2e import procs
 from tests.homes import copy_with_previous_day, environ
 

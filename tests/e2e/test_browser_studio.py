@@ -13,8 +13,10 @@ import pytest
 import yaml
 from playwright.sync_api import Page, expect, sync_playwright
 
-from engine import bundles, design, lab
-from engine.settings import Settings
+from engine.core.settings import Settings
+from engine.deployer import bundles
+from engine.design import lab
+from engine.design import projects as design
 from tests.e2e import procs
 from tests.homes import copy_home, environ
 

@@ -13,8 +13,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from engine import datagen, demo, evaluation, fraudmap, scenarios
-from engine.automation import AutomationNode
+from engine.automation import runs
+from engine.automation.node import AutomationNode
+from engine.monitoring import fraudmap, model_quality
+from nodal_demo import datagen, demo
 from tests.conftest import SMALL
 from tests.homes import copy_home
 
@@ -35,11 +37,11 @@ def _home(demo_env, root, knobs: dict):
     for scenario, day in [("daily_scoring", RING_DAY), ("daily_scoring", UNSEEN_DAY)] + [
         ("daily_evaluation", d) for d in EVAL_DAYS
     ]:
-        run_id = scenarios.request_run(
+        run_id = runs.request_run(
             store, demo.AUTOMATION_INFRA, demo.PROJECT, scenario, "test", {"day": day}
         )
         outcomes[(scenario, day)] = node.run(run_id)
-    metrics = evaluation.read_metrics(store, demo.AUTOMATION_INFRA, demo.PROJECT)
+    metrics = model_quality.read_metrics(store, demo.AUTOMATION_INFRA, demo.PROJECT)
     return settings, store, outcomes, metrics
 
 
@@ -61,7 +63,7 @@ def test_with_the_knobs_off_no_drift_alarm_is_raised(steady):
     _, _, outcomes, metrics = steady
     assert set(metrics["day"]) >= set(EVAL_DAYS)
     assert metrics[metrics["status"] == "ERROR"].empty, metrics[metrics["status"] == "ERROR"]
-    assert not any(o == scenarios.FAILED for o in outcomes.values()), outcomes
+    assert not any(o == runs.FAILED for o in outcomes.values()), outcomes
     # Performance was measured once labels landed, and judged steady.
     decay = metrics[(metrics["family"] == "performance_decay") & (metrics["day"] == EVAL_DAYS[-1])]
     assert not decay.empty and set(decay["status"]) <= {"OK", "WARNING"}
@@ -90,7 +92,7 @@ def test_unseen_merchant_ids_are_flagged_and_the_map_keeps_the_last_checked_day(
     share = unseen[unseen["metric"] == "unseen_share"]["value"]
     assert np.all(share > 0.2)
     # The same day failed its data checks in daily_scoring: not published, and the map says so.
-    assert outcomes[("daily_scoring", UNSEEN_DAY)] == scenarios.FAILED
+    assert outcomes[("daily_scoring", UNSEEN_DAY)] == runs.FAILED
     data = fraudmap.load_map_day(settings, store)
     assert data.day == RING_DAY and data.failed_check_day == UNSEEN_DAY
     assert "distinct_merchants_in_typical_range" in data.failed_check_message

@@ -13,10 +13,12 @@ import pandas as pd
 import pytest
 from dataikuapi.utils import DataikuException
 
-from engine import dashboards, datagen, demo, deployer
-from engine.automation import AutomationNode
+from engine.automation import dashboards
+from engine.automation.node import AutomationNode
+from engine.deployer import deployments as deployer
 from engine.storage import datasets as ds
 from engine.storage.control import open_store
+from nodal_demo import datagen, demo
 from tests.conftest import SMALL, make_settings
 from tests.e2e import procs
 

@@ -13,9 +13,11 @@ from datetime import UTC, date, datetime, timedelta
 import duckdb
 import pytest
 
-from engine import dashboards, demo, deployer, scenarios
-from engine.automation import AutomationNode
-from engine.runner import ALIVE
+from engine.automation import dashboards, runs
+from engine.automation.node import AutomationNode
+from engine.automation.scheduler import ALIVE
+from engine.deployer import deployments as deployer
+from nodal_demo import demo
 from tests.e2e import procs
 from tests.homes import copy_home, environ
 
@@ -52,7 +54,7 @@ def _start_runner(env, log):
 
 
 def _status(store, run_id) -> str:
-    return scenarios.get_run(store, run_id)["status"]
+    return runs.get_run(store, run_id)["status"]
 
 
 def test_sigkill_mid_scoring_then_restart_then_catch_up(big_day_home, tmp_path):
@@ -64,20 +66,18 @@ def test_sigkill_mid_scoring_then_restart_then_catch_up(big_day_home, tmp_path):
         procs.wait_for(
             lambda: deployer.get_deployment(store, DEP).status == "HEALTHY", 60, "activation", log
         )
-        run_id = scenarios.request_run(
-            store, INFRA, demo.PROJECT, "daily_scoring", "t", {"day": big}
-        )
+        run_id = runs.request_run(store, INFRA, demo.PROJECT, "daily_scoring", "t", {"day": big})
         scored = node.project(demo.PROJECT).dataset("scored")
         staging = scored.path.parent / ".staging"
 
         def scoring_midway() -> bool:
-            steps = {s["name"]: s["status"] for s in scenarios.get_run(store, run_id)["steps"]}
+            steps = {s["name"]: s["status"] for s in runs.get_run(store, run_id)["steps"]}
             return steps.get("score") == "RUNNING" and any(staging.glob(f"day={big}-*/*.parquet"))
 
         deadline = time.monotonic() + 120
         while not scoring_midway():
             assert time.monotonic() < deadline, log.read_text()[-3000:]
-            assert _status(store, run_id) in ("QUEUED", "RUNNING"), scenarios.get_run(store, run_id)
+            assert _status(store, run_id) in ("QUEUED", "RUNNING"), runs.get_run(store, run_id)
             time.sleep(0.02)
         procs.stop(runner, signal.SIGKILL)
     finally:
@@ -93,17 +93,15 @@ def test_sigkill_mid_scoring_then_restart_then_catch_up(big_day_home, tmp_path):
     runner = _start_runner(env, log)
     try:
         procs.wait_for(lambda: _status(store, run_id) == "ABORTED", 60, "orphan marked", log)
-        steps = {s["name"]: s for s in scenarios.get_run(store, run_id)["steps"]}
+        steps = {s["name"]: s for s in runs.get_run(store, run_id)["steps"]}
         assert steps["score"]["status"] == "ABORTED"
         assert steps["check_incoming"]["status"] == steps["build_features"]["status"] == "SUCCESS"
 
-        again = scenarios.request_run(
-            store, INFRA, demo.PROJECT, "daily_scoring", "t", {"day": big}
-        )
+        again = runs.request_run(store, INFRA, demo.PROJECT, "daily_scoring", "t", {"day": big})
         procs.wait_for(
             lambda: _status(store, again) not in ("QUEUED", "RUNNING"), 180, "the next run", log
         )
-        assert _status(store, again) == "SUCCESS", scenarios.get_run(store, again)
+        assert _status(store, again) == "SUCCESS", runs.get_run(store, again)
         con = duckdb.connect()
         total, distinct = con.execute(
             f"SELECT count(*), count(DISTINCT transaction_id) FROM "
@@ -122,14 +120,14 @@ def test_sigkill_mid_scoring_then_restart_then_catch_up(big_day_home, tmp_path):
 
     # The runner stays down across two 06:00 fires (its last "alive" is moved 2 days back).
     node.set_state(ALIVE, (datetime.now(UTC) - timedelta(days=2)).isoformat())
-    before = {r["run_id"] for r in scenarios.list_runs(store, INFRA, limit=500)}
+    before = {r["run_id"] for r in runs.list_runs(store, INFRA, limit=500)}
     runner = _start_runner(env, log)
     try:
 
         def caught_up() -> list[dict]:
             return [
                 r
-                for r in scenarios.list_runs(store, INFRA, limit=500)
+                for r in runs.list_runs(store, INFRA, limit=500)
                 if r["run_id"] not in before and r["trigger"] == "time (catch-up)"
             ]
 
@@ -140,7 +138,7 @@ def test_sigkill_mid_scoring_then_restart_then_catch_up(big_day_home, tmp_path):
         (run,) = caught_up()
         assert run["scenario"] == "daily_scoring"
         assert "missed 2 scheduled run(s)" in log.read_text()
-        new = [r for r in scenarios.list_runs(store, INFRA, limit=500) if r["run_id"] not in before]
+        new = [r for r in runs.list_runs(store, INFRA, limit=500) if r["run_id"] not in before]
         assert [r["run_id"] for r in new] == [run["run_id"]]
     finally:
         procs.stop(runner)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from playwright.sync_api import expect
 
-from engine import design
+from engine.design import projects as design
 from tests.e2e import procs
 from tests.e2e.test_browser_studio import chromium, design_studio
 from tests.homes import copy_home, environ

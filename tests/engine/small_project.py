@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from engine import dataset_import, design
-from engine.project import Project
-from engine.settings import Settings, load_settings
+from engine.core.settings import Settings, load_settings
+from engine.design import dataset_import
+from engine.design import projects as design
+from engine.project.project import Project
 from engine.storage import datasets as ds
 from engine.storage.control import ControlStore, open_store
 

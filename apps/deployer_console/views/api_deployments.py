@@ -7,8 +7,10 @@ import streamlit as st
 
 from apps.common.context import get_settings, get_store
 from apps.common.status import status_badge, style_status
-from engine import api_deployer, apidesigner, apipackages, deployer
-from engine.errors import NodalError
+from engine.core.errors import NodalError
+from engine.deployer import api_deployer, apipackages
+from engine.deployer import deployments as deployer
+from engine.design import apidesigner
 
 settings = get_settings()
 store = get_store(settings)

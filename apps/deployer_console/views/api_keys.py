@@ -8,8 +8,9 @@ import pandas as pd
 import streamlit as st
 
 from apps.common.context import get_settings, get_store
-from engine import apikeys, apipackages, deployer
-from engine.errors import NodalError
+from engine.core.errors import NodalError
+from engine.deployer import apikeys, apipackages
+from engine.deployer import deployments as deployer
 
 settings = get_settings()
 store = get_store(settings)

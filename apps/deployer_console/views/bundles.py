@@ -8,7 +8,8 @@ import pandas as pd
 import streamlit as st
 
 from apps.common.context import get_settings, get_store
-from engine import apipackages, bundles, deployer
+from engine.deployer import apipackages, bundles
+from engine.deployer import deployments as deployer
 
 store = get_store(get_settings())
 

@@ -8,7 +8,9 @@ import streamlit as st
 
 from apps.common.context import get_settings, get_store
 from apps.common.status import status_badge, style_status
-from engine import bundles, deployer, design
+from engine.deployer import bundles, rollback
+from engine.deployer import deployments as deployer
+from engine.design import projects as design
 
 settings = get_settings()
 store = get_store(settings)
@@ -72,7 +74,7 @@ def _rollback() -> None:
     to = st.session_state.get("rollback_to")
     try:
         was = deployer.get_deployment(store, dep_id).version
-        dep = deployer.rollback(store, dep_id, settings.user, to)
+        dep = rollback.rollback(store, dep_id, settings.user, to)
     except (bundles.BundleError, deployer.DeployerError) as exc:
         st.session_state["rollback_outcome"] = ("error", f"Rollback refused: {exc}")
         return

@@ -8,7 +8,8 @@ import streamlit as st
 
 from apps.common.context import get_settings, get_store
 from apps.common.status import status_badge, style_status
-from engine import bundles, deployer
+from engine.deployer import bundles
+from engine.deployer import deployments as deployer
 
 settings = get_settings()
 store = get_store(settings)

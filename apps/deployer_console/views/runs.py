@@ -11,9 +11,11 @@ import streamlit as st
 
 from apps.common.context import get_settings, get_store
 from apps.common.status import status_badge, style_status
-from engine import deployer, reporters, scenarios, triggers
-from engine.automation import AutomationNode
-from engine.project import ProjectError
+from engine.automation import reporters, runs
+from engine.automation.node import AutomationNode
+from engine.deployer import deployments as deployer
+from engine.project import triggers
+from engine.project.project import ProjectError
 
 settings = get_settings()
 store = get_store(settings)
@@ -25,14 +27,14 @@ def _when(iso: str | None) -> str:
 
 def _abort(run_id: int) -> None:
     try:
-        status = scenarios.request_abort(store, run_id, settings.user)
+        status = runs.request_abort(store, run_id, settings.user)
     except ProjectError as exc:
         st.session_state["runs_outcome"] = ("error", f"Abort refused: {exc}")
         return
     st.session_state["runs_outcome"] = (
         "success",
         f"Run {run_id} aborted before it started."
-        if status == scenarios.ABORTED
+        if status == runs.ABORTED
         else f"Abort of run {run_id} requested: the runner stops it before its next step "
         "(or between scoring chunks) and marks it ABORTED.",
     )
@@ -40,7 +42,7 @@ def _abort(run_id: int) -> None:
 
 def _run_now(infra: str, project: str) -> None:
     scenario = st.session_state.get("run_scenario")
-    run_id = scenarios.request_run(store, infra, project, scenario, f"manual ({settings.user})")
+    run_id = runs.request_run(store, infra, project, scenario, f"manual ({settings.user})")
     st.session_state["runs_outcome"] = (
         "success",
         f"Run {run_id} of {scenario} queued on {infra}; the runner starts it at its next poll.",
@@ -97,9 +99,7 @@ st.markdown(
 )
 _show_outcome("runs_outcome")
 
-runs = [
-    r for r in scenarios.list_runs(store, dep.infra_id, limit=200) if r["project"] == dep.target
-]
+dep_runs = [r for r in runs.list_runs(store, dep.infra_id, limit=200) if r["project"] == dep.target]
 node = AutomationNode(settings, store, dep.infra_id)
 try:
     project = node.project(dep.target)
@@ -118,7 +118,7 @@ if project is not None:
             args=(dep.infra_id, dep.target),
         )
 
-if not runs:
+if not dep_runs:
     st.info("No run on this deployment yet.", icon=":material/info:")
 else:
     frame = pd.DataFrame(
@@ -133,7 +133,7 @@ else:
                 "end": pd.to_datetime(r["ended_at"] or r["started_at"] or r["requested_at"]),
                 "message": r["message"],
             }
-            for r in runs
+            for r in dep_runs
         ]
     )
     colors = alt.Scale(
@@ -161,20 +161,20 @@ else:
 
     run_id = st.selectbox(
         "Run details",
-        [r["run_id"] for r in runs],
+        [r["run_id"] for r in dep_runs],
         format_func=lambda i: next(
             f"run {i}: {r['scenario']} {r['status']} ({_when(r['requested_at'])})"
-            for r in runs
+            for r in dep_runs
             if r["run_id"] == i
         ),
         key="run_detail",
     )
-    run = scenarios.get_run(store, run_id)
+    run = runs.get_run(store, run_id)
     st.markdown(
         f"{status_badge(run['status'])} **{run['scenario']}** run {run_id}, trigger "
         f"*{run['trigger']}*, bundle {run['bundle_id'] or '—'}: {run['message']}"
     )
-    if run["status"] in (scenarios.QUEUED, scenarios.RUNNING):
+    if run["status"] in (runs.QUEUED, runs.RUNNING):
         st.button(
             "Abort this run",
             key="abort_button",

@@ -10,9 +10,10 @@ import yaml
 
 from apps.common.context import get_settings, get_store
 from apps.design_studio.state import current_project, show_conflict, version_key
-from engine import apidesigner, apipackages
-from engine.definitions import DefinitionConflict
-from engine.errors import NodalError
+from engine.core.errors import NodalError
+from engine.deployer import apipackages
+from engine.design import apidesigner
+from engine.project.definitions import DefinitionConflict
 
 settings = get_settings()
 store = get_store(settings)

@@ -8,8 +8,10 @@ import streamlit as st
 
 from apps.common.context import get_settings, get_store
 from apps.design_studio.state import current_project
-from engine import bundle_contents, bundles, models
-from engine.errors import NodalError
+from engine.core.errors import NodalError
+from engine.deployer import bundles
+from engine.design import bundle_contents
+from engine.models import saved as models
 
 project = current_project()
 settings = get_settings()

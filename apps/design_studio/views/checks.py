@@ -13,8 +13,8 @@ import streamlit as st
 from apps.common.context import get_settings, get_store
 from apps.common.status import style_status
 from apps.design_studio.state import current_project
-from engine import checks, metrics
-from engine.errors import NodalError
+from engine.core.errors import NodalError
+from engine.project import checks, metrics
 
 NODE = "design"
 

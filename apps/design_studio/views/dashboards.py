@@ -7,8 +7,10 @@ import altair as alt
 import streamlit as st
 
 from apps.design_studio.state import current_project, show_conflict, version_key
-from engine import definitions, design, yamltext
-from engine.errors import NodalError
+from engine.core import yamltext
+from engine.core.errors import NodalError
+from engine.design import projects as design
+from engine.project import definitions
 from engine.storage import datasets as ds
 
 LAYERS = ("points", "heatmap", "hexagons", "city_labels")

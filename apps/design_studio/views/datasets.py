@@ -11,8 +11,8 @@ import streamlit as st
 
 from apps.common.context import get_settings
 from apps.design_studio.state import current_project
-from engine import dataset_import, profiling
-from engine.errors import NodalError
+from engine.core.errors import NodalError
+from engine.design import dataset_import, profiling
 from engine.storage.datasets import DatasetError
 
 home = get_settings().home

@@ -9,8 +9,9 @@ import streamlit as st
 
 from apps.common.context import get_settings, get_store
 from apps.design_studio.state import current_project
-from engine import bundles, checks, flow, python_recipes
-from engine.project import Project, ProjectError
+from engine.deployer import bundles
+from engine.project import checks, flow, python_recipes
+from engine.project.project import Project, ProjectError
 from engine.storage.datasets import DatasetError
 
 NL = "\\n"  # a line break inside a DOT label

@@ -12,8 +12,8 @@ import streamlit as st
 
 from apps.common.context import get_settings
 from apps.design_studio.state import current_project
-from engine import lab
-from engine.errors import NodalError
+from engine.core.errors import NodalError
+from engine.design import lab, lab_jobs
 from engine.storage import datasets as ds
 
 JOB_KEY = "lab_job"
@@ -23,8 +23,8 @@ st.title(f"Lab of {project.name}")
 
 # --- trainings a stopped Studio left unfinished ---------------------------------------------
 
-busy = lab.get_job(st.session_state.get(JOB_KEY, "")) is not None
-for record in lab.interrupted_jobs(project):
+busy = lab_jobs.get_job(st.session_state.get(JOB_KEY, "")) is not None
+for record in lab_jobs.interrupted_jobs(project):
     spec = record["spec"]
     with st.container(border=True):
         st.warning(record["message"], icon=":material/restart_alt:")
@@ -41,7 +41,7 @@ for record in lab.interrupted_jobs(project):
             disabled=busy,
         ):
             try:
-                job = lab.train_again(project, record["job_id"], get_settings().user)
+                job = lab_jobs.train_again(project, record["job_id"], get_settings().user)
             except NodalError as exc:
                 st.error(f"Training not started: {exc}")
             else:
@@ -50,7 +50,7 @@ for record in lab.interrupted_jobs(project):
         if dismiss.button("Dismiss", key=f"lab_dismiss::{record['job_id']}"):
             # Someone else may have dismissed it or trained it again: the rerun shows that.
             with contextlib.suppress(NodalError):
-                lab.dismiss_job(project, record["job_id"])
+                lab_jobs.dismiss_job(project, record["job_id"])
             st.rerun()
 
 # --- what to train ---------------------------------------------------------------------------
@@ -150,7 +150,7 @@ with st.expander("Hyper-parameters"):
             "max_iter": pcols[1].number_input("max_iter", 10, 5000, 200, key="lab_iter"),
         }
 
-job = lab.get_job(st.session_state.get(JOB_KEY, ""))
+job = lab_jobs.get_job(st.session_state.get(JOB_KEY, ""))
 if job is not None and job.status != "RUNNING":  # ended since the last run of the page
     st.session_state["lab_last_job"] = (
         job.status,
@@ -177,7 +177,7 @@ if st.button(
         operating_fpr=default.operating_fpr,
     )
     try:
-        job = lab.start(project, spec, get_settings().user)
+        job = lab_jobs.start(project, spec, get_settings().user)
     except NodalError as exc:
         st.error(f"Training not started: {exc}")
     else:
@@ -188,7 +188,7 @@ if st.button(
 @st.fragment(run_every=1.0)
 def training_progress() -> None:
     """Redrawn every second while a training runs; the rest of the page stays put."""
-    job = lab.get_job(st.session_state.get(JOB_KEY, ""))
+    job = lab_jobs.get_job(st.session_state.get(JOB_KEY, ""))
     if job is None:
         return
     if job.status == "RUNNING":

@@ -6,8 +6,8 @@ import pandas as pd
 import streamlit as st
 
 from apps.design_studio.state import current_project
-from engine import models
-from engine.project import ProjectError
+from engine.models import saved as models
+from engine.project.project import ProjectError
 
 project = current_project()
 

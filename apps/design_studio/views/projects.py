@@ -7,8 +7,8 @@ import streamlit as st
 
 from apps.common.context import get_settings, get_store
 from apps.design_studio.state import OPEN_REQUEST, PROJECT_KEY
-from engine import design
-from engine.errors import NodalError
+from engine.core.errors import NodalError
+from engine.design import projects as design
 
 settings = get_settings()
 store = get_store(settings)

@@ -7,8 +7,8 @@ import pandas as pd
 import streamlit as st
 
 from apps.design_studio.state import current_project, show_conflict, version_key
-from engine import definitions, flow, python_recipes, recipes
-from engine.errors import NodalError
+from engine.core.errors import NodalError
+from engine.project import definitions, flow, python_recipes, recipes
 
 NEW = "+ New recipe"
 

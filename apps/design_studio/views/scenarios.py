@@ -9,8 +9,10 @@ import streamlit as st
 from apps.common.context import get_settings, get_store
 from apps.common.status import status_badge, style_status
 from apps.design_studio.state import current_project, show_conflict, version_key
-from engine import definitions, design, scenarios, triggers
-from engine.errors import NodalError
+from engine.automation import runs
+from engine.core.errors import NodalError
+from engine.design import projects as design
+from engine.project import definitions, triggers
 
 NEW = "+ New scenario"
 TEMPLATE = """name: {name}
@@ -131,7 +133,7 @@ def watch_run() -> None:
     run_id = st.session_state.get(RUN_KEY)
     if run_id is None:
         return
-    run = scenarios.get_run(store, run_id)
+    run = runs.get_run(store, run_id)
     st.markdown(
         f"Run **{run_id}** of {run['scenario']}: {status_badge(run['status'])} {run['message']}"
     )
@@ -141,22 +143,20 @@ def watch_run() -> None:
         width="stretch",
         key=f"steps_{run_id}",
     )
-    if run["status"] not in (scenarios.QUEUED, scenarios.RUNNING):
+    if run["status"] not in (runs.QUEUED, runs.RUNNING):
         st.session_state.pop(RUN_KEY, None)
 
 
 watch_run()
 
 st.subheader("Runs on the design node")
-runs = [
-    r
-    for r in scenarios.list_runs(store, design.DESIGN_NODE, limit=20)
-    if r["project"] == project.name
+design_runs = [
+    r for r in runs.list_runs(store, design.DESIGN_NODE, limit=20) if r["project"] == project.name
 ]
-if runs:
+if design_runs:
     st.dataframe(
         style_status(
-            pd.DataFrame(runs)[
+            pd.DataFrame(design_runs)[
                 ["run_id", "scenario", "status", "message", "requested_at", "ended_at"]
             ],
             "status",

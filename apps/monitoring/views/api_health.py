@@ -6,16 +6,21 @@ import altair as alt
 import streamlit as st
 
 from apps.common.context import get_settings, get_store
-from engine import apihealth, deployer
-from engine.demo import API_INFRA
+from engine.deployer import deployments as deployer
+from engine.monitoring import apihealth
 
 settings = get_settings()
 store = get_store(settings)
 
 st.title("API health")
-infras = [i["infra_id"] for i in deployer.list_infras(store) if i["kind"] == "apinode"] or [
-    API_INFRA
-]
+infras = [i["infra_id"] for i in deployer.list_infras(store) if i["kind"] == "apinode"]
+if not infras:
+    st.info(
+        "No API node infrastructure yet. Create one in the Deployer Console (or `nodal infra "
+        "create ID --kind apinode`) and deploy an API service to it.",
+        icon=":material/info:",
+    )
+    st.stop()
 infra = st.selectbox("API node", infras, key="api_infra")
 table = apihealth.source(settings.home, infra)
 if table is None:

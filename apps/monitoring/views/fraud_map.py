@@ -11,8 +11,8 @@ import pydeck as pdk
 import streamlit as st
 
 from apps.common.context import get_settings, get_store
-from engine import fraudmap
-from engine.demo import AUTOMATION_INFRA, PROJECT
+from apps.common.pickers import NOTHING_DEPLOYED, project_deployment
+from engine.monitoring import fraudmap
 
 US_VIEW = pdk.ViewState(latitude=38.5, longitude=-96.5, zoom=3.4, min_zoom=2, max_zoom=14)
 CARTO_LIGHT = "light"
@@ -49,6 +49,11 @@ filters = fraudmap.MapFilters(
 )
 
 st.title("Daily fraud map")
+deployment = project_deployment(store, key="map_deployment")
+if deployment is None:
+    st.info(NOTHING_DEPLOYED, icon=":material/info:")
+    st.stop()
+PROJECT, AUTOMATION_INFRA = deployment.target, deployment.infra_id
 data = fraudmap.load_map_day(
     settings, store, PROJECT, AUTOMATION_INFRA, requested_day, threshold, filters=filters
 )
@@ -71,9 +76,9 @@ if data.failed_check_day:
 if data.problem == fraudmap.NOTHING_PUBLISHED:
     st.query_params.pop("day", None)
     st.info(
-        f"{data.message}\n\nThe scenario runs every morning on the automation node. To publish "
-        f"the newest day now: `nodal scenario run daily_scoring --infra {AUTOMATION_INFRA}` "
-        "(on a new home, prepare the demo first with `nodal demo --prepare-only`).",
+        f"{data.message}\n\nA day appears here once the scenario that publishes the map has "
+        f"run on {AUTOMATION_INFRA} and the day passed its checks. To run it now: "
+        f"`nodal scenario run <scenario> --infra {AUTOMATION_INFRA}`.",
         icon=":material/info:",
     )
     st.stop()

@@ -1,7 +1,7 @@
 """Model quality: drift and performance per day, champion and challenger side by side.
 
 Fed by the ``evaluate`` scenario step (``scenarios/daily_evaluation.yaml``); see
-:mod:`engine.evaluation` for what each metric means and when it alarms.
+:mod:`engine.automation.evaluation` for what each metric means and when it alarms.
 """
 
 from __future__ import annotations
@@ -10,21 +10,26 @@ import altair as alt
 import streamlit as st
 
 from apps.common.context import get_settings, get_store
+from apps.common.pickers import NOTHING_DEPLOYED, project_deployment
 from apps.common.status import style_status
-from engine import evaluation
-from engine.demo import AUTOMATION_INFRA, PROJECT
+from engine.monitoring import model_quality
 
 settings = get_settings()
 store = get_store(settings)
 
 st.title("Model quality")
-metrics = evaluation.read_metrics(store, AUTOMATION_INFRA, PROJECT)
+deployment = project_deployment(store, key="quality_deployment")
+if deployment is None:
+    st.info(NOTHING_DEPLOYED, icon=":material/info:")
+    st.stop()
+PROJECT, AUTOMATION_INFRA = deployment.target, deployment.infra_id
+metrics = model_quality.read_metrics(store, AUTOMATION_INFRA, PROJECT)
 if metrics.empty:
     st.info(
-        f"No model evaluation on {AUTOMATION_INFRA} yet. The daily evaluation scenario "
-        "compares each scored day with the model's validation days (drift) and, once the "
-        "delayed fraud labels arrive, measures performance. Run it with "
-        f"`nodal scenario run daily_evaluation --infra {AUTOMATION_INFRA}`.",
+        f"No model evaluation of {PROJECT} on {AUTOMATION_INFRA} yet. A scenario with an "
+        "`evaluate` step compares each scored day with the model's validation days (drift) "
+        "and, once the delayed labels arrive, measures performance. Run it with "
+        f"`nodal scenario run <scenario> --infra {AUTOMATION_INFRA}`.",
         icon=":material/info:",
     )
     st.stop()
@@ -43,7 +48,7 @@ st.caption(
     )
 )
 
-alarms = evaluation.latest_alarms(store, AUTOMATION_INFRA, PROJECT)
+alarms = model_quality.latest_alarms(store, AUTOMATION_INFRA, PROJECT)
 alarms = alarms[alarms["model"] == model] if not alarms.empty else alarms
 st.subheader("Newest day")
 if alarms.empty:

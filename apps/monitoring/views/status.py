@@ -11,7 +11,7 @@ import streamlit as st
 
 from apps.common.context import get_settings, get_store
 from apps.common.status import status_badge, style_status
-from engine import status
+from engine.monitoring import status
 
 settings = get_settings()
 store = get_store(settings)

@@ -1,0 +1,589 @@
+"""The model evaluation store: per day, is the model's input drifting and is it still good?
+
+A scenario step (``type: evaluate``) runs :func:`evaluate_day` on the automation node after
+the day is scored. It compares the day's scored partition with a **reference**: the rows of
+the model's validation days (the days its published metrics were measured on), built on
+the node and cached per model version. It records, in the control store table
+``evaluation_metrics``:
+
+* ``input_drift``: per model feature, PSI and a test on a fixed-size subsample (see
+  :mod:`engine.automation.drift` for why both);
+* ``unseen_values``: share of rows whose value the reference never had (merchant ids, and
+  categories the model's vocabulary lacks);
+* ``location``: the grid cell whose share of the day's transactions rose the most (a new
+  fraud ring's city lights up here first);
+* ``prediction_drift``: PSI and test of the fraud probability, and the flag rate;
+* ``domain_classifier``: ROC AUC of a small classifier telling the day from the reference;
+* ``performance``: once the delayed labels of a scored day have arrived (``labels`` is
+  partitioned by arrival day; only labels that arrived by the evaluated day count), ROC AUC,
+  PR AUC, recall and precision at the model's threshold and the fraud caught and missed in
+  dollars, recomputed for every recent day as more labels land;
+* ``performance_decay``: those metrics pooled over the last matured days, against the
+  model's validation metrics.
+
+The champion is the active version of ``model``; a ``challenger`` (another model of the
+project, or another version of the same one) is scored on the same rows and recorded beside
+it, so the pages can chart both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from engine.automation import drift
+from engine.core.errors import NodalError
+from engine.models.saved import SavedModel
+from engine.project import flow
+from engine.project.project import Project, ProjectError
+from engine.storage import datasets as ds
+from engine.storage.control import ControlStore, check_results, evaluation_metrics, now_iso
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+INFO = "INFO"
+REFERENCE_ROWS = 100_000
+FAMILIES = (
+    "input_drift",
+    "unseen_values",
+    "location",
+    "prediction_drift",
+    "domain_classifier",
+    "performance",
+    "performance_decay",
+    "missed_fraud",
+)
+# Defaults of the step's options (each can be set in the step).
+DEFAULTS: dict[str, Any] = {
+    "input": "scored",
+    "features_dataset": "features",
+    "labels": "labels",
+    "id_columns": ["merchant_id"],
+    "location": ["merchant_latitude", "merchant_longitude"],
+    "amount_column": "amount",
+    "expected_trends": [],
+    "performance_window_days": 21,
+    "min_label_coverage": 0.95,
+    "decay_window_days": 7,
+    "min_frauds": 30,
+    "max_roc_auc_drop": 0.05,
+    "max_recall_drop": 0.15,
+    "fail_on_alarm": False,
+}
+
+
+class EvaluationError(NodalError):
+    """The evaluation cannot run (no reference, no scored day…); the message says why."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    role: str
+    model_version: str
+    day: str
+    family: str
+    feature: str
+    metric: str
+    value: float | None
+    status: str
+    message: str = ""
+
+
+@dataclass
+class EvaluationResult:
+    day: str
+    model: str
+    champion_version: str
+    challenger_version: str | None
+    metrics: list[Metric] = field(default_factory=list)
+
+    @property
+    def alarms(self) -> list[Metric]:
+        """One metric per (role, family, feature) whose status is ERROR (an alarm)."""
+        seen, out = set(), []
+        for m in self.metrics:
+            key = (m.role, m.family, m.feature, m.day)
+            if m.status == drift.ERROR and key not in seen:
+                seen.add(key)
+                out.append(m)
+        return out
+
+    @property
+    def warnings(self) -> list[Metric]:
+        seen, out = set(), []
+        for m in self.metrics:
+            key = (m.role, m.family, m.feature, m.day)
+            if m.status == drift.WARNING and key not in seen:
+                seen.add(key)
+                out.append(m)
+        return out
+
+    def status(self) -> str:
+        return drift.ERROR if self.alarms else drift.WARNING if self.warnings else drift.OK
+
+
+# --- models and reference ------------------------------------------------------------------
+
+
+def _load_model(project: Project, spec: str | dict[str, Any]) -> tuple[str, SavedModel]:
+    """``spec``: a model name (its active version) or ``{model: name, version: vN}``."""
+    if isinstance(spec, str):
+        name, version = spec, None
+    else:
+        name, version = str(spec.get("model", "")), spec.get("version")
+    if name not in project.models:
+        raise ProjectError(f"project {project.name!r} has no model {name!r}")
+    path = (
+        project.saved_models_dir(name) / str(version) if version else project.active_model_dir(name)
+    )
+    return name, SavedModel.load(path)
+
+
+def _day_range(first: str, last: str) -> list[str]:
+    start, end = date.fromisoformat(first), date.fromisoformat(last)
+    return [str(start + timedelta(days=i)) for i in range((end - start).days + 1)]
+
+
+def _reference_days(saved: SavedModel, options: dict[str, Any]) -> list[str]:
+    days = options.get("reference_days")
+    if days:
+        return [str(d) for d in days]
+    validation = saved.meta.get("validation_days")
+    if not validation:
+        raise EvaluationError(
+            f"model version {saved.version} has no validation days in its meta; "
+            "give the evaluate step reference_days"
+        )
+    return _day_range(*validation)
+
+
+def reference_sample(
+    project: Project, saved: SavedModel, options: dict[str, Any]
+) -> tuple[pd.DataFrame, list[str]]:
+    """The reference rows (at most :data:`REFERENCE_ROWS`, seeded) with the model's score.
+
+    Built once per model version and reference days from the ``features`` dataset (its
+    missing partitions are built on the node) and cached under the node's data folder.
+    """
+    days = _reference_days(saved, options)
+    key = hashlib.sha256(f"{saved.version}|{','.join(days)}".encode()).hexdigest()[:12]
+    cache = ds.DatasetRef(
+        "evaluation_reference",
+        project.data_root / "_evaluation" / saved.meta.get("model", "model") / key,
+    )
+    if cache.exists():
+        return ds.read_df(cache), days
+    source = project.dataset(options["features_dataset"])
+    available = set(project.dataset(source.name).partitions())
+    missing = [d for d in days if d not in available]
+    if missing:
+        landing = (
+            set(project.dataset("transactions").partitions())
+            if "transactions" in project.datasets
+            else set()
+        )
+        buildable = [d for d in missing if d in landing]
+        if buildable:
+            flow.build(project, source.name, buildable)
+        available = set(source.partitions())
+    present = [d for d in days if d in available]
+    if not present:
+        raise EvaluationError(
+            f"no reference data: none of the reference days {days[0]}..{days[-1]} of model "
+            f"version {saved.version} can be read or built from {source.name!r}"
+        )
+    frame = ds.query_df(
+        f"SELECT * FROM ref USING SAMPLE reservoir({REFERENCE_ROWS} ROWS) REPEATABLE (7)",
+        {"ref": (source, present)},
+    )
+    frame["fraud_proba"] = saved.predict_proba(saved.encode(frame))
+    ds.write(cache, frame)
+    return frame, present
+
+
+# --- one day -------------------------------------------------------------------------------
+
+
+def _input_metrics(
+    role: str,
+    saved: SavedModel,
+    day: str,
+    ref: pd.DataFrame,
+    cur: pd.DataFrame,
+    options: dict[str, Any],
+) -> list[Metric]:
+    out: list[Metric] = []
+    trends = set(options["expected_trends"])
+    for name in saved.meta["numeric"]:
+        r = drift.numeric_drift(name, ref[name].to_numpy(float), cur[name].to_numpy(float), day)
+        out += _drift_rows(role, saved.version, day, "input_drift", r, name in trends)
+    for name in saved.meta["categorical"]:
+        r = drift.categorical_drift(name, ref[name], cur[name], day)
+        out += _drift_rows(role, saved.version, day, "input_drift", r, name in trends)
+        u = drift.unseen_values(name, set(saved.meta["vocab"][name]), cur[name])
+        out.append(
+            Metric(
+                role,
+                saved.version,
+                day,
+                "unseen_values",
+                name,
+                "unseen_share",
+                u.share,
+                u.status,
+                u.message,
+            )
+        )
+    return out
+
+
+def _drift_rows(
+    role: str, version: str, day: str, family: str, r: drift.FeatureDrift, expected: bool
+) -> list[Metric]:
+    status, message = r.status, r.message
+    if expected and status != drift.OK:
+        status, message = INFO, message + " — an expected trend (not alarmed)"
+    return [
+        Metric(role, version, day, family, r.feature, "psi", r.psi, status, message),
+        Metric(role, version, day, family, r.feature, "p_value", r.p_value, status, message),
+        Metric(role, version, day, family, r.feature, "statistic", r.statistic, status, message),
+    ]
+
+
+def _data_metrics(
+    version: str,
+    day: str,
+    ref: pd.DataFrame,
+    cur: pd.DataFrame,
+    saved: SavedModel,
+    options: dict[str, Any],
+) -> list[Metric]:
+    """Metrics of the data itself (not of a model): recorded once, under the champion."""
+    out: list[Metric] = []
+    for name in options["id_columns"]:
+        if name in cur.columns and name in ref.columns:
+            u = drift.unseen_values(name, set(ref[name].dropna().astype(str)), cur[name])
+            out.append(
+                Metric(
+                    CHAMPION,
+                    version,
+                    day,
+                    "unseen_values",
+                    name,
+                    "unseen_share",
+                    u.share,
+                    u.status,
+                    u.message,
+                )
+            )
+    lat, lon = options["location"]
+    if lat in cur.columns and lat in ref.columns:
+        h = drift.hot_spot(
+            ref[lat].to_numpy(float),
+            ref[lon].to_numpy(float),
+            cur[lat].to_numpy(float),
+            cur[lon].to_numpy(float),
+        )
+        for metric, value in (
+            ("share_rise", h.current_share - h.reference_share),
+            ("current_share", h.current_share),
+            ("reference_share", h.reference_share),
+            ("latitude", h.latitude),
+            ("longitude", h.longitude),
+        ):
+            out.append(
+                Metric(
+                    CHAMPION, version, day, "location", h.city, metric, value, h.status, h.message
+                )
+            )
+    trends = set(options["expected_trends"])
+    columns = [c for c in saved.meta["numeric"] if c not in trends]
+    cats = [c for c in saved.meta["categorical"] if c not in trends]
+    auc = drift.domain_classifier_auc(
+        _domain_matrix(ref, columns, cats, saved), _domain_matrix(cur, columns, cats, saved)
+    )
+    status = drift.domain_verdict(auc)
+    out.append(
+        Metric(
+            CHAMPION, version, day, "domain_classifier", "", "roc_auc", auc, status,
+            f"a classifier tells the day from the reference with ROC AUC {auc:.3f} (0.5: indistinguishable)",
+        )
+    )  # fmt: skip
+    return out
+
+
+def _domain_matrix(
+    frame: pd.DataFrame, numeric: list[str], cats: list[str], saved: SavedModel
+) -> np.ndarray:
+    cols = [pd.to_numeric(frame[c], errors="coerce").to_numpy(float) for c in numeric]
+    for c in cats:
+        codes = pd.Categorical(frame[c], categories=saved.meta["vocab"][c]).codes
+        cols.append(np.where(codes < 0, np.nan, codes).astype(float))
+    return np.column_stack(cols) if cols else np.empty((len(frame), 0))
+
+
+def _prediction_metrics(
+    role: str, saved: SavedModel, day: str, ref_p: np.ndarray, cur_p: np.ndarray
+) -> list[Metric]:
+    r = drift.numeric_drift("fraud_proba", ref_p, cur_p, day + role)
+    rows = _drift_rows(role, saved.version, day, "prediction_drift", r, False)
+    ref_rate = float(np.mean(ref_p >= saved.threshold)) if len(ref_p) else 0.0
+    rate = float(np.mean(cur_p >= saved.threshold)) if len(cur_p) else 0.0
+    rows.append(
+        Metric(role, saved.version, day, "prediction_drift", "fraud_proba", "flag_rate", rate, r.status,
+               f"{rate:.2%} flagged (reference {ref_rate:.2%}); {r.message}")
+    )  # fmt: skip
+    return rows
+
+
+def _performance(
+    y: np.ndarray, p: np.ndarray, amount: np.ndarray, threshold: float
+) -> dict[str, float]:
+    flagged = p >= threshold
+    fraud = y == 1
+    out = {
+        "labelled_rows": float(len(y)),
+        "frauds": float(fraud.sum()),
+        "recall": float((flagged & fraud).sum() / max(fraud.sum(), 1)),
+        "precision": float((flagged & fraud).sum() / max(flagged.sum(), 1)),
+        "fraud_caught_amount": float(amount[flagged & fraud].sum()),
+        "fraud_missed_amount": float(amount[~flagged & fraud].sum()),
+    }
+    if 0 < fraud.sum() < len(y):
+        out["roc_auc"] = float(roc_auc_score(y, p))
+        out["pr_auc"] = float(average_precision_score(y, p))
+    return out
+
+
+def _labelled_days(
+    project: Project, options: dict[str, Any], day: str, scored_days: list[str]
+) -> pd.DataFrame:
+    """Scored rows of recent days joined with the labels that arrived by ``day``."""
+    labels = project.dataset(options["labels"])
+    arrived = [d for d in labels.partitions() if d <= day] if labels.exists() else []
+    window_start = str(
+        date.fromisoformat(day) - timedelta(days=int(options["performance_window_days"]))
+    )
+    days = [d for d in scored_days if window_start <= d < day]
+    if not arrived or not days:
+        return pd.DataFrame()
+    scored = project.dataset(options["input"])
+    return ds.query_df(
+        """
+        SELECT s.* REPLACE (CAST(s.day AS VARCHAR) AS day), l.is_fraud
+        FROM scored s LEFT JOIN (SELECT DISTINCT transaction_id, is_fraud FROM labels) l
+          USING (transaction_id)
+        """,
+        {"scored": (scored, days), "labels": (labels, arrived)},
+    )
+
+
+def _performance_metrics(
+    role: str,
+    saved: SavedModel,
+    day: str,
+    rows: pd.DataFrame,
+    proba: np.ndarray,
+    options: dict[str, Any],
+) -> list[Metric]:
+    """Per matured day (label coverage ≥ min), then pooled over the last ones vs validation."""
+    out: list[Metric] = []
+    if rows.empty:
+        return out
+    amount = rows[options["amount_column"]].to_numpy(float)
+    labelled = rows["is_fraud"].notna().to_numpy()
+    y = rows["is_fraud"].fillna(0).to_numpy(int)
+    matured: list[str] = []
+    for d, idx in rows.groupby("day").indices.items():
+        coverage = float(labelled[idx].mean())
+        keep = idx[labelled[idx]]
+        if coverage < float(options["min_label_coverage"]) or len(set(y[keep])) < 2:
+            continue
+        matured.append(str(d))
+        perf = _performance(y[keep], proba[keep], amount[keep], saved.threshold)
+        perf["label_coverage"] = coverage
+        msg = (
+            f"{int(perf['frauds'])} frauds in {int(perf['labelled_rows']):,} labelled rows: recall "
+            f"{perf['recall']:.2f}, precision {perf['precision']:.2f}, ROC AUC {perf.get('roc_auc', float('nan')):.3f}"
+        )
+        out += [
+            Metric(role, saved.version, str(d), "performance", "", k, v, INFO, msg)
+            for k, v in perf.items()
+        ]
+    recent = sorted(matured)[-int(options["decay_window_days"]) :]
+    if not recent:
+        return out
+    mask = rows["day"].isin(recent).to_numpy() & labelled
+    pooled = _performance(y[mask], proba[mask], amount[mask], saved.threshold)
+    valid = saved.meta.get("metrics", {})
+    auc_drop = float(valid.get("roc_auc", np.nan)) - pooled.get("roc_auc", np.nan)
+    recall_drop = float(valid.get("recall_at_fpr", np.nan)) - pooled["recall"]
+    enough = pooled["frauds"] >= int(options["min_frauds"])
+    status = drift.OK
+    if not enough:
+        status = INFO
+    elif auc_drop >= float(options["max_roc_auc_drop"]) or recall_drop >= float(
+        options["max_recall_drop"]
+    ):
+        status = drift.ERROR
+    elif (
+        auc_drop >= float(options["max_roc_auc_drop"]) / 2
+        or recall_drop >= float(options["max_recall_drop"]) / 2
+    ):
+        status = drift.WARNING
+    msg = (
+        f"over {len(recent)} labelled days ({recent[0]}..{recent[-1]}, {int(pooled['frauds'])} frauds): "
+        f"ROC AUC {pooled.get('roc_auc', float('nan')):.3f} vs {valid.get('roc_auc', float('nan')):.3f} at validation, "
+        f"recall {pooled['recall']:.2f} vs {valid.get('recall_at_fpr', float('nan')):.2f}"
+        + ("" if enough else f" (fewer than {options['min_frauds']} frauds: not judged)")
+    )
+    pooled["expected_frauds"] = float(proba[mask].sum())
+    for k, v in (("roc_auc_drop", auc_drop), ("recall_drop", recall_drop), *pooled.items()):
+        out.append(
+            Metric(
+                role,
+                saved.version,
+                day,
+                "performance_decay",
+                "",
+                k,
+                None if np.isnan(v) else float(v),
+                status,
+                msg,
+            )
+        )
+    lat, lon = options["location"]
+    if role == CHAMPION and lat in rows.columns:
+        h = drift.missed_fraud_hot_spot(
+            rows[lat].to_numpy(float)[mask], rows[lon].to_numpy(float)[mask], y[mask], proba[mask]
+        )
+        for k, v in (("observed_frauds", h.observed), ("expected_frauds", h.expected), ("p_value", h.p_value),
+                     ("latitude", h.latitude), ("longitude", h.longitude)):  # fmt: skip
+            out.append(
+                Metric(
+                    role,
+                    saved.version,
+                    day,
+                    "missed_fraud",
+                    h.city,
+                    k,
+                    float(v),
+                    h.status,
+                    h.message,
+                )
+            )
+    return out
+
+
+def evaluate_day(project: Project, day: str, options: dict[str, Any]) -> EvaluationResult:
+    """Evaluate the champion (and challenger) on one scored day; nothing is stored here."""
+    options = {**DEFAULTS, **options}
+    if "model" not in options:
+        raise EvaluationError("the evaluate step needs a model")
+    name, champion = _load_model(project, options["model"])
+    challenger = (
+        _load_model(project, options["challenger"])[1] if options.get("challenger") else None
+    )
+    scored = project.dataset(options["input"])
+    if day not in scored.partitions():
+        raise EvaluationError(
+            f"dataset {scored.name!r} has no scored partition for {day}: score it first"
+        )
+    ref, _ = reference_sample(project, champion, options)
+    cur = ds.read_df(scored, [day])
+    result = EvaluationResult(
+        day, name, champion.version, challenger.version if challenger else None
+    )
+    result.metrics += _input_metrics(CHAMPION, champion, day, ref, cur, options)
+    result.metrics += _data_metrics(champion.version, day, ref, cur, champion, options)
+    result.metrics += _prediction_metrics(
+        CHAMPION, champion, day, ref["fraud_proba"].to_numpy(), cur["fraud_proba"].to_numpy()
+    )
+    rows = _labelled_days(project, options, day, scored.partitions())
+    result.metrics += _performance_metrics(
+        CHAMPION,
+        champion,
+        day,
+        rows,
+        rows["fraud_proba"].to_numpy() if len(rows) else np.array([]),
+        options,
+    )
+    if challenger is not None:
+        result.metrics += _input_metrics(CHALLENGER, challenger, day, ref, cur, options)
+        ref_p = challenger.predict_proba(challenger.encode(ref))
+        result.metrics += _prediction_metrics(
+            CHALLENGER, challenger, day, ref_p, challenger.predict_proba(challenger.encode(cur))
+        )
+        if len(rows):
+            p = challenger.predict_proba(challenger.encode(rows))
+            result.metrics += _performance_metrics(CHALLENGER, challenger, day, rows, p, options)
+    return result
+
+
+# --- the store -----------------------------------------------------------------------------
+
+
+def record(
+    store: ControlStore,
+    node: str,
+    project: str,
+    result: EvaluationResult,
+    run_id: int | None = None,
+) -> None:
+    """Replace the stored metrics of the days and families in ``result`` (one transaction)."""
+    at = now_iso()
+    keys = {(m.role, m.day, m.family) for m in result.metrics}
+    t = evaluation_metrics
+    with store.write() as conn:
+        for role, day, family in keys:
+            conn.execute(
+                sa.delete(t).where(
+                    t.c.node == node, t.c.project == project, t.c.model == result.model,
+                    t.c.role == role, t.c.day == day, t.c.family == family,
+                )
+            )  # fmt: skip
+        if result.metrics:
+            conn.execute(
+                sa.insert(t),
+                [
+                    dict(
+                        node=node, project=project, model=result.model, role=m.role,
+                        model_version=m.model_version, day=m.day, family=m.family,
+                        feature=m.feature, metric=m.metric, value=m.value, status=m.status,
+                        message=m.message, run_id=run_id, at=at,
+                    )
+                    for m in result.metrics
+                ],
+            )  # fmt: skip
+        # One check per family of the evaluated day, so pipeline health shows them too.
+        for family in FAMILIES:
+            rows = [
+                m
+                for m in result.metrics
+                if m.family == family and m.day == result.day and m.role == CHAMPION
+            ]
+            if not rows:
+                continue
+            worst = drift.worst([m.status for m in rows])
+            bad = [m for m in rows if m.status == worst and worst != drift.OK]
+            outcome = {drift.OK: "OK", drift.WARNING: "WARNING", drift.ERROR: "ERROR"}[worst]
+            conn.execute(
+                sa.insert(check_results).values(
+                    node=node, project=project, dataset=f"model:{result.model}", partition=result.day,
+                    check_name=family, outcome=outcome,
+                    value=", ".join(sorted({m.feature or m.metric for m in bad}))[:500] or None,
+                    message=(bad[0].message if bad else f"{family}: no alarm")[:2000],
+                    run_id=run_id, at=at,
+                )
+            )  # fmt: skip
+
+
+def reference_path(project: Project) -> Path:
+    return project.data_root / "_evaluation"

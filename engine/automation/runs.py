@@ -1,0 +1,198 @@
+"""Scenario runs as the control store records them: request, claim, finish, list, abort.
+
+A run is a row in ``scenario_runs`` (QUEUED → RUNNING → SUCCESS / WARNING / FAILED /
+ABORTED); any process may request a run or its abort, the node that executes it claims
+it (:mod:`engine.automation.scenarios`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import sqlalchemy as sa
+
+from engine.project.project import ProjectError
+from engine.storage.control import (
+    ControlStore,
+    now_iso,
+    run_abort_requests,
+    scenario_runs,
+    step_runs,
+)
+
+SUCCESS, WARNING, FAILED, ABORTED, SKIPPED = "SUCCESS", "WARNING", "FAILED", "ABORTED", "SKIPPED"
+RUNNING, QUEUED = "RUNNING", "QUEUED"
+
+
+def request_run(
+    store: ControlStore,
+    node: str,
+    project: str,
+    scenario: str,
+    trigger: str,
+    params: dict[str, str] | None = None,
+) -> int:
+    with store.write() as conn:
+        result = conn.execute(
+            sa.insert(scenario_runs).values(
+                infra_id=node,
+                project=project,
+                scenario=scenario,
+                trigger=trigger,
+                params_json=json.dumps(params or {}),
+                status="QUEUED",
+                message="",
+                requested_at=now_iso(),
+            )
+        )
+        return int(result.inserted_primary_key[0])
+
+
+def get_run(store: ControlStore, run_id: int) -> dict[str, Any]:
+    with store.read() as conn:
+        row = (
+            conn.execute(sa.select(scenario_runs).where(scenario_runs.c.run_id == run_id))
+            .mappings()
+            .first()
+        )
+        if row is None:
+            raise ProjectError(f"no scenario run {run_id}")
+        steps = (
+            conn.execute(
+                sa.select(step_runs)
+                .where(step_runs.c.run_id == run_id)
+                .order_by(step_runs.c.step_index)
+            )
+            .mappings()
+            .all()
+        )
+    return {**dict(row), "steps": [dict(s) for s in steps]}
+
+
+def list_runs(
+    store: ControlStore, node: str | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
+    q = sa.select(scenario_runs).order_by(scenario_runs.c.run_id.desc()).limit(limit)
+    if node:
+        q = q.where(scenario_runs.c.infra_id == node)
+    with store.read() as conn:
+        return [dict(r) for r in conn.execute(q).mappings().all()]
+
+
+def claim_run(store: ControlStore, run_id: int, bundle_id: str | None) -> bool:
+    """QUEUED → RUNNING, unless the same scenario already runs on that node."""
+    with store.write() as conn:
+        run = (
+            conn.execute(sa.select(scenario_runs).where(scenario_runs.c.run_id == run_id))
+            .mappings()
+            .first()
+        )
+        if run is None or run["status"] != "QUEUED":
+            return False
+        busy = conn.execute(
+            sa.select(scenario_runs.c.run_id).where(
+                scenario_runs.c.infra_id == run["infra_id"],
+                scenario_runs.c.project == run["project"],
+                scenario_runs.c.scenario == run["scenario"],
+                scenario_runs.c.status == "RUNNING",
+            )
+        ).first()
+        if busy is not None:
+            return False
+        conn.execute(
+            sa.update(scenario_runs)
+            .where(scenario_runs.c.run_id == run_id)
+            .values(
+                status="RUNNING", started_at=now_iso(), runner_pid=os.getpid(), bundle_id=bundle_id
+            )
+        )
+    return True
+
+
+def finish_run(store: ControlStore, run_id: int, status: str, message: str) -> None:
+    with store.write() as conn:
+        conn.execute(
+            sa.update(scenario_runs)
+            .where(scenario_runs.c.run_id == run_id)
+            .values(status=status, message=message, ended_at=now_iso())
+        )
+
+
+def abort_orphans(store: ControlStore, node: str) -> int:
+    """Mark RUNNING runs of ``node`` (and their RUNNING steps) ABORTED: at runner start."""
+    with store.write() as conn:
+        ids = [
+            r[0]
+            for r in conn.execute(
+                sa.select(scenario_runs.c.run_id).where(
+                    scenario_runs.c.infra_id == node, scenario_runs.c.status == RUNNING
+                )
+            )
+        ]
+        if not ids:
+            return 0
+        now = now_iso()
+        conn.execute(
+            sa.update(step_runs)
+            .where(step_runs.c.run_id.in_(ids), step_runs.c.status == RUNNING)
+            .values(status=ABORTED, message="runner stopped during the step", ended_at=now)
+        )
+        conn.execute(
+            sa.update(scenario_runs)
+            .where(scenario_runs.c.run_id.in_(ids))
+            .values(status=ABORTED, message="runner stopped during the run", ended_at=now)
+        )
+        return len(ids)
+
+
+def request_abort(store: ControlStore, run_id: int, actor: str) -> str:
+    """Ask a run to stop. A queued run is ABORTED at once; a running one within a poll.
+
+    Returns the run's status after the request (QUEUED runs become ABORTED, RUNNING stay
+    RUNNING until the runner's abort watcher interrupts the step, within about
+    ``ABORT_POLL_SECONDS``). Refused for a run that already ended.
+    """
+    with store.write() as conn:
+        run = conn.execute(
+            sa.select(scenario_runs.c.status).where(scenario_runs.c.run_id == run_id)
+        ).first()
+        if run is None:
+            raise ProjectError(f"no scenario run {run_id}")
+        if run.status not in (QUEUED, RUNNING):
+            raise ProjectError(f"run {run_id} already ended ({run.status}): nothing to abort")
+        if (
+            conn.execute(
+                sa.select(run_abort_requests.c.run_id).where(run_abort_requests.c.run_id == run_id)
+            ).first()
+            is None
+        ):
+            conn.execute(
+                sa.insert(run_abort_requests).values(
+                    run_id=run_id, requested_by=actor, requested_at=now_iso()
+                )
+            )
+        if run.status == QUEUED:
+            conn.execute(
+                sa.update(scenario_runs)
+                .where(scenario_runs.c.run_id == run_id, scenario_runs.c.status == QUEUED)
+                .values(
+                    status=ABORTED,
+                    message=f"aborted by {actor} before it started",
+                    ended_at=now_iso(),
+                )
+            )
+            return ABORTED
+    return RUNNING
+
+
+def abort_requested(store: ControlStore, run_id: int) -> str | None:
+    """Who asked to abort ``run_id``, or None."""
+    with store.read() as conn:
+        row = conn.execute(
+            sa.select(run_abort_requests.c.requested_by).where(
+                run_abort_requests.c.run_id == run_id
+            )
+        ).first()
+    return row[0] if row else None

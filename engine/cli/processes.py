@@ -1,0 +1,35 @@
+"""Long-running processes: ``nodal runner|serve``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from engine.cli.common import add
+from engine.core.settings import Settings
+
+
+def cmd_runner(s: Settings, a: argparse.Namespace) -> int:
+    from engine import runner
+
+    return runner.main(["--infra", a.infra])
+
+
+def cmd_serve(s: Settings, a: argparse.Namespace) -> int:
+    from engine import serving
+
+    return serving.main(
+        ["--infra", a.infra, "--port", str(a.port), "--host", a.host, "--workers", str(a.workers)]
+    )
+
+
+def register(top: Any) -> None:
+    p = add(
+        top, "runner", cmd_runner, "Run the automation node of one infrastructure (foreground)."
+    )
+    p.add_argument("--infra", required=True)
+    p = add(top, "serve", cmd_serve, "Run an API node (foreground).")
+    p.add_argument("--infra", required=True)
+    p.add_argument("--port", type=int, default=12000)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--workers", type=int, default=1)

@@ -1,0 +1,133 @@
+"""Metric and check commands: ``nodal metric|check …``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from engine.cli.common import add, print_rows, store
+from engine.core.settings import Settings
+
+
+def cmd_metric_add(s: Settings, a: argparse.Namespace) -> int:
+    from engine.design import projects as design
+    from engine.project import metrics
+
+    spec = {"name": a.name, "type": a.type, "column": a.column, "sql": a.sql}
+    metrics.add_metric(design.open_project(s, a.project), a.dataset, spec)
+    print(f"metric {a.name} added to {a.dataset}")
+    return 0
+
+
+def cmd_metric_compute(s: Settings, a: argparse.Namespace) -> int:
+    from engine.design import projects as design
+    from engine.project import metrics
+
+    project = design.open_project(s, a.project)
+    values = metrics.compute(project, a.dataset, store(s), "design", a.partition)
+    rows = [{"metric": v.name, "partition": v.partition or "", "value": v.value} for v in values]
+    print_rows(rows, ["metric", "partition", "value"])
+    return 0
+
+
+def cmd_metric_history(s: Settings, a: argparse.Namespace) -> int:
+    from engine.project import metrics
+
+    frame = metrics.history(store(s), a.project, a.dataset, a.metric, limit=a.limit)
+    print_rows(frame.to_dict("records"), list(frame.columns))
+    return 0
+
+
+def cmd_check_add(s: Settings, a: argparse.Namespace) -> int:
+    from engine.design import projects as design
+    from engine.project import checks
+
+    spec: dict[str, Any] = {"name": a.name, "type": a.type, "severity": a.severity}
+    if a.column:
+        spec["column"] = a.column
+    if a.values:
+        spec["values"] = [v.strip() for v in a.values.split(",")]
+    if a.metric:
+        spec["metric"] = a.metric
+    for key in ("min", "max", "soft_min", "soft_max", "tolerance"):
+        if getattr(a, key) is not None:
+            spec[key] = getattr(a, key)
+    checks.add_check(design.open_project(s, a.project), a.dataset, spec)
+    print(f"check {a.name} added to {a.dataset}")
+    return 0
+
+
+def cmd_check_run(s: Settings, a: argparse.Namespace) -> int:
+    from engine.design import projects as design
+    from engine.project import checks
+
+    project = design.open_project(s, a.project)
+    results = checks.run_checks(project, a.dataset, a.partition, store(s), "design")
+    print_rows([r.__dict__ for r in results], ["name", "outcome", "value", "message"])
+    return 1 if checks.worst(results) == checks.ERROR else 0
+
+
+def cmd_check_history(s: Settings, a: argparse.Namespace) -> int:
+    from engine.project import checks
+
+    frame = checks.history(store(s), a.project, a.dataset, limit=a.limit)
+    print_rows(
+        frame.to_dict("records"), ["at", "node", "partition", "check_name", "outcome", "message"]
+    )
+    return 0
+
+
+def register(top: Any) -> None:
+    metric = top.add_parser("metric", help="dataset metrics and their history").add_subparsers(
+        dest="cmd", required=True
+    )
+    p = add(metric, "add", cmd_metric_add, "Declare a metric on a dataset (metrics.yaml).")
+    p.add_argument("dataset")
+    p.add_argument("--name", required=True)
+    p.add_argument(
+        "--type",
+        required=True,
+        choices=("record_count", "distinct_count", "missing_share", "min", "max", "mean", "sql"),
+    )
+    p.add_argument("--column")
+    p.add_argument("--sql", help="for type sql: a query over 'dataset' returning one number")
+    p.add_argument("--project", default="fraud")
+    p = add(metric, "compute", cmd_metric_compute, "Compute a dataset's metrics and record them.")
+    p.add_argument("dataset")
+    p.add_argument("--partition", help="default: the newest partition")
+    p.add_argument("--project", default="fraud")
+    p = add(metric, "history", cmd_metric_history, "Recorded values of a dataset's metrics.")
+    p.add_argument("dataset")
+    p.add_argument("--metric")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--project", default="fraud")
+
+    check = top.add_parser("check", help="data checks").add_subparsers(dest="cmd", required=True)
+    p = add(check, "add", cmd_check_add, "Declare a check on a dataset (checks.yaml).")
+    p.add_argument("dataset")
+    p.add_argument("--name", required=True)
+    p.add_argument(
+        "--type",
+        required=True,
+        choices=("metric_bounds", "value_in_set", "schema_equals", "distinct_count_in_range"),
+    )
+    p.add_argument("--column")
+    p.add_argument("--values", help="value_in_set: allowed values, comma-separated")
+    p.add_argument("--metric", help="metric_bounds: a metric name from metrics.yaml")
+    p.add_argument("--min", type=float, help="hard lower bound (error)")
+    p.add_argument("--max", type=float, help="hard upper bound (error)")
+    p.add_argument("--soft-min", type=float, help="soft lower bound (warning)")
+    p.add_argument("--soft-max", type=float, help="soft upper bound (warning)")
+    p.add_argument("--tolerance", type=float, help="distinct_count_in_range: widening, e.g. 0.2")
+    p.add_argument("--severity", choices=("error", "warning"), default="error")
+    p.add_argument("--project", default="fraud")
+    p = add(
+        check, "run", cmd_check_run, "Run a dataset's checks on the design node (exit 1 on ERROR)."
+    )
+    p.add_argument("dataset")
+    p.add_argument("--partition", help="default: the newest partition")
+    p.add_argument("--project", default="fraud")
+    p = add(check, "history", cmd_check_history, "Recorded check results of a dataset.")
+    p.add_argument("dataset", nargs="?")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--project", default="fraud")

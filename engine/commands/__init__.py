@@ -1,1 +1,0 @@
-"""The ``nodal`` sub-commands, one module per area; each has ``register(subparsers)``."""

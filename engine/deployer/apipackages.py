@@ -1,0 +1,211 @@
+"""API packages: immutable versions of an API service (models + enrichment data)."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import sqlalchemy as sa
+import yaml
+
+from engine.core import home as layout
+from engine.core.artifacts import ArtifactError, read_verified, write_zip
+from engine.core.errors import NodalError
+from engine.deployer.bundles import check_id
+from engine.project.api_services import key_mapping
+from engine.project.project import Project, ProjectError
+from engine.storage import datasets as ds
+from engine.storage.control import ControlStore, api_packages, now_iso
+
+KIND = "api_package"
+SERVICE_FILE = "service.yaml"
+
+
+class PackageError(NodalError):
+    """A package cannot be created, found or trusted; the message says why."""
+
+
+@dataclass(frozen=True)
+class PackageInfo:
+    service: str
+    version: str
+    project: str
+    path: Path
+    sha256: str
+    release_notes: str
+    created_by: str
+    created_at: str
+
+
+def _enrichment_bytes(project: Project, spec: dict[str, Any]) -> bytes:
+    """The lookup rows an endpoint needs, as Parquet bytes."""
+    ref = project.dataset(spec["dataset"])
+    where = ""
+    if spec.get("rows", "all") == "latest_day":
+        where = f"WHERE day = (SELECT max(day) FROM {ds.scan_sql(ref)})"
+    select = "*"
+    if spec.get("select"):
+        select = ", ".join('"' + str(c).replace('"', '""') + '"' for c in spec["select"])
+    with tempfile.TemporaryDirectory() as tmp:
+        out = ds.DatasetRef("enrichment", Path(tmp) / "enrichment")
+        with ds.session() as con:
+            ds.write(out, f"SELECT {select} FROM {ds.scan_sql(ref)} {where}", con=con)
+        return (out.path / ds.DATA_FILE).read_bytes()
+
+
+def _members(project: Project, service: dict[str, Any]) -> tuple[dict[str, bytes], dict[str, str]]:
+    members: dict[str, bytes] = {SERVICE_FILE: yaml.safe_dump(service, sort_keys=False).encode()}
+    versions: dict[str, str] = {}
+    for ep in service.get("endpoints") or []:
+        kind = ep.get("type", "prediction")
+        if kind == "lookup":
+            columns = ep.get("columns")
+            keys = list(key_mapping(ep.get("key") or ep.get("keys")).values())
+            select = None if columns is None else list(dict.fromkeys([*keys, *columns]))
+            spec = {**ep, "select": select}
+            members[f"endpoints/{ep['id']}/lookup.parquet"] = _enrichment_bytes(project, spec)
+            continue
+        if kind != "prediction":
+            raise PackageError(
+                f"endpoint {ep.get('id')!r}: type must be 'prediction' or 'lookup', not {kind!r}"
+            )
+        model_dir = project.active_model_dir(ep["model"])
+        versions[ep["id"]] = model_dir.name
+        for f in sorted(model_dir.iterdir()):
+            members[f"endpoints/{ep['id']}/model/{f.name}"] = f.read_bytes()
+        for enr in ep.get("enrichments") or []:
+            members[f"endpoints/{ep['id']}/enrichments/{enr['dataset']}.parquet"] = (
+                _enrichment_bytes(project, enr)
+            )
+    return members, versions
+
+
+def create_package(
+    home: Path,
+    store: ControlStore,
+    project: Project,
+    service_id: str,
+    version: str,
+    release_notes: str,
+    created_by: str,
+) -> PackageInfo:
+    """Freeze the service's endpoints (active models, enrichment rows) as package ``version``."""
+    check_id(version, "package version")
+    service = project.api_services.get(service_id)
+    if service is None:
+        raise ProjectError(f"project {project.name!r} has no API service {service_id!r}")
+    if get_package(store, service_id, version, missing_ok=True):
+        raise PackageError(f"package {version!r} of service {service_id!r} already exists")
+    try:
+        members, versions = _members(project, service)
+    except ds.DatasetError as exc:
+        raise PackageError(f"cannot package {service_id}: {exc} (build the flow first)") from None
+    except (KeyError, ValueError, duckdb.Error) as exc:
+        raise PackageError(f"cannot package {service_id}: {exc}") from None
+    created_at = now_iso()
+    manifest = {
+        "kind": KIND,
+        "format": 1,
+        "service": service_id,
+        "version": version,
+        "project": project.name,
+        "release_notes": release_notes,
+        "created_by": created_by,
+        "created_at": created_at,
+        "model_versions": versions,
+    }
+    path = layout.api_packages_dir(home, service_id) / f"{version}.zip"
+    try:
+        digest = write_zip(path, members, manifest)
+    except ArtifactError as exc:
+        raise PackageError(str(exc)) from None
+    with store.write() as conn:
+        conn.execute(
+            sa.insert(api_packages).values(
+                service=service_id,
+                version=version,
+                project=project.name,
+                path=str(path),
+                sha256=digest,
+                release_notes=release_notes,
+                created_by=created_by,
+                created_at=created_at,
+            )
+        )
+    return PackageInfo(
+        service_id, version, project.name, path, digest, release_notes, created_by, created_at
+    )
+
+
+def _info(row: Any) -> PackageInfo:
+    return PackageInfo(
+        row["service"],
+        row["version"],
+        row["project"],
+        Path(row["path"]),
+        row["sha256"],
+        row["release_notes"],
+        row["created_by"],
+        row["created_at"],
+    )
+
+
+def get_package(
+    store: ControlStore, service: str, version: str, missing_ok: bool = False
+) -> PackageInfo | None:
+    with store.read() as conn:
+        row = (
+            conn.execute(
+                sa.select(api_packages).where(
+                    api_packages.c.service == service, api_packages.c.version == version
+                )
+            )
+            .mappings()
+            .first()
+        )
+    if row is None:
+        if missing_ok:
+            return None
+        raise PackageError(f"service {service!r} has no package version {version!r}")
+    return _info(row)
+
+
+def list_packages(store: ControlStore, service: str | None = None) -> list[PackageInfo]:
+    q = sa.select(api_packages).order_by(api_packages.c.created_at.desc())
+    if service:
+        q = q.where(api_packages.c.service == service)
+    with store.read() as conn:
+        return [_info(r) for r in conn.execute(q).mappings().all()]
+
+
+def verify_package(
+    path: Path, service: str | None = None, version: str | None = None
+) -> dict[str, Any]:
+    try:
+        manifest, _ = read_verified(path, "API package")
+    except ArtifactError as exc:
+        raise PackageError(str(exc)) from None
+    if manifest.get("kind") != KIND:
+        raise PackageError(f"{Path(path).name} is not an API package")
+    if service is not None and manifest.get("service") != service:
+        raise PackageError(
+            f"package belongs to service {manifest.get('service')!r}, not {service!r}"
+        )
+    if version is not None and manifest.get("version") != version:
+        raise PackageError(
+            f"{Path(path).name} holds version {manifest.get('version')!r}, not {version!r}"
+        )
+    return manifest
+
+
+def test_queries(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """The test queries a package carries, by endpoint (from its service definition)."""
+    try:
+        _, members = read_verified(path, "API package")
+    except ArtifactError as exc:
+        raise PackageError(str(exc)) from None
+    service = yaml.safe_load(members[SERVICE_FILE])
+    return {ep["id"]: list(ep.get("test_queries") or []) for ep in service.get("endpoints") or []}

@@ -1,0 +1,186 @@
+"""The design node: projects as folders of text under ``<home>/design/projects``."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from engine.core import home as layout
+from engine.core.settings import Settings
+from engine.project.project import (
+    MANAGED_DATA_DIR,
+    Project,
+    ProjectError,
+    check_name,
+    load_project,
+    new_project_files,
+)
+from engine.storage.control import ControlStore, now_iso, projects
+
+
+def node_variables(settings: Settings) -> dict[str, str]:
+    """Variables every project sees on the design node."""
+    return {"data_dir": str(settings.data_dir.resolve())}
+
+
+def open_project(settings: Settings, name: str) -> Project:
+    root = layout.design_project(settings.home, name)
+    if not root.exists():
+        raise ProjectError(f"no project {name!r} on the design node (looked in {root})")
+    return load_project(root, root / MANAGED_DATA_DIR, node_variables(settings))
+
+
+def list_projects(store: ControlStore) -> list[dict[str, str]]:
+    with store.read() as conn:
+        rows = conn.execute(sa.select(projects).order_by(projects.c.name)).mappings().all()
+    return [dict(r) for r in rows]
+
+
+def import_project(
+    settings: Settings, store: ControlStore, source: Path, replace: bool = False
+) -> Project:
+    """Copy a project folder (e.g. ``examples/fraud``) into the design node and register it."""
+    source = Path(source)
+    probe = load_project(source, source / MANAGED_DATA_DIR, node_variables(settings))
+    target = layout.design_project(settings.home, probe.name)
+    if target.exists() and not replace:
+        raise ProjectError(f"project {probe.name!r} already exists on the design node")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".{probe.name}.importing"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(source, staging, ignore=shutil.ignore_patterns(MANAGED_DATA_DIR, "__pycache__"))
+    if target.exists():
+        # Keep managed data and saved models; replace only the definitions.
+        for keep in (MANAGED_DATA_DIR, "saved_models"):
+            if (target / keep).exists():
+                shutil.move(str(target / keep), str(staging / keep))
+        shutil.rmtree(target)
+    staging.rename(target)
+    with store.write() as conn:
+        conn.execute(sa.delete(projects).where(projects.c.name == probe.name))
+        conn.execute(
+            sa.insert(projects).values(name=probe.name, path=str(target), created_at=now_iso())
+        )
+    return open_project(settings, probe.name)
+
+
+def _register(store: ControlStore, name: str, root: Path) -> None:
+    with store.write() as conn:
+        conn.execute(sa.delete(projects).where(projects.c.name == name))
+        conn.execute(sa.insert(projects).values(name=name, path=str(root), created_at=now_iso()))
+
+
+def create_project(
+    settings: Settings, store: ControlStore, name: str, description: str = ""
+) -> Project:
+    """Create an empty project (``project.yaml``, ``datasets.yaml``, ``flow.yaml``) and register it."""
+    check_name(name, "project name")
+    target = layout.design_project(settings.home, name)
+    if target.exists():
+        raise ProjectError(f"project {name!r} already exists on the design node")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".{name}.creating"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    for rel, text in new_project_files(name, description).items():
+        (staging / rel).write_text(text)
+    try:
+        staging.rename(target)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ProjectError(f"project {name!r} already exists on the design node") from None
+    _register(store, name, target)
+    return open_project(settings, name)
+
+
+# --- scenarios and dashboards edited on the design node ----------------------------------------
+
+DESIGN_NODE = "design"  # the node name design-node runs and checks are recorded under
+
+
+class DefinitionInvalid(ProjectError):
+    """A definition would be saved with problems; ``problems`` lists them."""
+
+    def __init__(self, what: str, problems: list[str]) -> None:
+        super().__init__(f"{what} not saved: " + "; ".join(problems))
+        self.problems = problems
+
+
+def save_folder_definition(
+    project: Project, folder: str, name: str, text: str, base_version: str | None
+) -> str:
+    """Save ``<folder>/<name>.yaml`` (``scenarios`` or ``dashboards``); return its new version.
+
+    The YAML must name itself ``name``; a scenario must pass the scenario validation
+    (steps, conditions, triggers, reporters). Refused on a concurrent edit.
+    """
+    import yaml
+
+    from engine.project import definitions, scenario_spec
+
+    if folder not in ("scenarios", "dashboards"):
+        raise ProjectError(f"{folder!r} is not a folder of definitions edited here")
+    check_name(name, f"{folder[:-1]} name")
+    try:
+        doc = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise DefinitionInvalid(f"{folder[:-1]} {name}", [f"not valid YAML: {exc}"]) from None
+    if not isinstance(doc, dict) or doc.get("name", name) != name:
+        raise DefinitionInvalid(
+            f"{folder[:-1]} {name}", [f"the YAML must be a mapping with name: {name}"]
+        )
+
+    def validate(staged: Project) -> None:
+        if folder == "scenarios":
+            problems = scenario_spec.validate(staged, name)
+        else:
+            problems = [
+                f"{key} {doc[key]!r} is not a dataset of the project"
+                for key in ("source", "output")
+                if key in doc and doc[key] not in staged.datasets
+            ]
+        if problems:
+            raise DefinitionInvalid(f"{folder[:-1]} {name}", problems)
+
+    rel = f"{folder}/{name}.yaml"
+    versions = definitions.save(
+        project.root,
+        {rel: text if text.endswith("\n") else text + "\n"},
+        base={rel: base_version} if base_version is not None else None,
+        validate=validate,
+        variables=project.variables,
+    )
+    return versions[rel]
+
+
+def run_scenario_here(
+    store: ControlStore, project: Project, scenario: str, actor: str, params: dict | None = None
+) -> int:
+    """Run a scenario on the design node, in a background thread; return its run id.
+
+    The run is recorded like an automation node's (``scenario_runs`` / ``step_runs``,
+    node ``design``), so the page watches it with :func:`engine.automation.scenarios.get_run`.
+    """
+    import threading
+
+    from engine.automation import runs, scenarios
+    from engine.project import scenario_spec
+
+    problems = scenario_spec.validate(project, scenario)
+    if problems:
+        raise DefinitionInvalid(f"scenario {scenario}", problems)
+    run_id = runs.request_run(store, DESIGN_NODE, project.name, scenario, "studio", params)
+    if not runs.claim_run(store, run_id, None):
+        runs.finish_run(store, run_id, runs.ABORTED, "the same scenario is already running here")
+        raise ProjectError(f"scenario {scenario} is already running on the design node")
+
+    def work() -> None:
+        try:
+            scenarios.execute(project, store, DESIGN_NODE, run_id, None, actor=actor)
+        except Exception as exc:  # noqa: BLE001 - a bug: keep the run record truthful
+            runs.finish_run(store, run_id, runs.FAILED, f"internal error: {exc!r}")
+
+    threading.Thread(target=work, name=f"scenario-{run_id}", daemon=True).start()
+    return run_id

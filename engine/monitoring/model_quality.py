@@ -1,0 +1,43 @@
+"""Model quality as Monitoring reads it: the evaluation store's metrics and alarms.
+
+The automation node writes them (``evaluate`` steps, :mod:`engine.automation.evaluation`).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import sqlalchemy as sa
+
+from engine.automation import drift
+from engine.storage.control import ControlStore, evaluation_metrics
+
+
+def read_metrics(
+    store: ControlStore,
+    node: str,
+    project: str,
+    model: str | None = None,
+    families: list[str] | None = None,
+) -> pd.DataFrame:
+    """Stored metrics, oldest day first (columns of ``evaluation_metrics``)."""
+    t = evaluation_metrics
+    q = sa.select(t).where(t.c.node == node, t.c.project == project)
+    if model:
+        q = q.where(t.c.model == model)
+    if families:
+        q = q.where(t.c.family.in_(families))
+    with store.read() as conn:
+        rows = conn.execute(q.order_by(t.c.day, t.c.id)).mappings().all()
+    return pd.DataFrame([dict(r) for r in rows], columns=[c.name for c in t.columns])
+
+
+def latest_alarms(store: ControlStore, node: str, project: str) -> pd.DataFrame:
+    """Alarms and warnings of the newest evaluated day (one row per family and feature)."""
+    frame = read_metrics(store, node, project)
+    frame = frame[frame["family"] != "performance"]
+    if frame.empty:
+        return frame
+    newest = frame["at"].max()
+    day = frame.loc[frame["at"] == newest, "day"].max()
+    day_rows = frame[(frame["day"] == day) & frame["status"].isin([drift.WARNING, drift.ERROR])]
+    return day_rows.drop_duplicates(["role", "family", "feature"])

@@ -1,0 +1,272 @@
+"""The flow: recipes form a DAG over datasets; build a dataset with everything upstream.
+
+A recipe is SQL run by DuckDB (``recipes/<name>.sql``) or Python run in a process of its own
+(``recipes/<name>.py``, see :mod:`engine.project.python_recipes`); both write their output the same
+way (staged, then renamed into place, per partition when partitioned).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from graphlib import CycleError, TopologicalSorter
+from pathlib import Path
+
+import duckdb
+
+from engine.core.errors import NodalError
+from engine.project import python_recipes
+from engine.project.project import Project, ProjectError, RecipeDef
+from engine.storage import datasets as ds
+
+
+class FlowError(NodalError):
+    """A recipe failed; the message names the recipe and carries DuckDB's message.
+
+    For a Python recipe, ``user_traceback`` holds the frames of the analyst's file.
+    """
+
+    def __init__(self, message: str, user_traceback: str = "") -> None:
+        super().__init__(message)
+        self.user_traceback = user_traceback
+
+
+@dataclass(frozen=True)
+class RecipeRun:
+    recipe: str
+    output: str
+    partitions: list[str] | None
+    rows: int
+    seconds: float
+
+
+@dataclass
+class BuildResult:
+    target: str
+    runs: list[RecipeRun] = field(default_factory=list)
+
+
+def graph(project: Project) -> dict[str, set[str]]:
+    """Dataset → the datasets its recipe reads (sources map to an empty set)."""
+    deps: dict[str, set[str]] = {name: set() for name in project.datasets}
+    for recipe in project.recipes.values():
+        deps[recipe.output] = set(recipe.inputs)
+    return deps
+
+
+def build_order(project: Project, target: str) -> list[str]:
+    """Managed datasets to build, upstream first, to produce ``target``."""
+    if target not in project.datasets:
+        raise ProjectError(f"project {project.name!r} has no dataset {target!r}")
+    deps = graph(project)
+    needed: set[str] = set()
+    stack = [target]
+    while stack:
+        name = stack.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        stack.extend(deps[name])
+    try:
+        order = list(TopologicalSorter({n: deps[n] for n in needed}).static_order())
+    except CycleError as exc:
+        raise ProjectError(f"the flow has a cycle: {' -> '.join(exc.args[1])}") from None
+    return [n for n in order if project.recipe_for(n) is not None]
+
+
+def sql_error_line(sql: str, message: str) -> int | None:
+    """The 1-based line of ``sql`` a DuckDB error points at, if it can be told.
+
+    Parser errors carry ``LINE n:``; binder errors name the identifier they could not bind,
+    which is looked up in the text.
+    """
+    m = re.search(r"LINE (\d+):", message)
+    if m:
+        return int(m.group(1))
+    for name in re.findall(r'"([^"]+)"', message.split("\n", 1)[0]):
+        word = re.compile(rf"\b{re.escape(name)}\b")
+        for i, line in enumerate(sql.splitlines(), start=1):
+            if word.search(line.split("--", 1)[0]):
+                return i
+    return None
+
+
+def describe_sql_error(sql: str, exc: Exception) -> str:
+    """DuckDB's message, prefixed by the line it failed at (number and text) when known."""
+    message = str(exc).strip()
+    line = sql_error_line(sql, message)
+    if line is None:
+        return message
+    text = sql.splitlines()[line - 1].strip() if line <= len(sql.splitlines()) else ""
+    return f"at line {line} ({text}): {message}"
+
+
+def _views(project: Project, recipe_inputs: dict[str, str], partitions: list[str] | None):
+    views: dict[str, object] = {}
+    for name, mode in recipe_inputs.items():
+        ref = project.dataset(name)
+        views[name] = (ref, partitions if (mode == "same" and ref.partitioned_by) else None)
+    return views
+
+
+def input_tables(
+    project: Project,
+    recipe_inputs: dict[str, str],
+    restrict: list[str] | None,
+    partition_key: str | None,
+) -> dict[str, str]:
+    """A DuckDB table expression per input, read as its mode says (for Python recipes)."""
+    out: dict[str, str] = {}
+    for name, mode in recipe_inputs.items():
+        ref = project.dataset(name)
+        if mode == "same" and restrict and ref.partitioned_by:
+            out[name] = ds.scan_sql(ref, restrict)
+        elif mode == "same" and restrict and partition_key:
+            days = ", ".join(f"'{p}'" for p in restrict)
+            out[name] = (
+                f"(SELECT * FROM {ds.scan_sql(ref)} "
+                f"WHERE CAST({partition_key} AS VARCHAR) IN ({days}))"
+            )
+        else:
+            out[name] = ds.scan_sql(ref)
+    return out
+
+
+def _run_python(project: Project, recipe: RecipeDef, restrict: list[str] | None) -> int:
+    """Run a Python recipe in its own process and install its output; the rows written."""
+    out_ref = project.dataset(recipe.output)
+    variables = dict(project.variables)
+    if restrict:
+        variables["partitions"] = ",".join(restrict)
+    try:
+        tables = input_tables(project, recipe.inputs, restrict, out_ref.partitioned_by)
+        with python_recipes.private_workdir() as tmp:
+            outcome = python_recipes.run_to_parquet(
+                recipe.sql,
+                recipe.sql_file,
+                tables,
+                variables,
+                Path(tmp),
+                project.root,
+                out_ref.partitioned_by,
+            )
+            with ds.session() as con:
+                source = f"SELECT * FROM read_parquet('{outcome.parquet}')"
+                written = ds.write(
+                    out_ref, source, con=con, replace_all=restrict is None, partitions=restrict
+                )
+                if not written and out_ref.partitioned_by:
+                    return 0
+                scan = ds.scan_sql(out_ref, written or None)
+                return int(con.execute(f"SELECT count(*) FROM {scan}").fetchone()[0])
+    except python_recipes.PythonRecipeError as exc:
+        raise FlowError(f"recipe {recipe.name!r} {exc}", exc.user_traceback) from None
+    except (ds.DatasetError, duckdb.Error) as exc:
+        raise FlowError(f"recipe {recipe.name!r} cannot run: {exc}") from None
+
+
+def run_recipe(
+    project: Project, recipe_name: str, partitions: list[str] | None = None
+) -> RecipeRun:
+    """Run one recipe. ``partitions`` restricts "same" inputs and the partitions written."""
+    recipe = project.recipes[recipe_name]
+    out_ref = project.dataset(recipe.output)
+    started = time.perf_counter()
+    restrict = partitions if out_ref.partitioned_by else None
+    if python_recipes.is_python(recipe.sql_file):
+        rows = _run_python(project, recipe, restrict)
+        return RecipeRun(recipe_name, recipe.output, restrict, rows, time.perf_counter() - started)
+    try:
+        with ds.session(_views(project, recipe.inputs, restrict)) as con:
+            for name, mode in recipe.inputs.items():
+                in_ref = project.dataset(name)
+                # An unpartitioned input read "same" is filtered on the partition column.
+                if mode == "same" and restrict and not in_ref.partitioned_by:
+                    key = out_ref.partitioned_by
+                    days = ", ".join(f"'{p}'" for p in restrict)
+                    con.execute(
+                        f'CREATE OR REPLACE VIEW "{name}" AS SELECT * FROM '
+                        f"{ds.scan_sql(in_ref)} WHERE CAST({key} AS VARCHAR) IN ({days})"
+                    )
+            sql = recipe.sql.strip().rstrip(";")
+            written = ds.write(
+                out_ref, sql, con=con, replace_all=restrict is None, partitions=restrict
+            )
+            rows = 0
+            if written or not out_ref.partitioned_by:
+                scan = ds.scan_sql(out_ref, written or None)
+                rows = con.execute(f"SELECT count(*) FROM {scan}").fetchone()[0]
+    except duckdb.Error as exc:
+        detail = describe_sql_error(recipe.sql.strip().rstrip(";"), exc)
+        raise FlowError(f"recipe {recipe_name!r} ({recipe.sql_file}) failed {detail}") from None
+    except ds.DatasetError as exc:
+        raise FlowError(f"recipe {recipe_name!r} cannot run: {exc}") from None
+    return RecipeRun(recipe_name, recipe.output, restrict, int(rows), time.perf_counter() - started)
+
+
+Progress = Callable[[int, int, str], None]
+"""``progress(done, total, recipe)``: called before each recipe runs and once at the end."""
+
+
+def _run_all(
+    project: Project,
+    target: str,
+    order: list[str],
+    partitions: list[str] | None,
+    progress: Progress | None,
+) -> BuildResult:
+    result = BuildResult(target)
+    for i, dataset in enumerate(order):
+        recipe = project.recipe_for(dataset)
+        assert recipe is not None
+        if progress:
+            progress(i, len(order), recipe.name)
+        result.runs.append(run_recipe(project, recipe.name, partitions))
+    if progress:
+        progress(len(order), len(order), "")
+    return result
+
+
+def build(
+    project: Project,
+    target: str,
+    partitions: list[str] | None = None,
+    progress: Progress | None = None,
+) -> BuildResult:
+    """Build ``target`` and every managed dataset upstream of it, in dependency order."""
+    return _run_all(project, target, build_order(project, target), partitions, progress)
+
+
+def downstream_order(project: Project, changed: str) -> list[str]:
+    """Managed datasets built (directly or not) from ``changed``, upstream first.
+
+    ``changed`` itself is included when a recipe builds it.
+    """
+    if changed not in project.datasets:
+        raise ProjectError(f"project {project.name!r} has no dataset {changed!r}")
+    deps = graph(project)
+    affected = {changed}
+    grew = True
+    while grew:
+        grew = False
+        for name, inputs in deps.items():
+            if name not in affected and inputs & affected:
+                affected.add(name)
+                grew = True
+    try:
+        order = list(TopologicalSorter({n: deps[n] & affected for n in affected}).static_order())
+    except CycleError as exc:
+        raise ProjectError(f"the flow has a cycle: {' -> '.join(exc.args[1])}") from None
+    return [n for n in order if project.recipe_for(n) is not None]
+
+
+def build_downstream(
+    project: Project,
+    changed: str,
+    partitions: list[str] | None = None,
+    progress: Progress | None = None,
+) -> BuildResult:
+    """Rebuild everything downstream of ``changed`` (e.g. after editing its recipe)."""
+    return _run_all(project, changed, downstream_order(project, changed), partitions, progress)

@@ -1,0 +1,227 @@
+"""Create and edit recipes, and preview what a recipe would produce before saving it.
+
+A recipe is three pieces of text: its body, ``recipes/<name>.sql`` (SQL run by DuckDB) or
+``recipes/<name>.py`` (a Python ``run(inputs, variables)``, see
+:mod:`engine.project.python_recipes`), its entry in ``flow.yaml`` (inputs and their modes, output;
+the body's path is under ``sql:`` for both languages) and, when its output is new, the
+output's entry in ``datasets.yaml``. :func:`save_recipe` writes them together through
+:mod:`engine.project.definitions` (refused on a concurrent edit, or when the flow would break).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from engine.core import yamltext
+from engine.core.errors import NodalError
+from engine.project import definitions, flow, python_recipes
+from engine.project.project import INPUT_MODES, Project, ProjectError, check_name
+from engine.storage import datasets as ds
+
+PREVIEW_ROWS = 20
+LANGUAGES = ("sql", "python")
+
+
+class RecipeError(NodalError):
+    """A recipe's SQL or Python fails or its definition is invalid; the message says where.
+
+    For Python, ``user_traceback`` holds the frames of the analyst's code.
+    """
+
+    def __init__(self, message: str, user_traceback: str = "") -> None:
+        super().__init__(message)
+        self.user_traceback = user_traceback
+
+
+@dataclass(frozen=True)
+class Preview:
+    rows: pd.DataFrame
+    schema: dict[str, str]
+
+
+def sql_path(name: str, language: str = "sql") -> str:
+    return f"recipes/{name}.{'py' if language == 'python' else 'sql'}"
+
+
+def language_of(recipe_file: str) -> str:
+    return "python" if python_recipes.is_python(recipe_file) else "sql"
+
+
+def preview(
+    project: Project,
+    sql: str,
+    inputs: Mapping[str, str] | list[str],
+    limit: int = PREVIEW_ROWS,
+    language: str = "sql",
+    output: str | None = None,
+    name: str | None = None,
+) -> Preview:
+    """The first ``limit`` rows and the output schema of a recipe body over ``inputs``.
+
+    Partitioned inputs read in "same" mode are restricted to their newest partition, as a
+    daily build would read them; others are read whole. A Python body runs in full, in its
+    own process, on those inputs (``output`` and ``name``, if given, name the dataset it
+    would build and the recipe, for its checks and messages).
+    """
+    modes = dict.fromkeys(inputs, "all") if isinstance(inputs, list) else dict(inputs)
+    if language == "python":
+        display = sql_path(name, "python") if name else "the recipe"
+        return _preview_python(project, sql, modes, limit, output, display)
+    sql = sql.strip().rstrip(";")
+    if not sql:
+        raise RecipeError("the recipe has no SQL yet")
+    views: dict[str, Any] = {}
+    for name, mode in modes.items():
+        ref = project.dataset(name)
+        if not ref.exists():
+            raise RecipeError(f"input {name!r} has no data yet: build or import it first")
+        latest = ref.partitions()[-1:] if (mode == "same" and ref.partitioned_by) else None
+        views[name] = (ref, latest)
+    try:
+        with ds.session(views) as con:
+            schema = {r[0]: r[1] for r in con.execute(f"DESCRIBE {sql}").fetchall()}
+            rows = con.sql(f"SELECT * FROM ({sql}) LIMIT {int(limit)}").df()
+    except duckdb.Error as exc:
+        raise RecipeError(flow.describe_sql_error(sql, exc)) from None
+    except ds.DatasetError as exc:
+        raise RecipeError(str(exc)) from None
+    return Preview(rows, schema)
+
+
+def _preview_python(
+    project: Project,
+    code: str,
+    modes: dict[str, str],
+    limit: int,
+    output: str | None,
+    display: str,
+) -> Preview:
+    if not code.strip():
+        raise RecipeError("the recipe has no Python yet")
+    tables: dict[str, str] = {}
+    for name, mode in modes.items():
+        ref = project.dataset(name)
+        if not ref.exists():
+            raise RecipeError(f"input {name!r} has no data yet: build or import it first")
+        latest = ref.partitions()[-1:] if (mode == "same" and ref.partitioned_by) else None
+        tables[name] = ds.scan_sql(ref, latest)
+    key = None
+    if output and output in project.datasets:
+        key = project.datasets[output].partitioned_by
+    try:
+        with python_recipes.private_workdir() as tmp:
+            outcome = python_recipes.run_to_parquet(
+                code, display, tables, project.variables, Path(tmp), project.root, key
+            )
+            with ds.session() as con:
+                scan = f"read_parquet('{outcome.parquet}')"
+                schema = {
+                    r[0]: r[1] for r in con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()
+                }
+                rows = con.sql(f"SELECT * FROM {scan} LIMIT {int(limit)}").df()
+    except python_recipes.PythonRecipeError as exc:
+        raise RecipeError(str(exc), exc.user_traceback) from None
+    except ds.DatasetError as exc:
+        raise RecipeError(str(exc)) from None
+    return Preview(rows, schema)
+
+
+def read_recipe(project: Project, name: str) -> tuple[str, str]:
+    """A recipe's SQL and the version of its file (for a later :func:`save_recipe`)."""
+    recipe = project.recipes.get(name)
+    if recipe is None:
+        raise ProjectError(f"project {project.name!r} has no recipe {name!r}")
+    text, version = definitions.read(project.root, recipe.sql_file)
+    return text or "", version
+
+
+def save_recipe(
+    project: Project,
+    name: str,
+    sql: str,
+    inputs: Mapping[str, str],
+    output: str,
+    base_version: str | None = None,
+    partitioned_by: str | None = None,
+    language: str | None = None,
+) -> str:
+    """Create or update recipe ``name``; return the new version of its body's file.
+
+    ``base_version`` is the file's version the editor started from
+    (``definitions.ABSENT`` for a new recipe): a concurrent save is refused with
+    :class:`engine.project.definitions.DefinitionConflict`. A new ``output`` dataset is declared as
+    managed (partitioned by ``partitioned_by`` if given). ``language`` (sql or python;
+    default: the existing recipe's, or sql) cannot change for an existing recipe. SQL that fails on the current
+    data is refused; Python is checked (syntax, a ``run(inputs, variables)``), not run.
+    """
+    check_name(name, "recipe name")
+    check_name(output, "output dataset")
+    existing = project.recipes.get(name)
+    if existing:
+        own = language_of(existing.sql_file)
+        if language not in (None, own):
+            raise RecipeError(
+                f"recipe {name} is a {own} recipe ({existing.sql_file}): "
+                f"create a new recipe to write it in {language}"
+            )
+        language = own
+    language = language or "sql"
+    if language not in LANGUAGES:
+        raise RecipeError(f"recipe {name}: language must be one of {', '.join(LANGUAGES)}")
+    if not sql.strip():
+        raise RecipeError(
+            f"recipe {name}: the {'Python' if language == 'python' else 'SQL'} is empty"
+        )
+    for ds_name, mode in inputs.items():
+        if mode not in INPUT_MODES:
+            raise RecipeError(f"recipe {name}: input {ds_name} mode must be one of {INPUT_MODES}")
+    if not inputs:
+        raise RecipeError(f"recipe {name}: choose at least one input dataset")
+    if output in inputs:
+        raise RecipeError(f"recipe {name}: {output!r} cannot be both an input and the output")
+    unknown = [d for d in inputs if d not in project.datasets]
+    if unknown:
+        raise RecipeError(f"recipe {name}: {', '.join(unknown)} is not a dataset of the project")
+    rel = existing.sql_file if existing else sql_path(name, language)
+    if language == "python":
+        try:
+            python_recipes.check_code(sql, rel)
+        except python_recipes.PythonRecipeError as exc:
+            raise RecipeError(str(exc)) from None
+    elif all(project.dataset(d).exists() for d in inputs):
+        preview(project, sql, inputs, limit=0)  # a recipe that cannot run is not saved
+    text = sql.rstrip() + "\n"
+
+    def change(current: dict[str, str | None]) -> dict[str, str | None]:
+        out: dict[str, str | None] = {rel: text}
+        flow_doc = yamltext.load(current["flow.yaml"])
+        entry = {language: rel, "inputs": dict(inputs), "output": output}
+        if (flow_doc.get("recipes") or {}).get(name) != entry:
+            out["flow.yaml"] = yamltext.set_entry(current["flow.yaml"], name, entry, "recipes")
+        if output not in yamltext.load(current["datasets.yaml"]):
+            spec: dict[str, Any] = {"kind": "managed"}
+            if partitioned_by:
+                spec["partitioned_by"] = partitioned_by
+            spec["description"] = f"Output of recipe {name}."
+            out["datasets.yaml"] = yamltext.set_entry(current["datasets.yaml"], output, spec)
+        return out
+
+    def no_cycle(staged: Project) -> None:
+        flow.build_order(staged, output)
+
+    base = {rel: base_version} if base_version is not None else None
+    versions = definitions.update(
+        project.root,
+        change,
+        base=base,
+        validate=no_cycle,
+        paths=["flow.yaml", "datasets.yaml"],
+        variables=project.variables,
+    )
+    return versions[rel]

@@ -1,0 +1,84 @@
+"""API health over a real query log written by the API node's own writer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from engine.apinode import querylog
+from engine.monitoring import apihealth
+from engine.storage.datasets import query_df
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory):
+    home = tmp_path_factory.mktemp("apihome")
+    log = querylog.QueryLog(home, "api-test")
+    for i in range(200):
+        gen = "v1" if i % 2 else "v2"
+        status = 500 if gen == "v2" and i % 40 == 0 else 200
+        log.record(
+            service="fraud_detection",
+            endpoint="predict_fraud",
+            generation=gen,
+            method="predict",
+            status=status,
+            error_type="ServerError" if status >= 400 else None,
+            duration_us=1000 + 10 * i if gen == "v1" else 3000 + 10 * i,
+            n_records=1,
+            features={"amount": i},
+            result={"probas": {"0": 0.9, "1": 0.1 if gen == "v1" else 0.3}},
+        )
+    log.record(
+        service="fraud_detection", endpoint="lookup_card", generation="v1", method="lookup",
+        status=404, error_type="NotFound", duration_us=500, n_records=1,
+    )  # fmt: skip
+    log.close()
+    querylog.compact(home, "api-test")  # half in Parquet, as after a rotation …
+    log2 = querylog.QueryLog(home, "api-test")  # … and a live segment
+    log2.record(
+        service="fraud_detection", endpoint="predict_fraud", generation="v1", method="predict",
+        status=200, error_type=None, duration_us=1200, n_records=1,
+    )  # fmt: skip
+    log2.close()
+    return apihealth.source(home, "api-test")
+
+
+def test_no_traffic_means_no_table(tmp_path):
+    assert apihealth.source(tmp_path, "nothing") is None
+    assert apihealth.endpoint_health(None) == []
+
+
+def test_summary_counts_errors_and_latency_per_generation(logged):
+    summary = apihealth.summary(logged).set_index(["endpoint", "generation"])
+    truth = query_df(
+        f"SELECT endpoint, generation, count(*) AS n, count(*) FILTER (WHERE status >= 400) AS e, "
+        f"quantile_cont(duration_us, 0.95) / 1000 AS p95 FROM {logged} GROUP BY ALL"
+    ).set_index(["endpoint", "generation"])
+    assert summary.loc[("predict_fraud", "v1"), "queries"] == 101
+    assert summary.loc[("predict_fraud", "v2"), "errors"] == 5
+    for key in truth.index:
+        assert summary.loc[key, "queries"] == truth.loc[key, "n"]
+        assert summary.loc[key, "p95_ms"] == pytest.approx(truth.loc[key, "p95"])
+    over = apihealth.over_time(logged, "minute")
+    assert over["queries"].sum() == 202
+
+
+def test_ab_compares_generations_on_the_same_traffic(logged):
+    ab = apihealth.ab_compare(logged, "fraud_detection", "predict_fraud").set_index("generation")
+    assert list(ab.index) == ["v1", "v2"]
+    assert ab.loc["v2", "p50_ms"] > ab.loc["v1", "p50_ms"]
+    assert ab.loc["v1", "mean_proba"] == pytest.approx(0.1)
+    assert ab.loc["v2", "mean_proba"] == pytest.approx(0.3)
+    # v2 answered first (query 0, an error): outside the span both generations share.
+    assert ab.loc["v2", "error_rate"] == pytest.approx(4 / 99)
+
+
+def test_endpoint_health_is_worst_when_errors_pile_up(logged):
+    health = {h.endpoint: h for h in apihealth.endpoint_health(logged)}
+    assert health["lookup_card"].status == "ERROR"  # its only query failed
+    assert health["predict_fraud"].status == "WARNING"  # 5 of 201 failed: 2.5 %
+    assert json.dumps(health["predict_fraud"].message)
+    with pytest.raises(ValueError, match="bucket"):
+        apihealth.over_time(logged, "week")
