@@ -1,209 +1,42 @@
-"""Real-time scoring of one transaction: validation, enrichment, features, prediction.
+"""Real-time scoring of one record: typing, enrichment, features, prediction.
 
-``compute_features`` mirrors ``examples/fraud/recipes/features.sql`` row by row, so the API
-answers exactly what the batch flow computes (tests/e2e/test_lifecycle.py scores the same
-rows both ways). No pandas on this path: a request is a dict, a row is a numpy array.
+The features come from the project's own feature recipe, compiled to run on one record
+(:mod:`engine.project.feature_sql`); a package carries the recipe's SQL, the request
+dataset's schema and a sample of batch answers, and :meth:`PredictionEndpoint.load`
+refuses a package whose real-time answer would differ from batch
+(:mod:`engine.models.feature_parity`). No pandas on this path: a request is a dict, a row
+is a numpy array.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import math
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import msgspec
 import numpy as np
 import pyarrow.parquet as pq
 import yaml
 
 from engine.core.errors import NodalError
+from engine.deployer.apipackages import FEATURES_SQL, REQUEST_SCHEMA
+from engine.models import feature_parity
 from engine.models.saved import SavedModel
+from engine.project import feature_sql
 from engine.project.api_services import key_mapping
-
-EARTH_RADIUS_KM = 6371.0088
-
-# Raw transaction fields a request must carry, with their JSON type.
-REQUIRED_FIELDS: dict[str, tuple[type, ...]] = {
-    "ts": (str,),
-    "card_id": (str,),
-    "merchant_category": (str,),
-    "amount": (int, float),
-    "channel": (str,),
-    "card_present": (bool,),
-    "merchant_latitude": (int, float),
-    "merchant_longitude": (int, float),
-}
-OPTIONAL_FIELDS: dict[str, tuple[type, ...]] = {"transaction_id": (str,), "merchant_id": (str,)}
-
-
-_ALL_FIELDS = tuple({**REQUIRED_FIELDS, **OPTIONAL_FIELDS}.items())
+from engine.project.feature_sql import FeaturePlan, RecordError
 
 
 class InvalidRecord(NodalError, ValueError):
     """A request's features are unusable; the message names the field, never echoes the input."""
 
 
-def _type_name(types: tuple[type, ...]) -> str:
-    return "number" if float in types else "boolean" if bool in types else "string"
-
-
-class Transaction(msgspec.Struct):
-    """The raw transaction as the API contract types it: a fast first check of many records.
-
-    Whatever this accepts, :func:`validate_record` accepts too (the bounds also refuse NaN and
-    infinities); a record it refuses goes through :func:`validate_record` for the message.
-    """
-
-    ts: str
-    card_id: str
-    merchant_category: str
-    amount: Annotated[float, msgspec.Meta(gt=0, lt=1e300)]
-    channel: str
-    card_present: bool
-    merchant_latitude: Annotated[float, msgspec.Meta(ge=-90, le=90)]
-    merchant_longitude: Annotated[float, msgspec.Meta(ge=-180, le=180)]
-    transaction_id: str | None = None
-    merchant_id: str | None = None
-
-
-def validate_record(features: Any) -> datetime:
-    """Check a raw transaction; return its parsed timestamp (naive UTC)."""
-    if not isinstance(features, dict):
-        raise InvalidRecord("'features' must be a JSON object")
-    missing = [f for f in REQUIRED_FIELDS if features.get(f) is None]
-    if missing:
-        raise InvalidRecord(f"missing feature(s): {', '.join(missing)}")
-    for name, types in _ALL_FIELDS:
-        value = features.get(name)
-        if value is None:
-            continue
-        kind = type(value)  # JSON gives exact types: no subclass to allow for
-        if kind not in types:
-            raise InvalidRecord(f"feature '{name}' must be a {_type_name(types)}")
-        if (kind is float or kind is int) and not _finite(value):
-            raise InvalidRecord(f"feature '{name}' must be a finite number")
-    if (
-        not -90 <= features["merchant_latitude"] <= 90
-        or not -180 <= features["merchant_longitude"] <= 180
-    ):
-        raise InvalidRecord("merchant_latitude/merchant_longitude out of range")
-    if features["amount"] <= 0:
-        raise InvalidRecord("feature 'amount' must be positive")
-    return parse_ts(features["ts"])
-
-
-def parse_ts(value: str) -> datetime:
-    """An ISO-8601 timestamp as naive UTC, like the batch data's."""
-    try:
-        ts = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidRecord(
-            "feature 'ts' must be an ISO-8601 timestamp, e.g. 2026-11-09T13:45:00"
-        ) from None
-    if ts.tzinfo is not None:
-        ts = (ts - ts.utcoffset()).replace(tzinfo=None)  # batch timestamps are naive UTC
-    return ts
-
-
-def validate_records(records: list[Any]) -> list[datetime | InvalidRecord]:
-    """Each record's timestamp, or why it is refused: :func:`validate_record`'s verdicts.
-
-    One typed conversion checks the whole list when every record is good (the common case,
-    ~1 µs a record); a list with a bad record is checked record by record.
-    """
-    try:
-        msgspec.convert(records, _TRANSACTIONS)
-    except msgspec.ValidationError:
-        return [_verdict(validate_record, r) for r in records]
-    return [_verdict(parse_ts, r["ts"]) for r in records]
-
-
-def _verdict(check: Any, value: Any) -> datetime | InvalidRecord:
-    try:
-        return check(value)
-    except InvalidRecord as exc:
-        return exc
-
-
-_TRANSACTIONS = list[Transaction]
-
-
-def _finite(value: float) -> bool:
-    try:
-        return math.isfinite(value) and abs(float(value)) < 1e300
-    except OverflowError:  # an integer too large for a float
-        return False
-
-
-def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Same formula, same operation order as features.sql."""
-    return (
-        2
-        * EARTH_RADIUS_KM
-        * math.asin(
-            math.sqrt(
-                math.pow(math.sin(math.radians(lat2 - lat1) / 2), 2)
-                + math.cos(math.radians(lat1))
-                * math.cos(math.radians(lat2))
-                * math.pow(math.sin(math.radians(lon2 - lon1) / 2), 2)
-            )
-        )
-    )
-
-
-# Profile columns features.sql passes through unchanged.
-PROFILE_FEATURES = ("card_txn_prev_day", "card_txn_prev_7d", "card_txn_history", "credit_score")
 _EMPTY: dict[str, Any] = {}
-
-
-def _distance(record: dict[str, Any], ts: datetime, p: dict[str, Any]) -> float | None:
-    home_lat, home_lon = p.get("home_latitude"), p.get("home_longitude")
-    if home_lat is None or home_lon is None:
-        return None
-    return haversine_km(
-        home_lat, home_lon, float(record["merchant_latitude"]), float(record["merchant_longitude"])
-    )
-
-
-def _amount_ratio(record: dict[str, Any], ts: datetime, p: dict[str, Any]) -> float | None:
-    avg = p.get("card_avg_amount")
-    if avg is None:
-        return None
-    if avg == 0:  # DuckDB's IEEE division: a positive amount over ±0 is ±infinity
-        return math.copysign(math.inf, avg)
-    return float(record["amount"]) / avg
-
-
-def _account_age(record: dict[str, Any], ts: datetime, p: dict[str, Any]) -> int | None:
-    opened: date | None = p.get("account_open_date")
-    return None if opened is None else (ts.date() - opened).days
-
-
-def _profile_field(name: str) -> Any:
-    return lambda record, ts, p: p.get(name)
-
-
-# The features features.sql derives from (transaction, its timestamp, the card's profile).
-DERIVED: dict[str, Any] = {
-    "hour_of_day": lambda record, ts, p: ts.hour,
-    "distance_km": _distance,
-    "amount_ratio": _amount_ratio,
-    **{name: _profile_field(name) for name in PROFILE_FEATURES},
-    "account_age_days": _account_age,
-}
-
-
-def compute_features(
-    record: dict[str, Any], ts: datetime, profile: dict[str, Any] | None
-) -> dict[str, Any]:
-    """The model features of one transaction, as features.sql computes them."""
-    p = profile or _EMPTY
-    return {**record, **{name: f(record, ts, p) for name, f in DERIVED.items()}}
 
 
 class LookupFailed(InvalidRecord):
@@ -263,79 +96,94 @@ class PredictionEndpoint:
 
     endpoint_id: str
     model: SavedModel
+    plan: FeaturePlan
     enrichments: list[KeyedTable]
     kind = "prediction"
+    _getters: list[Any] = field(default_factory=list, repr=False)
 
     @classmethod
     def load(cls, root: Path, spec: dict[str, Any]) -> PredictionEndpoint:
+        """Load an endpoint of an extracted package; raises ``ParityError`` when its
+        real-time features would differ from batch on the package's sample."""
         ep_dir = root / "endpoints" / spec["id"]
-        tables = [
-            KeyedTable.load(
+        model = SavedModel.load(ep_dir / "model")
+        plan = endpoint_plan(ep_dir, spec, model)
+        tables = {
+            enr["dataset"]: KeyedTable.load(
                 enr["dataset"], ep_dir / "enrichments" / f"{enr['dataset']}.parquet", enr
             )
             for enr in spec.get("enrichments") or []
-        ]
-        return cls(spec["id"], SavedModel.load(ep_dir / "model"), tables)
+        }
+        if (ep_dir / "parity.parquet").exists():
+            members = {f.name: f.read_bytes() for f in ep_dir.glob("parity*.parquet")}
+            sample = feature_parity.ParitySample.from_parquet(plan, members)
+            feature_parity.verify(plan, model, sample, f"endpoint {spec['id']}")
+        return cls(spec["id"], model, plan, [tables[j.dataset] for j in plan.joins])
 
     def __post_init__(self) -> None:
         meta = self.model.meta
-        nan = math.nan
+        nan = float("nan")
 
         def raw(name: str) -> Any:
-            return lambda record, ts, p: record.get(name)
+            return lambda feats: feats.get(name)
 
         def coded(name: str, codes: dict[Any, float]) -> Any:
-            return lambda record, ts, p: codes.get(record.get(name), nan)
+            return lambda feats: codes.get(feats.get(name), nan)
 
-        # One function per model input, in the model's order: derived, raw or a category code.
-        self._getters = [DERIVED.get(name) or raw(name) for name in meta["numeric"]] + [
+        # One function per model input, in the model's order: the value or a category code.
+        self._getters = [raw(name) for name in meta["numeric"]] + [
             coded(name, {v: float(i) for i, v in enumerate(meta["vocab"][name])})
             for name in meta["categorical"]
         ]
 
-    def _profile(self, record: dict[str, Any]) -> dict[str, Any]:
-        """The enrichment columns found for ``record`` (empty: no match)."""
-        if len(self.enrichments) == 1:
-            return self.enrichments[0].find(record) or _EMPTY
-        profile: dict[str, Any] = {}
-        for table in self.enrichments:
-            profile.update(table.find(record) or _EMPTY)
-        return profile
+    @property
+    def request_fields(self) -> dict[str, str]:
+        """The request contract: field → type family (number, string, timestamp…)."""
+        return self.plan.request_fields
+
+    def features_of(self, record: Any) -> dict[str, Any]:
+        """The model features of one raw record, as the project's feature recipe computes
+        them (InvalidRecord / LookupFailed when it is refused)."""
+        try:
+            typed = feature_sql.typed_record(self.plan.request_fields, record)
+        except RecordError as exc:
+            raise InvalidRecord(str(exc)) from None
+        rows = tuple(table.find(typed) or _EMPTY for table in self.enrichments)
+        try:
+            return self.plan.compute(typed, rows)
+        except (ValueError, TypeError, ArithmeticError) as exc:
+            raise InvalidRecord(f"the features cannot be computed: {exc}") from None
 
     def encode(self, records: list[Any]) -> tuple[np.ndarray, list[InvalidRecord | None]]:
         """The model's input matrix for the valid ``records`` (in order) and, for each record,
         why it is refused (None: it has a row).
 
-        One call for all records: validation (one typed check of the list), enrichment
-        lookups, the features features.sql derives, the category codes ``SavedModel.encode``
-        gives, one numpy conversion. A single ``predict`` is this with one record, so every
-        endpoint encodes alike.
+        One call for all records: typing against the contract, enrichment lookups, the
+        compiled feature recipe, the category codes ``SavedModel.encode`` gives, one numpy
+        conversion. A single ``predict`` is this with one record, so every endpoint encodes
+        alike.
         """
-        verdicts = validate_records(records)
-        good: list[dict[str, Any]] = []
-        stamps: list[datetime] = []
-        profiles: list[dict[str, Any]] = []
+        getters = self._getters
+        rows: list[list[Any]] = []
         refused: list[InvalidRecord | None] = []
-        for rec, ts in zip(records, verdicts, strict=True):
-            if isinstance(ts, InvalidRecord):
-                refused.append(ts)
-                continue
+        for rec in records:
             try:
-                profiles.append(self._profile(rec) if self.enrichments else _EMPTY)
-            except LookupFailed as exc:
+                feats = self.features_of(rec)
+            except InvalidRecord as exc:
                 refused.append(exc)
                 continue
             refused.append(None)
-            good.append(rec)
-            stamps.append(ts)
-        getters = self._getters
-        rows = [
-            [get(rec, ts, p) for get in getters]
-            for rec, ts, p in zip(good, stamps, profiles, strict=True)
-        ]
+            rows.append([get(feats) for get in getters])
         # None → NaN and bool → 0/1: numpy's float conversion does both.
         matrix = np.array(rows, dtype="float64") if rows else np.empty((0, len(getters)))
         return matrix, refused
+
+    def from_csv(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """CSV cells (text) typed as the contract says: numbers, booleans (true/false/1/0)."""
+        return [
+            {k: _csv_value(self.plan.request_fields.get(k), v) for k, v in r.items()}
+            for r in records
+        ]
 
     def _row(self, features: Any) -> np.ndarray:
         """The one-row input matrix of one record (InvalidRecord if it is refused)."""
@@ -462,8 +310,8 @@ _CSV_TRUE, _CSV_FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
 def csv_records(text: str) -> list[dict[str, Any]]:
     """Records of an MLflow ``text/csv`` body: a header row, then one row per record.
 
-    CSV has no types: a field of the transaction contract gets its type (number, boolean:
-    true/false/1/0), an empty cell is missing, any other column stays text.
+    CSV has no types: cells stay text (an empty cell is missing) until the endpoint types
+    them by its contract (:meth:`PredictionEndpoint.from_csv`).
     """
     try:
         rows = list(csv.reader(io.StringIO(text)))
@@ -478,24 +326,25 @@ def csv_records(text: str) -> list[dict[str, Any]]:
             continue
         if len(row) != len(header):
             raise InvalidRecord(f"CSV row {i} has {len(row)} cells for {len(header)} columns")
-        out.append({h: _csv_value(h, v) for h, v in zip(header, row, strict=True)})
+        out.append({h: (v.strip() or None) for h, v in zip(header, row, strict=True)})
     return out
 
 
-def _csv_value(name: str, text: str) -> Any:
-    text = text.strip()
-    if text == "":
-        return None
-    types = REQUIRED_FIELDS.get(name) or OPTIONAL_FIELDS.get(name) or (str,)
-    if bool in types:
+def _csv_value(family: str | None, text: Any) -> Any:
+    if text is None or family not in (
+        feature_sql.NUMBER,
+        feature_sql.INTEGER,
+        feature_sql.BOOLEAN,
+        feature_sql.NUMERIC,
+    ):
+        return text
+    if family == feature_sql.BOOLEAN:
         low = text.lower()
         return True if low in _CSV_TRUE else False if low in _CSV_FALSE else text
-    if float in types:
-        try:
-            return float(text)
-        except ValueError:
-            return text  # validation names the field
-    return text
+    try:
+        return int(text) if family == feature_sql.INTEGER else float(text)
+    except ValueError:
+        return text  # typing names the field
 
 
 def invocation_records(body: dict[str, Any]) -> list[Any]:
@@ -530,6 +379,25 @@ def _us(seconds: float) -> int:
 
 
 Endpoint = PredictionEndpoint | LookupEndpoint
+
+
+def endpoint_plan(ep_dir: Path, spec: dict[str, Any], model: SavedModel) -> FeaturePlan:
+    """The compiled features of a packaged endpoint: its feature recipe when it has one
+    (``features.sql`` + ``request.json``), else the model's inputs sent as they are."""
+    numeric, categorical = list(model.meta["numeric"]), list(model.meta["categorical"])
+    if not (ep_dir / FEATURES_SQL).exists():
+        return feature_sql.model_inputs_plan(numeric, categorical)
+    request = json.loads((ep_dir / REQUEST_SCHEMA).read_text())
+    return feature_sql.plan(
+        (ep_dir / FEATURES_SQL).read_text(),
+        request["schema"],
+        numeric + categorical,
+        {
+            e["dataset"]: key_mapping(e.get("key") or e.get("keys"))
+            for e in spec.get("enrichments") or []
+        },
+        where=f"endpoint {spec['id']}",
+    )
 
 
 def load_service(root: Path) -> tuple[dict[str, Any], dict[str, Endpoint]]:

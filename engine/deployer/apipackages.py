@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,13 +17,18 @@ from engine.core import home as layout
 from engine.core.artifacts import ArtifactError, read_verified, write_zip
 from engine.core.errors import NodalError
 from engine.deployer.bundles import check_id
-from engine.project.api_services import key_mapping
+from engine.models import feature_parity
+from engine.models.saved import SavedModel
+from engine.project.api_services import endpoint_features, key_mapping
+from engine.project.feature_sql import FeatureSqlError
 from engine.project.project import Project, ProjectError
 from engine.storage import datasets as ds
 from engine.storage.control import ControlStore, api_packages, now_iso
 
 KIND = "api_package"
 SERVICE_FILE = "service.yaml"
+FEATURES_SQL, REQUEST_SCHEMA = "features.sql", "request.json"  # read by the API node
+log = logging.getLogger("nodal.packages")
 
 
 class PackageError(NodalError):
@@ -56,6 +63,28 @@ def _enrichment_bytes(project: Project, spec: dict[str, Any]) -> bytes:
         return (out.path / ds.DATA_FILE).read_bytes()
 
 
+def _feature_members(project: Project, ep: dict[str, Any], model: SavedModel) -> dict[str, bytes]:
+    """The endpoint's feature recipe, request schema and parity sample, once real time is
+    proven to reproduce batch on the project's own rows (PackageError naming the feature)."""
+    where = f"endpoint {ep['id']}"
+    try:
+        found = endpoint_features(project, ep, model.feature_names)
+        if found is None:
+            return {}
+        sample = feature_parity.sample(project, found.sql, found.plan, model)
+        checked = feature_parity.verify(found.plan, model, sample, where)
+    except (FeatureSqlError, feature_parity.ParityError) as exc:
+        raise PackageError(str(exc)) from None
+    log.info("%s: real time reproduces batch on %d sampled rows", where, checked)
+    folder = f"endpoints/{ep['id']}"
+    members = {
+        f"{folder}/{FEATURES_SQL}": found.sql.encode(),
+        f"{folder}/{REQUEST_SCHEMA}": json.dumps(found.request, indent=1).encode(),
+    }
+    members.update({f"{folder}/{n}": b for n, b in sample.to_parquet(found.plan).items()})
+    return members
+
+
 def _members(project: Project, service: dict[str, Any]) -> tuple[dict[str, bytes], dict[str, str]]:
     members: dict[str, bytes] = {SERVICE_FILE: yaml.safe_dump(service, sort_keys=False).encode()}
     versions: dict[str, str] = {}
@@ -76,6 +105,7 @@ def _members(project: Project, service: dict[str, Any]) -> tuple[dict[str, bytes
         versions[ep["id"]] = model_dir.name
         for f in sorted(model_dir.iterdir()):
             members[f"endpoints/{ep['id']}/model/{f.name}"] = f.read_bytes()
+        members.update(_feature_members(project, ep, SavedModel.load(model_dir)))
         for enr in ep.get("enrichments") or []:
             members[f"endpoints/{ep['id']}/enrichments/{enr['dataset']}.parquet"] = (
                 _enrichment_bytes(project, enr)

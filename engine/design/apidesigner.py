@@ -28,16 +28,12 @@ from typing import Any
 import httpx
 import yaml
 
-from engine.apinode.realtime import (
-    REQUIRED_FIELDS,
-    InvalidRecord,
-    load_service,
-    validate_record,
-)
+from engine.apinode.realtime import InvalidRecord, load_service
 from engine.core.errors import NodalError
 from engine.deployer import apipackages
-from engine.project import definitions
-from engine.project.api_services import key_mapping
+from engine.project import definitions, feature_sql
+from engine.project.api_services import endpoint_features, key_mapping
+from engine.project.feature_sql import FeatureSqlError
 from engine.project.project import Project, ProjectError
 from engine.storage import datasets as ds
 
@@ -145,12 +141,16 @@ def save_prediction_endpoint(
     enrichments: list[dict[str, Any]] | None = None,
     description: str = "",
     loaded: Loaded | None = None,
+    feature_recipe: str | None = None,
 ) -> str:
     """Create or replace a prediction endpoint (creating the service if needed).
 
     Each enrichment is ``{"dataset", "key": field | {field: column}, "rows": all|latest_day,
-    "on_missing": ignore|error, "on_multiple": first|error}``. Returns the file's new
-    version; ``loaded`` guards against a concurrent save (see :func:`_edit`).
+    "on_missing": ignore|error, "on_multiple": first|error}``. ``feature_recipe`` names the
+    SQL recipe that computes the model's features from a request record (real time runs
+    it, compiled); it is refused here, with the reason, when real time cannot run it.
+    Returns the file's new version; ``loaded`` guards against a concurrent save (see
+    :func:`_edit`).
     """
     _check_name(service_id, "service id")
     _check_name(endpoint_id, "endpoint id")
@@ -166,10 +166,30 @@ def save_prediction_endpoint(
         if missing:
             raise DesignerError(f"dataset {enr['dataset']!r} has no column {', '.join(missing)}")
         _check_policy(enr)
-    endpoint = {"id": endpoint_id, "type": "prediction", "model": model}
+    endpoint: dict[str, Any] = {"id": endpoint_id, "type": "prediction", "model": model}
+    if feature_recipe:
+        endpoint["feature_recipe"] = feature_recipe
     if enrichments:
         endpoint["enrichments"] = enrichments
+    request_contract(project, endpoint)  # refuses a feature recipe real time cannot run
     return _upsert_endpoint(project, service_id, endpoint, description, loaded)
+
+
+def _model_inputs(project: Project, model: str) -> tuple[list[str], list[str]]:
+    features = (project.models.get(model) or {}).get("features") or {}
+    return list(features.get("numeric") or []), list(features.get("categorical") or [])
+
+
+def request_contract(project: Project, endpoint: dict[str, Any]) -> dict[str, str]:
+    """The fields a prediction endpoint's request must carry (field → type family)."""
+    numeric, categorical = _model_inputs(project, endpoint["model"])
+    try:
+        found = endpoint_features(project, endpoint, numeric + categorical)
+    except FeatureSqlError as exc:
+        raise DesignerError(str(exc)) from None
+    if found is None:
+        return feature_sql.model_inputs_plan(numeric, categorical).request_fields
+    return found.plan.request_fields
 
 
 def save_lookup_endpoint(
@@ -253,11 +273,11 @@ def _endpoint(definition: dict[str, Any], endpoint_id: str) -> dict[str, Any]:
     raise DesignerError(f"service {definition['service_id']!r} has no endpoint {endpoint_id!r}")
 
 
-def _check_query(ep: dict[str, Any], payload: Any) -> None:
+def _check_query(project: Project, ep: dict[str, Any], payload: Any) -> None:
     if ep.get("type", "prediction") == "prediction":
         try:
-            validate_record(payload)
-        except InvalidRecord as exc:
+            feature_sql.typed_record(request_contract(project, ep), payload)
+        except feature_sql.RecordError as exc:
             raise DesignerError(f"test query refused: {exc}") from None
     else:
         if not isinstance(payload, dict):
@@ -300,7 +320,7 @@ def add_test_queries(
                     f"endpoint {endpoint_id!r} already has a test query {q['name']!r}"
                 )
             existing.add(q["name"])
-            _check_query(ep, q.get(field))
+            _check_query(project, ep, q.get(field))
         ep.setdefault("test_queries", []).extend(queries)
         return definition
 
@@ -347,12 +367,12 @@ def queries_from_dataset(
     ep = _endpoint(definition, endpoint_id)
     columns = _columns(project, dataset)
     if ep.get("type", "prediction") == "prediction":
-        fields = [f for f in [*REQUIRED_FIELDS, "transaction_id", "merchant_id"] if f in columns]
+        fields = list(request_contract(project, ep))
         field = "features"
     else:
         fields = list(key_mapping(ep.get("key") or ep.get("keys")))
         field = "data"
-    missing = [f for f in REQUIRED_FIELDS if f not in columns] if field == "features" else []
+    missing = [f for f in fields if f not in columns]
     if missing:
         raise DesignerError(f"dataset {dataset!r} lacks the fields {', '.join(missing)}")
     select = ", ".join(f'"{c}"' for c in fields)

@@ -3,7 +3,13 @@ the design node (API Designer, packaging), the deployer and the API node read al
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+
+from engine.project import feature_sql
+from engine.project.feature_sql import FeaturePlan, FeatureSqlError
+from engine.project.project import Project
+from engine.storage import datasets as ds
 
 
 def key_mapping(spec: Any) -> dict[str, str]:
@@ -15,3 +21,53 @@ def key_mapping(spec: Any) -> dict[str, str]:
     if isinstance(spec, dict) and spec and all(isinstance(v, str) for v in spec.values()):
         return {str(k): v for k, v in spec.items()}
     raise ValueError("a lookup key is a column name, a list of them, or {field: column}")
+
+
+def enrichment_keys(endpoint: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """A prediction endpoint's enrichments: dataset → {request field: dataset column}."""
+    return {
+        e["dataset"]: key_mapping(e.get("key") or e.get("keys"))
+        for e in endpoint.get("enrichments") or []
+    }
+
+
+@dataclass(frozen=True)
+class EndpointFeatures:
+    """What a packaged prediction endpoint carries to compute its features in real time."""
+
+    plan: FeaturePlan
+    sql: str
+    request: dict[str, Any]  # {"dataset": name, "schema": {column: SQL type}}
+
+
+def endpoint_features(
+    project: Project, endpoint: dict[str, Any], feature_names: list[str]
+) -> EndpointFeatures | None:
+    """Compile the endpoint's ``feature_recipe`` for the model inputs ``feature_names``;
+    None when the endpoint has none (the request then carries the model's inputs).
+
+    Raises :class:`~engine.project.feature_sql.FeatureSqlError` with the reason.
+    """
+    name = endpoint.get("feature_recipe")
+    if not name:
+        return None
+    where = f"endpoint {endpoint.get('id')}: feature_recipe {name}"
+    recipe = project.recipes.get(name)
+    if recipe is None:
+        raise FeatureSqlError(f"{where}: the project has no recipe {name!r}")
+    if not recipe.sql_file.endswith(".sql"):
+        raise FeatureSqlError(f"{where}: a feature recipe must be SQL (real time runs its SQL)")
+    dataset = feature_sql.request_dataset_of(recipe.sql, where)
+    if dataset not in project.datasets:
+        raise FeatureSqlError(f"{where}: FROM {dataset} is not a dataset of the project")
+    schema = project.datasets[dataset].schema
+    if not schema:
+        try:
+            schema = ds.schema(project.dataset(dataset))
+        except ds.DatasetError:
+            raise FeatureSqlError(
+                f"{where}: declare the schema of dataset {dataset!r} (its columns are the "
+                "request contract) or build it first"
+            ) from None
+    plan = feature_sql.plan(recipe.sql, schema, feature_names, enrichment_keys(endpoint), where)
+    return EndpointFeatures(plan, recipe.sql, {"dataset": dataset, "schema": dict(schema)})

@@ -95,6 +95,7 @@ def test_api_designer_page_edits_endpoints_tests_and_packages(seen):
     # A lookup endpoint on a built dataset.
     at.text_input(key="le_id").set_value("card_profile")
     at.selectbox(key="le_dataset").set_value("card_profiles")
+    at.text_input(key="le_key").set_value("card_id")
     at.text_input(key="le_columns_text").set_value("credit_score, nope")
     at.button[1].click().run()  # the lookup form's submit button
     assert "no column nope" in at.error[0].value
@@ -182,6 +183,7 @@ def test_api_designer_page_refuses_a_stale_save_and_shows_the_difference(seen):
     theirs = service_file.read_bytes()
     at.text_input(key="le_id").set_value("my_lookup")
     at.selectbox(key="le_dataset").set_value("card_profiles")
+    at.text_input(key="le_key").set_value("card_id")
     at.button[1].click().run()  # the lookup form's submit button
     assert not at.exception, at.exception
     assert "changed by someone else" in at.error[0].value

@@ -40,7 +40,11 @@ def _refused(exc: NodalError, prefix: str = "Not saved: ") -> None:
         _say("error", f"{prefix}{exc}")
 
 
+NO_RECIPE = "(none: requests carry the model's inputs)"
+
+
 def _save_prediction(service: str) -> None:
+    recipe = st.session_state.get("pe_recipe", NO_RECIPE)
     enrichments = []
     if st.session_state.get("pe_enrich"):
         enrichments.append(
@@ -60,6 +64,7 @@ def _save_prediction(service: str) -> None:
             st.session_state["pe_model"],
             enrichments,
             loaded=_loaded(service),
+            feature_recipe=None if recipe == NO_RECIPE else recipe,
         )
     except NodalError as exc:
         _refused(exc)
@@ -219,13 +224,24 @@ with tab_ep:
             st.code(json.dumps(shown, indent=2, default=str), language="json")
     with st.form("prediction_form"):
         st.markdown("**Prediction endpoint** from a saved model")
-        st.text_input("Endpoint id", key="pe_id", value="predict_fraud")
+        st.text_input("Endpoint id", key="pe_id", value="predict")
         st.selectbox("Saved model", sorted(project.models), key="pe_model")
+        st.selectbox(
+            "Feature recipe",
+            [
+                NO_RECIPE,
+                *sorted(r for r, d in project.recipes.items() if d.sql_file.endswith(".sql")),
+            ],
+            key="pe_recipe",
+            help="The SQL recipe that computes the model's features from one request record. "
+            "Real time runs it compiled, and a package is refused if real time and batch "
+            "would differ. Without one, a request carries the model's inputs.",
+        )
         st.checkbox("Enrich each request from a dataset", key="pe_enrich", value=True)
         e1, e2, e3 = st.columns(3)
         e1.selectbox("Lookup dataset", datasets, key="pe_dataset")
-        e2.text_input("Request field", key="pe_field", value="card_id")
-        e3.text_input("Dataset column", key="pe_column", value="card_id")
+        e2.text_input("Request field", key="pe_field")
+        e3.text_input("Dataset column", key="pe_column")
         e4, e5, e6 = st.columns(3)
         e4.selectbox("Rows", ["latest_day", "all"], key="pe_rows")
         e5.selectbox(
@@ -241,9 +257,9 @@ with tab_ep:
     with st.form("lookup_form"):
         st.markdown("**Dataset lookup endpoint**")
         l1, l2, l3 = st.columns(3)
-        l1.text_input("Endpoint id", key="le_id", value="card_profile")
+        l1.text_input("Endpoint id", key="le_id", value="lookup")
         l2.selectbox("Dataset", datasets, key="le_dataset")
-        l3.text_input("Key column", key="le_key", value="card_id")
+        l3.text_input("Key column", key="le_key")
         st.text_input("Columns returned (comma-separated; all if empty)", key="le_columns_text")
         l4, l5, l6 = st.columns(3)
         l4.selectbox("Rows", ["all", "latest_day"], key="le_rows")

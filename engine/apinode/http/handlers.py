@@ -143,6 +143,8 @@ class Handlers:
             raise ApiError(413, "RequestTooLarge", f"at most {MAX_ITEMS} records per request")
         q.features, q.n_records = records, len(records)
         _, ep = self.resolve(req, q, body, "prediction")
+        if req.content_type.startswith("text/csv"):
+            records = ep.from_csv(records)
         predictions = ep.predict_records(records)
         q.result = predictions
         return {"predictions": predictions}

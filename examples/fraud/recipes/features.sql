@@ -1,6 +1,7 @@
 -- Model features of each transaction: the raw fields, the card's profile at the start of
--- the day, and row-level features. The real-time API computes exactly the same values
--- (engine/realtime.py mirrors this file; tests/e2e/test_lifecycle.py proves it).
+-- the day, and row-level features. The API endpoint runs this same file on each request
+-- (feature_recipe: features in api_services/fraud_detection.yaml, compiled for real time
+-- and checked against batch on the project's rows when a package is built and loaded).
 SELECT
     t.transaction_id,
     t.ts,
