@@ -71,6 +71,29 @@ def create_dev_app(settings: Settings, service_id: str, endpoints: dict[str, Any
     return create_app(settings, DEV_INFRA, sync=False, node=StaticNode({service_id: served}))
 
 
+UNKNOWN = "_unknown"
+REFUSED_CONTEXT_BYTES = 1024  # what the audit log keeps of a refused request's context
+
+
+def small(context: Any) -> Any:
+    """A refused request's ``context`` if it is small (a request id), else its size."""
+    if context is None:
+        return None
+    size = len(json_encoder.encode(context))
+    return context if size <= REFUSED_CONTEXT_BYTES else {"omitted_bytes": size}
+
+
+def metric_labels(node: ApiNode, q: Query) -> tuple[str, str, str]:
+    """(service, endpoint, generation) labels of a query: names this node declares, else
+    ``_unknown``, so made-up names in URLs cannot grow the metrics without bound."""
+    served = node.services.get(q.service)
+    if served is None:
+        return UNKNOWN, UNKNOWN, ""
+    if not any(q.endpoint in g.endpoints for g in served.generations.values()):
+        return q.service, UNKNOWN, ""
+    return q.service, q.endpoint, q.generation if q.generation in served.generations else ""
+
+
 def create_app(
     settings: Settings,
     infra_id: str,
@@ -120,7 +143,8 @@ def create_app(
             content["error_code"] = "BAD_REQUEST" if status < 500 else "INTERNAL_ERROR"
         payload = json_encoder.encode(content)
         seconds = time.perf_counter() - t0
-        known = q.service in node.services
+        service, endpoint, generation = metric_labels(node, q)
+        refused = status >= 400
         qlog.record(
             service=short_name(q.service),
             endpoint=short_name(q.endpoint),
@@ -130,18 +154,13 @@ def create_app(
             error_type=error_type,
             duration_us=int(seconds * 1e6),
             n_records=q.n_records,
-            features=q.features,
-            context=q.context,
+            # A refused request leaves a summary, not its body: a client cannot fill the
+            # audit log (and Monitoring) with whatever it posts.
+            features={"refused": True, "n_records": q.n_records} if refused else q.features,
+            context=small(q.context) if refused else q.context,
             result=q.result,
         )
-        metrics.observe(
-            q.service if known else "_unknown",
-            q.endpoint if known else "_unknown",
-            q.generation or "",
-            method,
-            status,
-            seconds,
-        )
+        metrics.observe(service, endpoint, generation, method, status, seconds)
         return Answer(status, payload, q.extra_headers)
 
     async def housekeeping() -> None:

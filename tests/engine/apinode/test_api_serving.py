@@ -194,6 +194,25 @@ def test_every_query_is_in_the_audit_log_with_its_outcome(home, client):
     assert json.loads(first["result"])["probas"]["1"] > 0
     assert first["duration_us"] > 0 and first["generation"] in ("v1", "v2")
     assert len(json.loads(rows[2]["result"])) == 3
+    assert json.loads(rows[1]["features"]) == {"refused": True, "n_records": 1}  # not the body
+
+
+def test_made_up_names_neither_grow_the_metrics_nor_fill_the_audit_log(home, client):
+    settings, _ = home
+    big = {"features": {**GOOD, "padding": "x" * 200_000}, "context": {"blob": "y" * 5000}}
+    for i in range(50):
+        client.post(f"/public/api/v1/{SERVICE}/made_up_{i}/predict", json=big)
+        client.post(f"/public/api/v1/invented_{i}/x/predict", json=big)
+    text = client.get("/metrics").text
+    assert "made_up_" not in text and "invented_" not in text
+    assert f'service="{SERVICE}",endpoint="_unknown"' in text
+    rows = querylog.read_queries(
+        settings.home,
+        demo.API_INFRA,
+        "WHERE endpoint LIKE 'made_up_%' OR service LIKE 'invented_%'",
+    )
+    assert len(rows) == 100
+    assert max(len(r["features"]) + len(r["context"] or "") for r in rows) < 200
 
 
 def test_metrics_are_prometheus_text(client):
