@@ -307,26 +307,29 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
 _CSV_TRUE, _CSV_FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
 
 
-def csv_records(text: str) -> list[dict[str, Any]]:
+def csv_records(text: str, limit: int | None = None) -> list[dict[str, Any]]:
     """Records of an MLflow ``text/csv`` body: a header row, then one row per record.
 
     CSV has no types: cells stay text (an empty cell is missing) until the endpoint types
-    them by its contract (:meth:`PredictionEndpoint.from_csv`).
+    them by its contract (:meth:`PredictionEndpoint.from_csv`). Reading stops at the
+    ``limit``-th record plus one (:class:`TooManyRecords`), before building the rest.
     """
+    rows = csv.reader(io.StringIO(text))
     try:
-        rows = list(csv.reader(io.StringIO(text)))
+        header = [h.strip() for h in next(rows, [])]
+        if not header:
+            raise InvalidRecord("a text/csv body needs a header row")
+        out = []
+        for i, row in enumerate(rows, start=1):
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise InvalidRecord(f"CSV row {i} has {len(row)} cells for {len(header)} columns")
+            if limit is not None and len(out) == limit:
+                raise TooManyRecords(limit)
+            out.append({h: (v.strip() or None) for h, v in zip(header, row, strict=True)})
     except csv.Error as exc:  # a NUL byte, a cell over csv.field_size_limit()
         raise InvalidRecord(f"the CSV body cannot be read ({exc})") from None
-    if not rows or not rows[0]:
-        raise InvalidRecord("a text/csv body needs a header row")
-    header = [h.strip() for h in rows[0]]
-    out = []
-    for i, row in enumerate(rows[1:], start=1):
-        if not row:
-            continue
-        if len(row) != len(header):
-            raise InvalidRecord(f"CSV row {i} has {len(row)} cells for {len(header)} columns")
-        out.append({h: (v.strip() or None) for h, v in zip(header, row, strict=True)})
     return out
 
 
@@ -347,16 +350,38 @@ def _csv_value(family: str | None, text: Any) -> Any:
         return text  # typing names the field
 
 
-def invocation_records(body: dict[str, Any]) -> list[Any]:
-    """Records of an MLflow ``/invocations`` body: dataframe_split, dataframe_records, inputs."""
+class TooManyRecords(NodalError):
+    """A request holds more records than a request may (checked before building them)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"at most {limit} records per request")
+
+
+CSV_TEXT = object()  # the key under which a text/csv body reaches invocation_records
+
+
+def invocation_records(body: dict[Any, Any], limit: int | None = None) -> list[Any]:
+    """Records of an MLflow ``/invocations`` body: dataframe_split, dataframe_records,
+    inputs, instances, or CSV text; :class:`TooManyRecords` past ``limit``, counted before
+    any record is built."""
+
+    def count(n: int) -> None:
+        if limit is not None and n > limit:
+            raise TooManyRecords(limit)
+
+    if CSV_TEXT in body:
+        return csv_records(body[CSV_TEXT], limit)
     if "dataframe_split" in body:
         split = body["dataframe_split"]
         if not isinstance(split, dict) or not isinstance(split.get("columns"), list):
             raise InvalidRecord("'dataframe_split' needs 'columns' and 'data'")
         columns, data = split["columns"], split.get("data")
-        if not isinstance(data, list) or not all(
-            isinstance(r, list) and len(r) == len(columns) for r in data
-        ):
+        if not all(isinstance(c, str) for c in columns):
+            raise InvalidRecord("'dataframe_split.columns' must be column names (strings)")
+        if not isinstance(data, list):
+            raise InvalidRecord("'dataframe_split.data' must be rows as long as 'columns'")
+        count(len(data))
+        if not all(isinstance(r, list) and len(r) == len(columns) for r in data):
             raise InvalidRecord("'dataframe_split.data' must be rows as long as 'columns'")
         return [dict(zip(columns, r, strict=True)) for r in data]
     for key in ("dataframe_records", "instances", "inputs"):
@@ -367,8 +392,10 @@ def invocation_records(body: dict[str, Any]) -> list[Any]:
                 if len(lengths) > 1:
                     raise InvalidRecord(f"'{key}' columns have different lengths")
                 n = lengths.pop() if lengths else 0
+                count(n)
                 return [{c: v[i] for c, v in value.items()} for i in range(n)]
             if isinstance(value, list):
+                count(len(value))
                 return value
             raise InvalidRecord(f"'{key}' must be a list of records or a dict of columns")
     raise InvalidRecord("expected one of dataframe_split, dataframe_records, inputs, instances")

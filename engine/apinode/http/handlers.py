@@ -19,7 +19,7 @@ from engine.apinode.http.messages import (
     short_name,
 )
 from engine.apinode.node import ApiNode, LoadedService, ServedService, UnknownGeneration
-from engine.apinode.realtime import invocation_records
+from engine.apinode.realtime import CSV_TEXT, TooManyRecords, invocation_records
 
 log = logging.getLogger("nodal.serving")
 
@@ -138,12 +138,13 @@ class Handlers:
     def invocations(
         self, req: QueryRequest, q: Query, body: dict[str, Any], t0: float
     ) -> dict[str, Any]:
-        records = invocation_records(body)
-        if len(records) > MAX_ITEMS:
-            raise ApiError(413, "RequestTooLarge", f"at most {MAX_ITEMS} records per request")
+        _, ep = self.resolve(req, q, body, "prediction")  # the caller may call, first
+        try:
+            records = invocation_records(body, MAX_ITEMS)
+        except TooManyRecords as exc:
+            raise ApiError(413, "RequestTooLarge", str(exc)) from None
         q.features, q.n_records = records, len(records)
-        _, ep = self.resolve(req, q, body, "prediction")
-        if req.content_type.startswith("text/csv"):
+        if CSV_TEXT in body:
             records = ep.from_csv(records)
         predictions = ep.predict_records(records)
         q.result = predictions

@@ -17,7 +17,7 @@ from litestar.exceptions import HTTPException
 from litestar.types import Receive, Scope, Send
 
 from engine.apinode.node import LoadedService
-from engine.apinode.realtime import csv_records
+from engine.apinode.realtime import CSV_TEXT
 
 log = logging.getLogger("nodal.serving")
 
@@ -122,13 +122,14 @@ class QueryRequest:
 
 def parse_body(req: QueryRequest, mlflow: bool = False) -> dict[str, Any]:
     """The body as a JSON object whatever the Content-Type (the official client sends none);
-    for MLflow's ``/invocations`` (``mlflow``), a ``text/csv`` body is read as CSV."""
+    for MLflow's ``/invocations`` (``mlflow``), a ``text/csv`` body is kept as text under
+    :data:`~engine.apinode.realtime.CSV_TEXT`, read only once the caller may call."""
     raw = req.body
     if raw is None or len(raw) > MAX_BODY_BYTES:
         raise ApiError(413, "RequestTooLarge", f"request body over {MAX_BODY_BYTES} bytes")
     if mlflow and req.content_type.startswith("text/csv"):
         try:
-            return {"dataframe_records": csv_records(raw.decode())}
+            return {CSV_TEXT: raw.decode()}
         except UnicodeDecodeError:
             raise ApiError(400, "InvalidCSV", "the CSV body is not UTF-8 text") from None
     if not raw.strip():

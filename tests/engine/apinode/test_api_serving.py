@@ -449,6 +449,32 @@ def test_invocations_refuse_bad_bodies_with_a_clear_400(
     assert resp.json()["error_code"] == "BAD_REQUEST"
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"inputs": {"amount": [1.0] * 10_001}},
+        {"dataframe_split": {"columns": ["amount"], "data": [[1.0]] * 10_001}},
+        {"dataframe_records": [{}] * 10_001},
+    ],
+)
+def test_invocations_count_records_before_building_them(client, body):
+    resp = client.post(f"{URL}/invocations", json=body)
+    assert resp.status_code == 413 and "at most 10000 records" in resp.json()["message"]
+
+
+def test_a_csv_body_over_the_record_limit_is_refused(client):
+    text = "amount\n" + "1\n" * 10_001
+    resp = client.post(f"{URL}/invocations", content=text, headers={"Content-Type": "text/csv"})
+    assert resp.status_code == 413
+
+
+@pytest.mark.parametrize("columns", [[["a"]], [{"x": 1}], [1, 2]])
+def test_malformed_dataframe_split_columns_are_a_400(client, columns):
+    body = {"dataframe_split": {"columns": columns, "data": [[1] * len(columns)]}}
+    resp = client.post(f"{URL}/invocations", json=body)
+    assert resp.status_code == 400 and resp.json()["errorType"] == "InvalidRecord"
+
+
 def test_the_example_service_ships_test_queries_that_pass(home):
     _, store = home
     results = apidesigner.run_package_tests_locally(store, SERVICE, "v1")
