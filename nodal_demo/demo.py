@@ -22,6 +22,7 @@ from engine.core.settings import Settings
 from engine.deployer import api_deployer, apipackages, bundles
 from engine.deployer import deployments as deployer
 from engine.design import projects as design
+from engine.design import selection
 from engine.models import saved as models
 from engine.project import flow
 from engine.project.project import Project, ProjectError
@@ -294,6 +295,9 @@ def main(settings: Settings, prepare_only: bool = False) -> int:
     signal.signal(signal.SIGINT, _interrupt)
     store = open_store(settings.control_store_url)
     prepare(settings, store)
+    if selection.current_project(settings.home) is None:
+        selection.use_project(settings.home, PROJECT)  # so `nodal …` acts on it, as README shows
+        say(f"current project: {PROJECT} (change it with `nodal project use NAME`)")
     if prepare_only:
         say("prepared; not starting processes (--prepare-only)")
         return 0

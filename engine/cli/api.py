@@ -6,18 +6,50 @@ import argparse
 from dataclasses import asdict
 from typing import Any
 
-from engine.cli.common import add, print_rows, store
+from engine.cli.common import (
+    add,
+    add_project,
+    choose,
+    open_project,
+    print_rows,
+    read_text_file,
+    store,
+)
 from engine.core.settings import Settings
+
+SERVICE_HOW = "pass --service ID"
+
+
+def _project_service(project: Any, a: argparse.Namespace) -> str:
+    """--service, else the project's only API service."""
+    from engine.design import selection
+
+    return choose(SERVICE_HOW, selection.service_name, project, a.service)
+
+
+def _deployer_service(
+    s: Settings, a: argparse.Namespace, infra: str | None = None, versions: list[str] | None = None
+) -> str:
+    """--service, else the only API service deployed on ``infra`` (or with packages)."""
+    from engine.design import selection
+
+    return choose(
+        SERVICE_HOW, selection.deployer_service_name, store(s), s.home, a.service, infra, versions
+    )
 
 
 def cmd_api_package(s: Settings, a: argparse.Namespace) -> int:
     from engine.deployer import apipackages
-    from engine.design import projects as design
 
+    project = open_project(s, a)
+    service = _project_service(project, a)
     info = apipackages.create_package(
-        s.home, store(s), design.open_project(s, a.project), a.service, a.version, a.notes, s.user
+        s.home, store(s), project, service, a.version, a.notes, s.user
     )
-    print(f"package {info.version} of {info.service} created and published: {info.path}")
+    print(
+        f"package {info.version} of {info.service} (project {project.name}) created and "
+        f"published: {info.path}"
+    )
     return 0
 
 
@@ -86,12 +118,15 @@ def _deploy_tested(
 def cmd_api_deploy(s: Settings, a: argparse.Namespace) -> int:
     from engine.deployer import api_deployer
 
-    return _deploy_tested(s, a, api_deployer.parse_split(a.versions), "deploy")
+    split = api_deployer.parse_split(a.versions)
+    a.service = _deployer_service(s, a, versions=[v for v, _ in split])
+    return _deploy_tested(s, a, split, "deploy")
 
 
 def cmd_api_switch_newest(s: Settings, a: argparse.Namespace) -> int:
     from engine.deployer import api_deployer
 
+    a.service = _deployer_service(s, a)
     return _deploy_tested(s, a, [(api_deployer.newest_version(store(s), a.service), 1.0)], "switch")
 
 
@@ -99,7 +134,8 @@ def cmd_api_rollback(s: Settings, a: argparse.Namespace) -> int:
     from engine.deployer import api_deployer
     from engine.deployer import deployments as deployer
 
-    dep = api_deployer.rollback(store(s), deployer.deployment_id_for(a.service, a.infra), s.user)
+    service = _deployer_service(s, a, a.infra)
+    dep = api_deployer.rollback(store(s), deployer.deployment_id_for(service, a.infra), s.user)
     print(f"{dep.deployment.deployment_id}: rolled back to {api_deployer.describe(dep.traffic)}")
     return 0
 
@@ -108,8 +144,9 @@ def cmd_api_access(s: Settings, a: argparse.Namespace) -> int:
     from engine.deployer import api_deployer
     from engine.deployer import deployments as deployer
 
+    service = _deployer_service(s, a, a.infra)
     dep = api_deployer.set_access(
-        store(s), deployer.deployment_id_for(a.service, a.infra), a.mode, s.user
+        store(s), deployer.deployment_id_for(service, a.infra), a.mode, s.user
     )
     print(f"{dep.deployment.deployment_id}: access is now {dep.access_mode}")
     return 0
@@ -138,7 +175,9 @@ def cmd_api_history(s: Settings, a: argparse.Namespace) -> int:
     from engine.deployer import api_deployer
     from engine.deployer import deployments as deployer
 
-    rows = api_deployer.changes(store(s), deployer.deployment_id_for(a.service, a.infra))
+    dep_id = deployer.deployment_id_for(_deployer_service(s, a, a.infra), a.infra)
+    print(f"changes of {dep_id}:")
+    rows = api_deployer.changes(store(s), dep_id)
     for r in rows:
         r["tests"] = "; ".join(
             f"{k}: {v['passed']} ok, {len(v['failed'])} failed" for k, v in r["tests"].items()
@@ -151,6 +190,7 @@ def cmd_api_test(s: Settings, a: argparse.Namespace) -> int:
     from engine.design import apidesigner
 
     st = store(s)
+    a.service = _deployer_service(s, a, versions=[a.version])
     if a.url:
         results = apidesigner.run_test_queries(
             apidesigner.package_tests(st, a.service, a.version),
@@ -161,7 +201,8 @@ def cmd_api_test(s: Settings, a: argparse.Namespace) -> int:
         )
     else:
         results = apidesigner.run_package_tests_locally(st, a.service, a.version)
-    return 0 if _print_tests(f"{a.version} ({a.url or 'in process'})", results) else 1
+    where = a.url or "in process"
+    return 0 if _print_tests(f"{a.service} {a.version} ({where})", results) else 1
 
 
 def cmd_api_list(s: Settings, a: argparse.Namespace) -> int:
@@ -177,7 +218,8 @@ def cmd_api_list(s: Settings, a: argparse.Namespace) -> int:
 def cmd_keys_create(s: Settings, a: argparse.Namespace) -> int:
     from engine.deployer import apikeys
 
-    key, secret = apikeys.create_key(store(s), a.service, s.user, a.infra, a.label)
+    service = _deployer_service(s, a, a.infra)
+    key, secret = apikeys.create_key(store(s), service, s.user, a.infra, a.label)
     print(f"API key {key.key_id} for {key.service} on {key.infra_id or 'every infrastructure'}:")
     print(secret)
     print("Keep it now: it is stored hashed and cannot be shown again.")
@@ -208,11 +250,46 @@ def cmd_keys_revoke(s: Settings, a: argparse.Namespace) -> int:
 def cmd_dev_server(s: Settings, a: argparse.Namespace) -> int:
     from engine import serving
 
-    return serving.dev_main(["--project", a.project, "--service", a.service, "--port", str(a.port)])
+    project = open_project(s, a)
+    service = _project_service(project, a)
+    print(f"dev server of {service} (project {project.name}) on port {a.port}", flush=True)
+    return serving.dev_main(
+        ["--project", project.name, "--service", service, "--port", str(a.port)]
+    )
+
+
+def cmd_service_show(s: Settings, a: argparse.Namespace) -> int:
+    from engine.design import service_files
+
+    text, _ = service_files.read_service(open_project(s, a), a.service_id)
+    print(text, end="" if text.endswith("\n") else "\n")
+    return 0
+
+
+def cmd_service_save(s: Settings, a: argparse.Namespace) -> int:
+    from engine.design import service_files
+
+    project = open_project(s, a)
+    existed = a.service_id in project.api_services
+    service_files.save_service(project, a.service_id, read_text_file(a.file))
+    print(
+        f"API service {a.service_id} {'replaced' if existed else 'created'} in project "
+        f"{project.name} (api_services/{a.service_id}.yaml)"
+    )
+    return 0
+
+
+DEPLOYED_HELP = (
+    "the API service (default: the only one on --infra; with several, the current project's)"
+)
+PACKAGED_HELP = (
+    "the API service (default: the only one with packages; with several, the current project's)"
+)
+PROJECT_SERVICE_HELP = "the API service (default: the project's only one)"
 
 
 def _deploy_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--service", default="fraud_detection")
+    p.add_argument("--service", help=PACKAGED_HELP)
     p.add_argument("--infra", required=True, help="apinode infrastructure")
     p.add_argument("--access", choices=["public", "keys"], help="access mode (default: unchanged)")
     p.add_argument(
@@ -235,8 +312,8 @@ def register(top: Any) -> None:
         "Freeze an API service as an immutable package version and publish it to the deployer.",
     )
     p.add_argument("version")
-    p.add_argument("--service", default="fraud_detection")
-    p.add_argument("--project", default="fraud")
+    p.add_argument("--service", help=PROJECT_SERVICE_HELP)
+    add_project(p)
     p.add_argument("--notes", default="", help="release notes")
     p = add(
         api,
@@ -255,22 +332,22 @@ def register(top: Any) -> None:
     )
     _deploy_options(p)
     p = add(api, "rollback", cmd_api_rollback, "Restore the traffic split before the last change.")
-    p.add_argument("--service", default="fraud_detection")
+    p.add_argument("--service", help=DEPLOYED_HELP)
     p.add_argument("--infra", required=True)
     p = add(api, "access", cmd_api_access, "Make a deployed service public or require API keys.")
     p.add_argument("mode", choices=["public", "keys"])
-    p.add_argument("--service", default="fraud_detection")
+    p.add_argument("--service", help=DEPLOYED_HELP)
     p.add_argument("--infra", required=True)
     p = add(api, "status", cmd_api_status, "API deployments: status, traffic split, access mode.")
     p.add_argument("--infra")
     p = add(
         api, "history", cmd_api_history, "Changes of an API deployment: who, when, from, to, tests."
     )
-    p.add_argument("--service", default="fraud_detection")
+    p.add_argument("--service", help=DEPLOYED_HELP)
     p.add_argument("--infra", required=True)
     p = add(api, "test", cmd_api_test, "Run a package's test queries, in process or against --url.")
     p.add_argument("version")
-    p.add_argument("--service", default="fraud_detection")
+    p.add_argument("--service", help=PACKAGED_HELP)
     p.add_argument("--url", help="an API node serving the version (forces that generation)")
     p.add_argument("--api-key", help="API key, when the service needs one")
     p = add(api, "list", cmd_api_list, "List API packages.")
@@ -281,17 +358,40 @@ def register(top: Any) -> None:
         cmd_dev_server,
         "Serve a design project's API service as it is now (no package).",
     )
-    p.add_argument("--project", default="fraud")
-    p.add_argument("--service", default="fraud_detection")
+    add_project(p)
+    p.add_argument("--service", help=PROJECT_SERVICE_HELP)
     p.add_argument("--port", type=int, default=12100)
 
     keys = add(api, "keys", lambda s, a: 0, "API keys: create, list, revoke.")
     ksub = keys.add_subparsers(dest="keys_cmd", required=True)
     p = add(ksub, "create", cmd_keys_create, "Create an API key (shown once, stored hashed).")
-    p.add_argument("--service", default="fraud_detection")
+    p.add_argument(
+        "--service",
+        help="the API service (default: the only one on --infra, else the only one with "
+        "packages; with several, the current project's)",
+    )
     p.add_argument("--infra", help="valid on this infrastructure only (default: all)")
     p.add_argument("--label", default="", help="who or what uses it")
     p = add(ksub, "list", cmd_keys_list, "List API keys (never their secrets).")
     p.add_argument("--service")
     p = add(ksub, "revoke", cmd_keys_revoke, "Revoke an API key by its id.")
     p.add_argument("key_id")
+
+    service = add(
+        api, "service", lambda s, a: 0, "API service definitions of a project: save, show."
+    )
+    ssub = service.add_subparsers(dest="service_cmd", required=True)
+    p = add(
+        ssub,
+        "save",
+        cmd_service_save,
+        "Create or replace an API service of the design project from a YAML file, checked "
+        "by the API Designer (endpoints, models, lookups, test queries): refused, with every "
+        "problem listed, if it is invalid.",
+    )
+    p.add_argument("service_id")
+    p.add_argument("--file", required=True, help="the service's YAML (- reads standard input)")
+    add_project(p)
+    p = add(ssub, "show", cmd_service_show, "Print an API service's YAML.")
+    p.add_argument("service_id")
+    add_project(p)

@@ -7,16 +7,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from engine.cli.common import add, pairs, print_rows, store
+from engine.cli.common import add, add_project, open_project, pairs, print_rows, project_name, store
 from engine.core.settings import Settings
 
 
 def cmd_bundle_create(s: Settings, a: argparse.Namespace) -> int:
     from engine.deployer import bundles
     from engine.design import bundle_contents
-    from engine.design import projects as design
 
-    project = design.open_project(s, a.project)
+    project = open_project(s, a)
     if a.dataset or a.model_version:
         info = bundle_contents.create_bundle(
             s.home,
@@ -38,8 +37,11 @@ def cmd_bundle_create(s: Settings, a: argparse.Namespace) -> int:
 
 def cmd_bundle_list(s: Settings, a: argparse.Namespace) -> int:
     from engine.deployer import bundles
+    from engine.design import selection
 
-    rows = [asdict(b) for b in bundles.list_bundles(store(s), a.project)]
+    project = a.project or selection.current_project(s.home)
+    print(f"bundles of project {project}:" if project else "bundles of every project:")
+    rows = [asdict(b) for b in bundles.list_bundles(store(s), project)]
     print_rows(rows, ["project", "bundle_id", "created_by", "created_at", "release_notes"])
     return 0
 
@@ -47,9 +49,16 @@ def cmd_bundle_list(s: Settings, a: argparse.Namespace) -> int:
 def cmd_bundle_verify(s: Settings, a: argparse.Namespace) -> int:
     from engine.deployer import bundles
 
-    path = Path(a.file) if a.file else bundles.get_bundle(store(s), a.project, a.bundle_id).path
-    manifest = bundles.verify_bundle(path, project=a.project)
-    print(f"bundle {manifest['bundle_id']} OK: {len(manifest['members'])} members verified")
+    if a.file and not a.project:  # a zip names its own project
+        manifest = bundles.verify_bundle(Path(a.file))
+    else:
+        project = project_name(s, a)
+        path = Path(a.file) if a.file else bundles.get_bundle(store(s), project, a.bundle_id).path
+        manifest = bundles.verify_bundle(path, project=project)
+    print(
+        f"bundle {manifest['bundle_id']} of project {manifest.get('project', '?')} OK: "
+        f"{len(manifest['members'])} members verified"
+    )
     return 0
 
 
@@ -71,22 +80,24 @@ def _print_diff(diff: Any, full: bool) -> None:
 
 def cmd_bundle_diff(s: Settings, a: argparse.Namespace) -> int:
     from engine.design import bundle_contents
-    from engine.design import projects as design
 
     if a.bundle_id:
-        diff = bundle_contents.diff_bundles(store(s), a.project, a.bundle_id, a.against)
+        project = project_name(s, a)
+        diff = bundle_contents.diff_bundles(store(s), project, a.bundle_id, a.against)
     else:
-        diff = bundle_contents.diff_project(store(s), design.open_project(s, a.project))
+        current = open_project(s, a)
+        project, diff = current.name, bundle_contents.diff_project(store(s), current)
+    print(f"project {project}:")
     _print_diff(diff, a.full)
     return 0
 
 
 def cmd_bundle_revert(s: Settings, a: argparse.Namespace) -> int:
     from engine.design import bundle_contents
-    from engine.design import projects as design
 
-    diff = bundle_contents.revert(store(s), design.open_project(s, a.project), a.bundle_id)
-    print(f"project {a.project} reverted to bundle {a.bundle_id}")
+    project = open_project(s, a)
+    diff = bundle_contents.revert(store(s), project, a.bundle_id)
+    print(f"project {project.name} reverted to bundle {a.bundle_id}")
     _print_diff(diff, False)
     return 0
 
@@ -97,7 +108,7 @@ def register(top: Any) -> None:
     )
     p = add(bundle, "create", cmd_bundle_create, "Snapshot the project as an immutable bundle.")
     p.add_argument("bundle_id")
-    p.add_argument("--project", default="fraud")
+    add_project(p)
     p.add_argument("--notes", default="", help="release notes")
     p.add_argument(
         "--dataset", action="append", help="carry this managed dataset's data (repeatable)"
@@ -114,7 +125,7 @@ def register(top: Any) -> None:
     p.add_argument("bundle_id", nargs="?")
     p.add_argument("--against", help="compare with this bundle instead")
     p.add_argument("--full", action="store_true", help="show the text differences")
-    p.add_argument("--project", default="fraud")
+    add_project(p)
     p = add(
         bundle,
         "revert",
@@ -122,10 +133,10 @@ def register(top: Any) -> None:
         "Make the project's definitions, model versions and carried data those of a bundle.",
     )
     p.add_argument("bundle_id")
-    p.add_argument("--project", default="fraud")
+    add_project(p)
     p = add(bundle, "list", cmd_bundle_list, "List bundles.")
-    p.add_argument("--project")
+    add_project(p, "only this project's (default: the current project's, else every project's)")
     p = add(bundle, "verify", cmd_bundle_verify, "Check every member's SHA-256.")
     p.add_argument("bundle_id", nargs="?")
-    p.add_argument("--project", default="fraud")
+    add_project(p)
     p.add_argument("--file", help="verify this zip instead of a published bundle")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from engine.core.settings import Settings
@@ -37,6 +38,65 @@ def pairs(values: list[str] | None, what: str) -> dict[str, str]:
             raise NodalError(f"{what} {item!r}: write it as name=value")
         out[key.strip()] = value.strip()
     return out
+
+
+PROJECT_HELP = "the project (default: the current project, see `nodal project use`)"
+
+
+def add_project(p: argparse.ArgumentParser, help: str = PROJECT_HELP) -> None:
+    """The ``--project NAME`` option (none given: the current project)."""
+    p.add_argument("--project", metavar="NAME", help=help)
+
+
+def project_name(s: Settings, a: argparse.Namespace) -> str:
+    """``--project``, else the current project, else a one-line error naming both ways."""
+    from engine.design import selection
+
+    return choose(
+        "pass --project NAME or set one with nodal project use NAME",
+        selection.project_name,
+        s.home,
+        a.project,
+    )
+
+
+def open_project(s: Settings, a: argparse.Namespace):  # noqa: ANN201 - Project, imported lazily
+    """The design project of ``--project`` (else the current project)."""
+    from engine.core import home as layout
+    from engine.core.errors import NodalError
+    from engine.design import projects as design
+
+    name = project_name(s, a)
+    if not a.project and not layout.design_project(s.home, name).exists():
+        raise NodalError(
+            f"the current project {name!r} is not on the design node any more: "
+            "choose another with nodal project use NAME (or pass --project NAME)"
+        )
+    return design.open_project(s, name)
+
+
+def choose(how: str, fn: Callable[..., str], *args: Any) -> str:
+    """``fn(*args)`` (an ``engine.design.selection`` lookup); its refusal gets ``: how``."""
+    from engine.design import selection
+
+    try:
+        return fn(*args)
+    except selection.SelectionError as exc:
+        raise selection.SelectionError(f"{exc}: {how}") from None
+
+
+def read_text_file(path: str) -> str:
+    """A definition file given on the command line (``-``: standard input)."""
+    import sys
+
+    from engine.core.errors import NodalError
+
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise NodalError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def add(

@@ -6,7 +6,7 @@ import argparse
 from dataclasses import asdict
 from typing import Any
 
-from engine.cli.common import add, print_rows, store
+from engine.cli.common import add, add_project, print_rows, project_name, store
 from engine.core.settings import Settings
 
 
@@ -57,7 +57,7 @@ def cmd_stage_delete(s: Settings, a: argparse.Namespace) -> int:
 def cmd_deploy_bundle(s: Settings, a: argparse.Namespace) -> int:
     from engine.deployer import deployments as deployer
 
-    dep = deployer.deploy_bundle(store(s), a.project, a.bundle_id, a.infra, s.user)
+    dep = deployer.deploy_bundle(store(s), project_name(s, a), a.bundle_id, a.infra, s.user)
     print(f"{dep.deployment_id}: desired bundle is now {dep.version} (the runner activates it)")
     return 0
 
@@ -124,7 +124,7 @@ def cmd_deploy_triggers(s: Settings, a: argparse.Namespace) -> int:
         scenario, _, number = target.partition(":")
         if not number.isdigit():
             raise deployer.DeployerError(
-                f"name a trigger as SCENARIO:NUMBER (e.g. daily_scoring:1), not {target!r}"
+                f"name a trigger as SCENARIO:NUMBER (e.g. nightly:1), not {target!r}"
             )
         deployer.set_trigger(
             control, a.deployment_id, scenario, int(number) - 1, bool(a.enable), s.user
@@ -204,7 +204,7 @@ def register(top: Any) -> None:
         "Deploy (or update to) a bundle on an automation infrastructure.",
     )
     p.add_argument("bundle_id")
-    p.add_argument("--project", default="fraud")
+    add_project(p)
     p.add_argument("--infra", required=True)
     p = add(
         deploy,
@@ -220,7 +220,7 @@ def register(top: Any) -> None:
         cmd_deploy_promote,
         "Deploy the bundle a deployment runs to another infrastructure (e.g. test to prod).",
     )
-    p.add_argument("deployment_id", help="the source deployment, e.g. fraud-on-automation-test")
+    p.add_argument("deployment_id", help="the source deployment, PROJECT-on-INFRA")
     p.add_argument("--to-infra", required=True, help="the target infrastructure")
     add(deploy, "list", cmd_deploy_list, "List deployments, their status and the worst of them.")
     p = add(

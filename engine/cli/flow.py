@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from engine.cli.common import add
+from engine.cli.common import add, add_project, open_project
 from engine.core.settings import Settings
 
 
@@ -48,23 +48,25 @@ def cmd_recipe_create(s: Settings, a: argparse.Namespace) -> int:
     from engine.design import projects as design
     from engine.project import definitions, recipes
 
-    project = design.open_project(s, a.project)
+    project = open_project(s, a)
     text, language = _recipe_body(a) or ("", "sql")
     inputs = _inputs(a.input)
     base = None if a.force else definitions.ABSENT
     if a.name in project.recipes and not a.force:
         base = recipes.read_recipe(project, a.name)[1]
     recipes.save_recipe(project, a.name, text, inputs, a.output, base, a.partitioned_by, language)
-    file = design.open_project(s, a.project).recipes[a.name].sql_file
-    print(f"recipe {a.name} saved ({file}): {', '.join(inputs)} -> {a.output}")
+    file = design.open_project(s, project.name).recipes[a.name].sql_file
+    print(
+        f"recipe {a.name} of project {project.name} saved ({file}): "
+        f"{', '.join(inputs)} -> {a.output}"
+    )
     return 0
 
 
 def cmd_recipe_preview(s: Settings, a: argparse.Namespace) -> int:
-    from engine.design import projects as design
     from engine.project import recipes
 
-    project = design.open_project(s, a.project)
+    project = open_project(s, a)
     body = _recipe_body(a)
     if body:
         (text, language), inputs, name = body, _inputs(a.input), a.name
@@ -77,21 +79,23 @@ def cmd_recipe_preview(s: Settings, a: argparse.Namespace) -> int:
     output = project.recipes[name].output if name in project.recipes else None
     with _show_user_traceback():
         preview = recipes.preview(project, text, inputs, a.rows, language, output, name)
+    print(f"preview of {name or 'the recipe'} in project {project.name}")
     print("schema: " + ", ".join(f"{k} {v}" for k, v in preview.schema.items()))
     print(preview.rows.to_string(index=False))
     return 0
 
 
 def cmd_flow_build(s: Settings, a: argparse.Namespace) -> int:
-    from engine.design import projects as design
     from engine.project import flow
 
-    project = design.open_project(s, a.project)
+    project = open_project(s, a)
     build = flow.build_downstream if a.downstream else flow.build
     with _show_user_traceback():
         result = build(project, a.dataset, a.partition or None)
     for r in result.runs:
         print(f"{r.recipe:<16} -> {r.output:<16} {r.rows:>10} rows  {r.seconds:6.2f}s")
+    n = len(result.runs)
+    print(f"project {project.name}: {n} recipe{'' if n == 1 else 's'} run")
     return 0
 
 
@@ -108,7 +112,7 @@ def register(top: Any) -> None:
         "error or without run()).",
     )
     p.add_argument("name")
-    p.add_argument("--project", default="fraud")
+    add_project(p)
     p.add_argument(
         "--input", action="append", required=True, metavar="DATASET[:all|same]", help="repeatable"
     )
@@ -128,7 +132,7 @@ def register(top: Any) -> None:
         "own process).",
     )
     p.add_argument("name", nargs="?")
-    p.add_argument("--project", default="fraud")
+    add_project(p)
     p.add_argument("--sql")
     p.add_argument("--sql-file")
     p.add_argument("--python-file", help="preview this Python recipe code instead")
@@ -140,7 +144,7 @@ def register(top: Any) -> None:
         flow, "build", cmd_flow_build, "Build a dataset and everything upstream of it, in order."
     )
     p.add_argument("dataset")
-    p.add_argument("--project", default="fraud")
+    add_project(p)
     p.add_argument("--partition", action="append", help="only this partition (repeatable)")
     p.add_argument(
         "--downstream", action="store_true", help="rebuild everything built from DATASET instead"

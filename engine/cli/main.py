@@ -17,6 +17,7 @@ from importlib.metadata import entry_points
 from engine.cli import (
     api,
     bundles,
+    dashboards,
     deployer,
     flow,
     models,
@@ -29,7 +30,18 @@ from engine.core.errors import NodalError
 from engine.core.settings import describe_settings, load_settings
 
 EXIT_USER_ERROR = 2
-COMMAND_MODULES = (projects, flow, quality, models, bundles, deployer, scenarios, api, processes)
+COMMAND_MODULES = (
+    projects,
+    flow,
+    quality,
+    models,
+    bundles,
+    deployer,
+    scenarios,
+    dashboards,
+    api,
+    processes,
+)
 PLUGIN_GROUP = "nodal.commands"
 
 

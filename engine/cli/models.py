@@ -5,16 +5,41 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from engine.cli.common import add, pairs, print_rows
+from engine.cli.common import add, add_project, choose, open_project, pairs, print_rows
 from engine.core.settings import Settings
+
+
+def _model(project: Any, a: argparse.Namespace) -> str:
+    from engine.design import selection
+
+    return choose("pass --model NAME", selection.model_name, project, a.model)
+
+
+def _training_dataset(project: Any, a: argparse.Namespace) -> str:
+    """--dataset, else what the model (--model, else the project's only one) trains on."""
+    from engine.core.errors import NodalError
+    from engine.design import selection
+
+    if a.dataset:
+        return a.dataset
+    try:
+        model = selection.model_name(project, a.model)
+    except selection.SelectionError:
+        model = None
+    train_on = (project.models.get(model) or {}).get("train_on")
+    if not train_on:
+        raise NodalError(
+            f"no dataset given and project {project.name} has no single model to take it from: "
+            "pass --dataset NAME"
+        )
+    return str(train_on)
 
 
 def cmd_lab_train(s: Settings, a: argparse.Namespace) -> int:
     from engine.design import lab
-    from engine.design import projects as design
 
-    project = design.open_project(s, a.project)
-    spec = lab.default_spec(project, a.dataset)
+    project = open_project(s, a)
+    spec = lab.default_spec(project, _training_dataset(project, a))
     spec.target = a.target or spec.target
     spec.features = a.feature or [f for f in spec.features if f != spec.target]
     spec.model = a.model or spec.model
@@ -31,7 +56,7 @@ def cmd_lab_train(s: Settings, a: argparse.Namespace) -> int:
 
     result = lab.train(project, spec, s.user, progress)
     m = result["metrics"]
-    line = f"{spec.model} lab run {result['run_id']} ({spec.algorithm}): ROC AUC {m['roc_auc']:.4f}, PR AUC {m['pr_auc']:.4f}"
+    line = f"{spec.model} lab run {result['run_id']} of project {project.name} ({spec.algorithm}): ROC AUC {m['roc_auc']:.4f}, PR AUC {m['pr_auc']:.4f}"
     if result.get("best_possible"):
         b = result["best_possible"]
         line += f"; best possible AUC {b['auc']:.4f} (gap {b['gap']:.4f})"
@@ -41,8 +66,9 @@ def cmd_lab_train(s: Settings, a: argparse.Namespace) -> int:
 
 def cmd_lab_list(s: Settings, a: argparse.Namespace) -> int:
     from engine.design import lab
-    from engine.design import projects as design
 
+    project = open_project(s, a)
+    print(f"lab runs of project {project.name}:")
     rows = [
         {
             "model": r["spec"]["model"],
@@ -53,29 +79,33 @@ def cmd_lab_list(s: Settings, a: argparse.Namespace) -> int:
             "pr_auc": f"{r['metrics']['pr_auc']:.4f}",
             "trained_at": r["trained_at"][:19],
         }
-        for r in lab.list_runs(design.open_project(s, a.project), a.model)
+        for r in lab.list_runs(project, a.model)
     ]
     print_rows(rows, ["model", "run", "algorithm", "split", "roc_auc", "pr_auc", "trained_at"])
     return 0
 
 
 def cmd_lab_deploy(s: Settings, a: argparse.Namespace) -> int:
-    from engine.design import lab
-    from engine.design import projects as design
+    from engine.design import lab, selection
 
-    version = lab.deploy(design.open_project(s, a.project), a.model, a.run, s.user)
-    print(f"{a.model} {version} (from lab run {a.run}) is now the active version")
+    project = open_project(s, a)
+    model = choose("pass --model NAME", selection.lab_model_name, project, a.run, a.model)
+    version = lab.deploy(project, model, a.run, s.user)
+    print(
+        f"{model} {version} (from lab run {a.run}) is now the active version in project {project.name}"
+    )
     return 0
 
 
 def cmd_model_train(s: Settings, a: argparse.Namespace) -> int:
-    from engine.design import projects as design
     from engine.models import saved as models
 
-    meta = models.train(design.open_project(s, a.project), a.model, s.user)
+    project = open_project(s, a)
+    model = _model(project, a)
+    meta = models.train(project, model, s.user)
     m = meta["metrics"]
     print(
-        f"{a.model} {meta['version']} trained on {meta['train_rows']} rows: ROC AUC {m['roc_auc']:.4f}, "
+        f"{model} {meta['version']} of project {project.name} trained on {meta['train_rows']} rows: ROC AUC {m['roc_auc']:.4f}, "
         f"PR AUC {m['pr_auc']:.4f}, recall {m['recall_at_fpr']:.1%} at FPR {m['operating_fpr']:.0%} "
         f"(validation {meta['validation_days'][0]}..{meta['validation_days'][1]})"
     )
@@ -83,9 +113,11 @@ def cmd_model_train(s: Settings, a: argparse.Namespace) -> int:
 
 
 def cmd_model_list(s: Settings, a: argparse.Namespace) -> int:
-    from engine.design import projects as design
     from engine.models import saved as models
 
+    project = open_project(s, a)
+    model = _model(project, a)
+    print(f"versions of {model} in project {project.name}:")
     rows = [
         {
             "version": m["version"],
@@ -94,7 +126,7 @@ def cmd_model_list(s: Settings, a: argparse.Namespace) -> int:
             "pr_auc": f"{m['metrics']['pr_auc']:.4f}",
             "trained_at": m["trained_at"],
         }
-        for m in models.list_versions(design.open_project(s, a.project), a.model)
+        for m in models.list_versions(project, model)
     ]
     print_rows(rows, ["version", "active", "roc_auc", "pr_auc", "trained_at"])
     return 0
@@ -107,7 +139,11 @@ def register(top: Any) -> None:
     p = add(
         lab, "train", cmd_lab_train, "Train a lab run (LightGBM or a logistic-regression baseline)."
     )
-    p.add_argument("--dataset", default="training_set")
+    p.add_argument(
+        "--dataset",
+        help="what to train on (default: the train_on dataset of --model, or of the "
+        "project's only model)",
+    )
     p.add_argument("--target")
     p.add_argument("--feature", action="append", help="repeatable; default: the project model's")
     p.add_argument("--model", help="saved model name the run belongs to")
@@ -117,14 +153,16 @@ def register(top: Any) -> None:
     p.add_argument("--validation-share", type=float, default=0.2)
     p.add_argument("--imbalance", choices=("none", "balanced"), default="none")
     p.add_argument("--param", action="append", metavar="NAME=VALUE", help="e.g. num_leaves=15")
-    p.add_argument("--project", default="fraud")
+    add_project(p)
     p = add(lab, "list", cmd_lab_list, "List lab runs and their metrics.")
-    p.add_argument("--model")
-    p.add_argument("--project", default="fraud")
+    p.add_argument("--model", help="only this model's runs (default: every model's)")
+    add_project(p)
     p = add(lab, "deploy", cmd_lab_deploy, "Make a LightGBM lab run the model's active version.")
     p.add_argument("run")
-    p.add_argument("--model", default="fraud_model")
-    p.add_argument("--project", default="fraud")
+    p.add_argument(
+        "--model", help="the model the run belongs to (default: the only one with a run RUN)"
+    )
+    add_project(p)
 
     model = top.add_parser("model", help="saved models").add_subparsers(dest="cmd", required=True)
     for name, fn, help in (
@@ -132,5 +170,5 @@ def register(top: Any) -> None:
         ("list", cmd_model_list, "List a model's versions and metrics."),
     ):
         p = add(model, name, fn, help)
-        p.add_argument("--project", default="fraud")
-        p.add_argument("--model", default="fraud_model")
+        add_project(p)
+        p.add_argument("--model", help="the saved model (default: the project's only model)")

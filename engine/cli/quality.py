@@ -5,26 +5,26 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from engine.cli.common import add, print_rows, store
+from engine.cli.common import add, add_project, open_project, print_rows, project_name, store
 from engine.core.settings import Settings
 
 
 def cmd_metric_add(s: Settings, a: argparse.Namespace) -> int:
-    from engine.design import projects as design
     from engine.project import metrics
 
     spec = {"name": a.name, "type": a.type, "column": a.column, "sql": a.sql}
-    metrics.add_metric(design.open_project(s, a.project), a.dataset, spec)
-    print(f"metric {a.name} added to {a.dataset}")
+    project = open_project(s, a)
+    metrics.add_metric(project, a.dataset, spec)
+    print(f"metric {a.name} added to {a.dataset} of project {project.name}")
     return 0
 
 
 def cmd_metric_compute(s: Settings, a: argparse.Namespace) -> int:
-    from engine.design import projects as design
     from engine.project import metrics
 
-    project = design.open_project(s, a.project)
+    project = open_project(s, a)
     values = metrics.compute(project, a.dataset, store(s), "design", a.partition)
+    print(f"metrics of {a.dataset} in project {project.name}:")
     rows = [{"metric": v.name, "partition": v.partition or "", "value": v.value} for v in values]
     print_rows(rows, ["metric", "partition", "value"])
     return 0
@@ -33,13 +33,14 @@ def cmd_metric_compute(s: Settings, a: argparse.Namespace) -> int:
 def cmd_metric_history(s: Settings, a: argparse.Namespace) -> int:
     from engine.project import metrics
 
-    frame = metrics.history(store(s), a.project, a.dataset, a.metric, limit=a.limit)
+    project = project_name(s, a)
+    frame = metrics.history(store(s), project, a.dataset, a.metric, limit=a.limit)
+    print(f"metric history of {a.dataset} in project {project}:")
     print_rows(frame.to_dict("records"), list(frame.columns))
     return 0
 
 
 def cmd_check_add(s: Settings, a: argparse.Namespace) -> int:
-    from engine.design import projects as design
     from engine.project import checks
 
     spec: dict[str, Any] = {"name": a.name, "type": a.type, "severity": a.severity}
@@ -52,17 +53,18 @@ def cmd_check_add(s: Settings, a: argparse.Namespace) -> int:
     for key in ("min", "max", "soft_min", "soft_max", "tolerance"):
         if getattr(a, key) is not None:
             spec[key] = getattr(a, key)
-    checks.add_check(design.open_project(s, a.project), a.dataset, spec)
-    print(f"check {a.name} added to {a.dataset}")
+    project = open_project(s, a)
+    checks.add_check(project, a.dataset, spec)
+    print(f"check {a.name} added to {a.dataset} of project {project.name}")
     return 0
 
 
 def cmd_check_run(s: Settings, a: argparse.Namespace) -> int:
-    from engine.design import projects as design
     from engine.project import checks
 
-    project = design.open_project(s, a.project)
+    project = open_project(s, a)
     results = checks.run_checks(project, a.dataset, a.partition, store(s), "design")
+    print(f"checks of {a.dataset} in project {project.name}:")
     print_rows([r.__dict__ for r in results], ["name", "outcome", "value", "message"])
     return 1 if checks.worst(results) == checks.ERROR else 0
 
@@ -70,7 +72,9 @@ def cmd_check_run(s: Settings, a: argparse.Namespace) -> int:
 def cmd_check_history(s: Settings, a: argparse.Namespace) -> int:
     from engine.project import checks
 
-    frame = checks.history(store(s), a.project, a.dataset, limit=a.limit)
+    project = project_name(s, a)
+    frame = checks.history(store(s), project, a.dataset, limit=a.limit)
+    print(f"check history of {a.dataset or 'every dataset'} in project {project}:")
     print_rows(
         frame.to_dict("records"), ["at", "node", "partition", "check_name", "outcome", "message"]
     )
@@ -91,16 +95,16 @@ def register(top: Any) -> None:
     )
     p.add_argument("--column")
     p.add_argument("--sql", help="for type sql: a query over 'dataset' returning one number")
-    p.add_argument("--project", default="fraud")
+    add_project(p)
     p = add(metric, "compute", cmd_metric_compute, "Compute a dataset's metrics and record them.")
     p.add_argument("dataset")
     p.add_argument("--partition", help="default: the newest partition")
-    p.add_argument("--project", default="fraud")
+    add_project(p)
     p = add(metric, "history", cmd_metric_history, "Recorded values of a dataset's metrics.")
     p.add_argument("dataset")
     p.add_argument("--metric")
     p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--project", default="fraud")
+    add_project(p)
 
     check = top.add_parser("check", help="data checks").add_subparsers(dest="cmd", required=True)
     p = add(check, "add", cmd_check_add, "Declare a check on a dataset (checks.yaml).")
@@ -120,14 +124,14 @@ def register(top: Any) -> None:
     p.add_argument("--soft-max", type=float, help="soft upper bound (warning)")
     p.add_argument("--tolerance", type=float, help="distinct_count_in_range: widening, e.g. 0.2")
     p.add_argument("--severity", choices=("error", "warning"), default="error")
-    p.add_argument("--project", default="fraud")
+    add_project(p)
     p = add(
         check, "run", cmd_check_run, "Run a dataset's checks on the design node (exit 1 on ERROR)."
     )
     p.add_argument("dataset")
     p.add_argument("--partition", help="default: the newest partition")
-    p.add_argument("--project", default="fraud")
+    add_project(p)
     p = add(check, "history", cmd_check_history, "Recorded check results of a dataset.")
     p.add_argument("dataset", nargs="?")
     p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--project", default="fraud")
+    add_project(p)

@@ -1,4 +1,5 @@
-"""Scenario commands: ``nodal scenario …``."""
+"""Scenario commands: ``nodal scenario …``: runs on automation nodes (run, show, abort,
+runs) and the design project's scenario definitions (define, definition)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,15 @@ import sys
 import time
 from typing import Any
 
-from engine.cli.common import add, print_rows, store
+from engine.cli.common import (
+    add,
+    add_project,
+    open_project,
+    print_rows,
+    project_name,
+    read_text_file,
+    store,
+)
 from engine.core.settings import Settings
 
 
@@ -16,7 +25,8 @@ def cmd_scenario_run(s: Settings, a: argparse.Namespace) -> int:
 
     control = store(s)
     params = {"day": a.day} if a.day else {}
-    run_id = runs.request_run(control, a.infra, a.project, a.scenario, "manual", params)
+    project = project_name(s, a)
+    run_id = runs.request_run(control, a.infra, project, a.scenario, "manual", params)
     if a.in_process:
         from engine.automation.node import AutomationNode
 
@@ -24,7 +34,7 @@ def cmd_scenario_run(s: Settings, a: argparse.Namespace) -> int:
         node.sync()
         node.run(run_id)
     elif a.no_wait:
-        print(f"run {run_id} queued on {a.infra}")
+        print(f"run {run_id} of {project}/{a.scenario} queued on {a.infra}")
         return 0
     deadline = time.monotonic() + a.timeout
     run = runs.get_run(control, run_id)
@@ -50,7 +60,8 @@ def _print_run(control, run: dict) -> None:  # noqa: ANN001
     for rep in reporters.list_reports(control, run["run_id"]):
         print(f"  reporter {rep['reporter']:<7} {rep['outcome']:<8} {rep['message']}")
     print(
-        f"run {run['run_id']} of {run['scenario']} on {run['infra_id']}: {run['status']} {run['message']}"
+        f"run {run['run_id']} of {run['project']}/{run['scenario']} on {run['infra_id']}: "
+        f"{run['status']} {run['message']}"
     )
 
 
@@ -107,10 +118,31 @@ def cmd_scenario_runs(s: Settings, a: argparse.Namespace) -> int:
     return 0
 
 
-def register(top: Any) -> None:
-    scen = top.add_parser("scenario", help="scenarios on automation nodes").add_subparsers(
-        dest="cmd", required=True
+def cmd_scenario_definition(s: Settings, a: argparse.Namespace) -> int:
+    from engine.design import projects as design
+
+    text, _ = design.read_folder_definition(open_project(s, a), "scenarios", a.name)
+    print(text, end="" if text.endswith("\n") else "\n")
+    return 0
+
+
+def cmd_scenario_define(s: Settings, a: argparse.Namespace) -> int:
+    from engine.design import projects as design
+
+    project = open_project(s, a)
+    existed = a.name in project.scenarios
+    design.save_folder_definition(project, "scenarios", a.name, read_text_file(a.file), None)
+    print(
+        f"scenario {a.name} {'replaced' if existed else 'created'} in project {project.name} "
+        f"(scenarios/{a.name}.yaml)"
     )
+    return 0
+
+
+def register(top: Any) -> None:
+    scen = top.add_parser(
+        "scenario", help="scenario definitions of a project, and their runs on automation nodes"
+    ).add_subparsers(dest="cmd", required=True)
     p = add(
         scen,
         "run",
@@ -118,7 +150,7 @@ def register(top: Any) -> None:
         "Run a scenario on an automation node now and show its steps.",
     )
     p.add_argument("scenario")
-    p.add_argument("--project", default="fraud")
+    add_project(p, "the deployed project (default: the current project, see `nodal project use`)")
     p.add_argument("--infra", required=True)
     p.add_argument("--day", help="partition to process (default: the newest)")
     p.add_argument("--no-wait", action="store_true", help="queue the run and return")
@@ -136,3 +168,21 @@ def register(top: Any) -> None:
     p = add(scen, "runs", cmd_scenario_runs, "List recent scenario runs.")
     p.add_argument("--infra")
     p.add_argument("--limit", type=int, default=20)
+    p = add(
+        scen,
+        "define",
+        cmd_scenario_define,
+        "Create or replace a scenario of the design project from a YAML file (as the Design "
+        "Studio saves it): refused, with every problem listed, if it is invalid.",
+    )
+    p.add_argument("name")
+    p.add_argument("--file", required=True, help="the scenario's YAML (- reads standard input)")
+    add_project(p)
+    p = add(
+        scen,
+        "definition",
+        cmd_scenario_definition,
+        "Print a design-project scenario's YAML (edit it, then `nodal scenario define`).",
+    )
+    p.add_argument("name")
+    add_project(p)

@@ -27,3 +27,8 @@ def automation_home(home: Path, infra_id: str) -> Path:
 
 def apinode_home(home: Path, infra_id: str) -> Path:
     return home / "apinode" / infra_id
+
+
+def current_project_file(home: Path) -> Path:
+    """The project CLI commands act on when they are given none (``nodal project use``)."""
+    return home / "current_project"

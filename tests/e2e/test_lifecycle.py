@@ -59,6 +59,9 @@ def lifecycle(tmp_path_factory):
         "NODAL_POLL_SECONDS": "0.5",
         "NODAL_BASEMAP": "none",
     }
+    # As README's lifecycle: the CLI below names no project, it acts on the current one.
+    used = procs.nodal(["project", "use", demo.PROJECT], env)
+    assert used.returncode == 0, used.stderr
     port = procs.free_port()
     runner_log, api_log = root / "runner.log", root / "api.log"
     runner = procs.start(["-m", "engine.runner", "--infra", demo.AUTOMATION_INFRA], env, runner_log)
@@ -95,7 +98,7 @@ def test_new_day_is_scored_by_the_runner_and_the_api_agrees(lifecycle):
         ["scenario", "run", "daily_scoring", "--infra", demo.AUTOMATION_INFRA], env
     )
     assert result.returncode == 0, result.stdout + result.stderr + runner_log.read_text()[-2000:]
-    assert "SUCCESS" in result.stdout
+    assert "SUCCESS" in result.stdout and f"of {demo.PROJECT}/daily_scoring on" in result.stdout
 
     published = dashboards.published(store, demo.PROJECT, "fraud_map", demo.AUTOMATION_INFRA)
     assert published.iloc[0]["day"] == new_day
@@ -105,14 +108,14 @@ def test_new_day_is_scored_by_the_runner_and_the_api_agrees(lifecycle):
 
     # The official client scores the same transactions one by one and in one batch.
     client = dataikuapi.APINodeClient(f"http://127.0.0.1:{port}", "fraud_detection")
-    top = scored.sort_values("fraud_proba", ascending=False).head(20)
+    top = scored.sort_values("proba", ascending=False).head(20)
     sample = pd.concat([top, scored.drop(top.index).sample(30, random_state=1)])
     records = _records(sample)
     single = [
         client.predict_record("predict_fraud", rec)["result"]["probas"]["1"] for rec in records
     ]
     multi = client.predict_records("predict_fraud", [{"features": r} for r in records])["results"]
-    np.testing.assert_allclose(single, sample["fraud_proba"].to_numpy(), rtol=1e-12, atol=0)
+    np.testing.assert_allclose(single, sample["proba"].to_numpy(), rtol=1e-12, atol=0)
     np.testing.assert_allclose([r["probas"]["1"] for r in multi], single, rtol=1e-12, atol=0)
     # MLflow's protocol on the same model: the same probabilities.
     split = {"columns": RAW_FIELDS, "data": [[r[c] for c in RAW_FIELDS] for r in records]}

@@ -8,7 +8,19 @@ from tests.e2e.procs import nodal
 
 
 @pytest.mark.parametrize(
-    "args", [[], ["deploy"], ["scenario", "run"], ["serve"], ["runner"], ["demo"]]
+    "args",
+    [
+        [],
+        ["deploy"],
+        ["scenario", "run"],
+        ["scenario", "define"],
+        ["dashboard", "save"],
+        ["api", "service", "save"],
+        ["project", "use"],
+        ["serve"],
+        ["runner"],
+        ["demo"],
+    ],
 )
 def test_help_texts(args):
     result = nodal([*args, "--help"], {})
@@ -18,11 +30,19 @@ def test_help_texts(args):
 
 def test_user_errors_are_one_line_and_exit_2(demo_env):
     env = demo_env.environ()
+    fraud = ["--project", "fraud"]  # the demo home has no current project
     cases = [
-        (["deploy", "bundle", "v1", "--infra", "nowhere"], "unknown infrastructure 'nowhere'"),
-        (["deploy", "bundle", "v404", "--infra", "automation-prod"], "has no bundle 'v404'"),
-        (["flow", "build", "nope"], "has no dataset 'nope'"),
-        (["bundle", "create", "v1"], "already exists"),
+        (
+            ["deploy", "bundle", "v1", *fraud, "--infra", "nowhere"],
+            "unknown infrastructure 'nowhere'",
+        ),
+        (
+            ["deploy", "bundle", "v404", *fraud, "--infra", "automation-prod"],
+            "has no bundle 'v404'",
+        ),
+        (["flow", "build", "nope", *fraud], "has no dataset 'nope'"),
+        (["bundle", "create", "v1", *fraud], "already exists"),
+        (["flow", "build", "nope"], "no project given: pass --project NAME or set one with"),
         (["deploy", "rollback", "nope"], "unknown deployment 'nope'"),
         (
             [

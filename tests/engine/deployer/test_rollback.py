@@ -57,7 +57,7 @@ def test_rollback_to_v1_brings_back_v1s_exact_output(demo_env, tmp_path):
     node.sync()
     v2_output = _score_day(node, store, day)
     assert set(v2_output["model_version"]) == {worse["version"]}
-    assert not v2_output["fraud_proba"].equals(v1_output["fraud_proba"])
+    assert not v2_output["proba"].equals(v1_output["proba"])
 
     # One command, as ops or a CI pipeline would run it.
     result = procs.nodal(["deploy", "rollback", DEPLOYMENT], environ(settings))
@@ -121,16 +121,17 @@ def test_bad_bundles_are_refused_at_deploy_in_one_line_and_change_nothing(demo_e
         deployer.get_deployment(store, DEPLOYMENT).version,
         len(deployer.history(store, DEPLOYMENT)),
     )
+    fraud = ["--project", demo.PROJECT]
     cases = [
         (
-            ["v-cycle"],
+            ["v-cycle", *fraud],
             "bundle 'v-cycle' cannot be deployed: scenario ping: its after_scenario triggers form a cycle: ping -> pong -> ping",
         ),
         (
-            ["v-cron"],
+            ["v-cron", *fraud],
             "bundle 'v-cron' cannot be deployed: scenario pong: invalid cron '0 25 * * *'",
         ),
-        (["v-tampered"], "member scenarios/daily_scoring.yaml fails its SHA-256 check"),
+        (["v-tampered", *fraud], "member scenarios/daily_scoring.yaml fails its SHA-256 check"),
         (["v1", "--project", "churn"], "project 'churn' has no bundle 'v1'"),
     ]
     for args, message in cases:
@@ -141,7 +142,8 @@ def test_bad_bundles_are_refused_at_deploy_in_one_line_and_change_nothing(demo_e
         assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
         assert result.stderr.count("\n") == 1 and result.stdout == ""
     result = procs.nodal(
-        ["deploy", "bundle", "v1", "--infra", "automation-nowhere"], environ(settings)
+        ["deploy", "bundle", "v1", "--project", demo.PROJECT, "--infra", "automation-nowhere"],
+        environ(settings),
     )
     assert (result.returncode, result.stderr.count("\n")) == (2, 1)
     assert "unknown infrastructure 'automation-nowhere'" in result.stderr
