@@ -48,16 +48,21 @@ def main(argv: list[str] | None = None) -> int:
     def baseline() -> None:
         ds.query_df("SELECT count(*) FROM m", {"m": (ref, [day])})
 
-    def page(threshold: float | None = None) -> fraudmap.FraudMapDay:
-        data = fraudmap.load_map_day(settings, store, day=day, threshold=threshold)
-        fraudmap.top_reasons(settings, store, data.points.head(25)["transaction_id"].tolist(), day)
+    def page(threshold: float | None = None) -> fraudmap.MapDay:
+        data = fraudmap.load_map_day(
+            settings, store, demo.PROJECT, demo.AUTOMATION_INFRA, day=day, threshold=threshold
+        )
+        ids = data.points.head(25)["id"].tolist()
+        fraudmap.top_reasons(
+            settings, store, demo.PROJECT, demo.AUTOMATION_INFRA, data.dashboard, ids, day
+        )
         return data
 
     data = page()
     base = _median(baseline, args.repeat)
     own = _median(page, args.repeat)
     low = _median(lambda: page(0.05), args.repeat)
-    print(f"day {day}: {data.kpis.transactions:,} transactions, {data.kpis.flagged:,} flagged")
+    print(f"day {day}: {data.kpis.rows:,} transactions, {data.kpis.flagged:,} flagged")
     print(f"baseline count(*):                  {base * 1000:8.1f} ms")
     print(f"map page, model flags:              {own * 1000:8.1f} ms  ({own / base:.1f}× baseline)")
     print(f"map page, threshold 0.05 (more pts):{low * 1000:8.1f} ms  ({low / base:.1f}× baseline)")

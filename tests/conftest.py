@@ -78,3 +78,12 @@ def demo_environ(demo_env: DemoEnv, monkeypatch: pytest.MonkeyPatch) -> DemoEnv:
     for key, value in demo_env.environ().items():
         monkeypatch.setenv(key, value)
     return demo_env
+
+
+@pytest.fixture(scope="session")
+def claims_env(tmp_path_factory: pytest.TempPathFactory):
+    """A home with a project in another vocabulary (insurance claims, tests/engine/
+    small_project.py) deployed to two automation nodes and run on the first."""
+    from tests.engine.small_project import make_claims
+
+    return make_claims(tmp_path_factory.mktemp("claims"))

@@ -1,4 +1,5 @@
-"""Monitoring: statuses, the daily fraud map, pipeline health, model quality and API health.
+"""Monitoring: statuses, the daily map of any project's map dashboards, pipeline health,
+model quality and API health.
 
 Run with ``streamlit run apps/monitoring/app.py``; ``NODAL_HOME`` names the home and
 ``NODAL_BASEMAP=none`` draws the map without online tiles.
@@ -23,7 +24,8 @@ page = st.navigation(
         st.Page(
             "views/status.py", title="Status", icon=":material/health_and_safety:", default=True
         ),
-        st.Page("views/fraud_map.py", title="Fraud map", icon=":material/map:"),
+        # The file (and so the URL, /fraud_map) is kept for the links already shared.
+        st.Page("views/fraud_map.py", title="Map", icon=":material/map:"),
         st.Page(
             "views/pipeline_health.py", title="Pipeline health", icon=":material/account_tree:"
         ),

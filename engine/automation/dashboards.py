@@ -34,11 +34,17 @@ def publish(
     if spec is None:
         raise ProjectError(f"project {project.name!r} has no dashboard {dashboard!r}")
     source, output = project.dataset(spec["source"]), project.dataset(spec["output"])
-    cols = ", ".join(f'"{c}"' for c in spec.get("columns") or ["*"])
-    if cols == '"*"':
-        cols = "*"
+    columns = [str(c) for c in spec.get("columns") or []]
+    # The extract keeps the day it belongs to, under its own partition column.
+    key_in = source.partitioned_by or str(spec.get("date_column") or "day")
+    key_out = output.partitioned_by or key_in
+    if not columns:
+        select = "*" if key_in == key_out else f'* EXCLUDE ("{key_in}"), "{key_in}" AS "{key_out}"'
+    else:
+        kept = [c for c in columns if c not in (key_in, key_out)]
+        select = ", ".join([*(f'"{c}"' for c in kept), f'"{key_in}" AS "{key_out}"'])
     with ds.session({"src": (source, [day])}) as con:
-        ds.write(output, f"SELECT {cols}, day FROM src", con=con)
+        ds.write(output, f"SELECT {select} FROM src", con=con)
         rows = con.execute("SELECT count(*) FROM src").fetchone()[0]
     with store.write() as conn:
         key = dict(infra_id=node, project=project.name, dashboard=dashboard, day=day)

@@ -225,8 +225,15 @@ class HotSpot:
     message: str
 
 
+NEAREST_CITY_DEG = 2.0  # farther than this from every city of the gazetteer: coordinates
+
+
 def nearest_city(lat: float, lon: float) -> str:
+    """The gazetteer's nearest city, or the coordinates where none is near (outside the US)."""
     best = min(US_CITIES, key=lambda c: (c.latitude - lat) ** 2 + ((c.longitude - lon) * 0.8) ** 2)
+    if (best.latitude - lat) ** 2 + ((best.longitude - lon) * 0.8) ** 2 > NEAREST_CITY_DEG**2:
+        ns, ew = "N" if lat >= 0 else "S", "E" if lon >= 0 else "W"
+        return f"{abs(lat):.1f}°{ns} {abs(lon):.1f}°{ew}"
     return f"{best.name}, {best.state}"
 
 
@@ -327,7 +334,7 @@ class MissedFraud:
 
 
 def missed_fraud_hot_spot(
-    lat: np.ndarray, lon: np.ndarray, is_fraud: np.ndarray, proba: np.ndarray
+    lat: np.ndarray, lon: np.ndarray, label: np.ndarray, proba: np.ndarray
 ) -> MissedFraud:
     """Where do labelled frauds most exceed the model's expectation (the sum of its probabilities)?
 
@@ -342,7 +349,7 @@ def missed_fraud_hot_spot(
         {
             "cell": np.floor(lat / HOTSPOT_CELL_DEG).astype(np.int64) * 10_000
             + np.floor(lon / HOTSPOT_CELL_DEG).astype(np.int64),
-            "y": np.asarray(is_fraud, dtype=float),
+            "y": np.asarray(label, dtype=float),
             "p": np.asarray(proba, dtype=float),
             "lat": lat,
             "lon": lon,

@@ -1,25 +1,34 @@
 """The model evaluation store: per day, is the model's input drifting and is it still good?
 
 A scenario step (``type: evaluate``) runs :func:`evaluate_day` on the automation node after
-the day is scored. It compares the day's scored partition with a **reference**: the rows of
-the model's validation days (the days its published metrics were measured on), built on
-the node and cached per model version. It records, in the control store table
-``evaluation_metrics``:
+the day is scored. It compares the day's scored partition (the step's ``input``) with a
+**reference**: the rows of the model's validation days (the days its published metrics were
+measured on), read from the dataset the model scores (``features_dataset``, by default the
+``input`` of the project's score step writing ``input``), built on the node when missing and
+cached per model version. Which columns are the row id, the label, the location… comes from
+the model's declaration (:mod:`engine.project.model_spec`), never from fixed names. It
+records, in the control store table ``evaluation_metrics``:
 
 * ``input_drift``: per model feature, PSI and a test on a fixed-size subsample (see
   :mod:`engine.automation.drift` for why both);
-* ``unseen_values``: share of rows whose value the reference never had (merchant ids, and
-  categories the model's vocabulary lacks);
-* ``location``: the grid cell whose share of the day's transactions rose the most (a new
-  fraud ring's city lights up here first);
-* ``prediction_drift``: PSI and test of the fraud probability, and the flag rate;
+* ``unseen_values``: share of rows whose value the reference never had (the declared
+  ``unseen_ids`` columns, and categories the model's vocabulary lacks);
+* ``location``: with a declared location, the grid cell whose share of the day's rows rose
+  the most (a new fraud ring's city lights up here first);
+* ``prediction_drift``: PSI and test of the score, and the flag rate;
 * ``domain_classifier``: ROC AUC of a small classifier telling the day from the reference;
-* ``performance``: once the delayed labels of a scored day have arrived (``labels`` is
-  partitioned by arrival day; only labels that arrived by the evaluated day count), ROC AUC,
-  PR AUC, recall and precision at the model's threshold and the fraud caught and missed in
-  dollars, recomputed for every recent day as more labels land;
+* ``performance``: with declared ``labels`` and ``id_column``, once the delayed labels of a
+  scored day have arrived (``labels`` is partitioned by arrival day; only labels that
+  arrived by the evaluated day count), ROC AUC, PR AUC, recall and precision at the model's
+  threshold and (with a declared ``amount``) the amount caught and missed, recomputed for
+  every recent day as more labels land;
 * ``performance_decay``: those metrics pooled over the last matured days, against the
-  model's validation metrics.
+  model's validation metrics;
+* ``missed_fraud``: with both a location and labels, the cell where labelled positives
+  most exceed the model's expectation.
+
+A family the declaration does not allow is recorded once per day as ``not_applicable``
+(status INFO, the message says what to declare), never as an error.
 
 The champion is the active version of ``model``; a ``challenger`` (another model of the
 project, or another version of the same one) is scored on the same rows and recorded beside
@@ -42,13 +51,17 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from engine.automation import drift
 from engine.core.errors import NodalError
 from engine.models.saved import SavedModel
-from engine.project import flow
+from engine.models.scoring import OUTPUT_COLUMNS
+from engine.project import flow, model_spec
 from engine.project.project import Project, ProjectError
 from engine.storage import datasets as ds
 from engine.storage.control import ControlStore, check_results, evaluation_metrics, now_iso
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 INFO = "INFO"
+NOT_APPLICABLE = "not_applicable"  # the metric of a family the model's declaration rules out
+SCORE = OUTPUT_COLUMNS[0]  # the probability column the scorer writes
+_LABEL = "__nodal_label"  # the joined label, under a name no project column has
 REFERENCE_ROWS = 100_000
 FAMILIES = (
     "input_drift",
@@ -60,23 +73,8 @@ FAMILIES = (
     "performance_decay",
     "missed_fraud",
 )
-# Defaults of the step's options (each can be set in the step).
-DEFAULTS: dict[str, Any] = {
-    "input": "scored",
-    "features_dataset": "features",
-    "labels": "labels",
-    "id_columns": ["merchant_id"],
-    "location": ["merchant_latitude", "merchant_longitude"],
-    "amount_column": "amount",
-    "expected_trends": [],
-    "performance_window_days": 21,
-    "min_label_coverage": 0.95,
-    "decay_window_days": 7,
-    "min_frauds": 30,
-    "max_roc_auc_drop": 0.05,
-    "max_recall_drop": 0.15,
-    "fail_on_alarm": False,
-}
+# Defaults of the step's thresholds (each can be set in the step).
+DEFAULTS: dict[str, Any] = dict(model_spec.EVALUATE_THRESHOLDS)
 
 
 class EvaluationError(NodalError):
@@ -128,8 +126,17 @@ class EvaluationResult:
     def status(self) -> str:
         return drift.ERROR if self.alarms else drift.WARNING if self.warnings else drift.OK
 
+    @property
+    def not_applicable(self) -> dict[str, str]:
+        """Family → why it was not computed (what the model's declaration lacks)."""
+        return {
+            m.family: m.message
+            for m in self.metrics
+            if m.metric == NOT_APPLICABLE and m.status == INFO and m.day == self.day
+        }
 
-# --- models and reference ------------------------------------------------------------------
+
+# --- models, declaration and reference ----------------------------------------------------
 
 
 def _load_model(project: Project, spec: str | dict[str, Any]) -> tuple[str, SavedModel]:
@@ -144,6 +151,68 @@ def _load_model(project: Project, spec: str | dict[str, Any]) -> tuple[str, Save
         project.saved_models_dir(name) / str(version) if version else project.active_model_dir(name)
     )
     return name, SavedModel.load(path)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one evaluation reads: datasets, the day column, the declared columns, options."""
+
+    model: str
+    input: str  # the scored dataset
+    features: str  # the dataset the model scores (the reference's rows)
+    day_column: str  # the scored dataset's partition column
+    monitoring: model_spec.Monitoring
+    options: dict[str, Any]
+
+
+def _scored_from(project: Project, scored: str) -> str | None:
+    """The input of the project's score step that writes ``scored``, if there is one."""
+    for spec in project.scenarios.values():
+        for step in spec.get("steps") or []:
+            if (
+                isinstance(step, dict)
+                and step.get("type") == "score"
+                and step.get("output") == scored
+                and step.get("input") in project.datasets
+            ):
+                return str(step["input"])
+    return None
+
+
+def plan(project: Project, options: dict[str, Any]) -> Plan:
+    """Resolve an evaluate step's options against the project and the model's declaration."""
+    if not options.get("model"):
+        raise EvaluationError("the evaluate step needs a model")
+    name = (
+        options["model"]
+        if isinstance(options["model"], str)
+        else str(options["model"].get("model", ""))
+    )
+    if name not in project.models:
+        raise ProjectError(f"project {project.name!r} has no model {name!r}")
+    scored = options.get("input")
+    if not scored:
+        raise EvaluationError("the evaluate step needs input: (the dataset its scores are in)")
+    if scored not in project.datasets:
+        raise ProjectError(f"project {project.name!r} has no dataset {scored!r}")
+    day_column = project.datasets[scored].partitioned_by
+    if not day_column:
+        raise EvaluationError(f"dataset {scored!r} is not partitioned: one partition per day")
+    features = options.get("features_dataset") or _scored_from(project, scored)
+    if not features:
+        raise EvaluationError(
+            f"no score step of the project writes {scored!r}: give the evaluate step "
+            "features_dataset: (the dataset the model scores, for the reference rows)"
+        )
+    declared = {k: options[k] for k in model_spec.EVALUATE_OPTIONS if k in options}
+    return Plan(
+        model=name,
+        input=str(scored),
+        features=str(features),
+        day_column=day_column,
+        monitoring=model_spec.monitoring(project, name, declared),
+        options={**DEFAULTS, **options},
+    )
 
 
 def _day_range(first: str, last: str) -> list[str]:
@@ -169,8 +238,10 @@ def reference_sample(
 ) -> tuple[pd.DataFrame, list[str]]:
     """The reference rows (at most :data:`REFERENCE_ROWS`, seeded) with the model's score.
 
-    Built once per model version and reference days from the ``features`` dataset (its
-    missing partitions are built on the node) and cached under the node's data folder.
+    ``options`` are an evaluate step's (``features_dataset``, or ``input`` to find it, and
+    optionally ``reference_days``). Built once per model version and reference days from the
+    dataset the model scores (its missing partitions that the flow can build from the
+    partitioned sources are built on the node) and cached under the node's data folder.
     """
     days = _reference_days(saved, options)
     key = hashlib.sha256(f"{saved.version}|{','.join(days)}".encode()).hexdigest()[:12]
@@ -180,32 +251,37 @@ def reference_sample(
     )
     if cache.exists():
         return ds.read_df(cache), days
-    source = project.dataset(options["features_dataset"])
-    available = set(project.dataset(source.name).partitions())
+    name = options.get("features_dataset") or _scored_from(project, str(options.get("input")))
+    if not name:
+        raise EvaluationError("no dataset to read the reference from: give features_dataset")
+    source = project.dataset(name)
+    available = set(source.partitions())
     missing = [d for d in days if d not in available]
-    if missing:
-        landing = (
-            set(project.dataset("transactions").partitions())
-            if "transactions" in project.datasets
-            else set()
-        )
-        buildable = [d for d in missing if d in landing]
-        if buildable:
-            flow.build(project, source.name, buildable)
+    if missing and project.recipe_for(name) is not None:
+        buildable = set(flow.available_partitions(project, name))
+        todo = [d for d in missing if d in buildable]
+        if todo:
+            flow.build(project, name, todo)
         available = set(source.partitions())
     present = [d for d in days if d in available]
     if not present:
         raise EvaluationError(
             f"no reference data: none of the reference days {days[0]}..{days[-1]} of model "
-            f"version {saved.version} can be read or built from {source.name!r}"
+            f"version {saved.version} can be read or built from {name!r}"
         )
     frame = ds.query_df(
         f"SELECT * FROM ref USING SAMPLE reservoir({REFERENCE_ROWS} ROWS) REPEATABLE (7)",
         {"ref": (source, present)},
     )
-    frame["fraud_proba"] = saved.predict_proba(saved.encode(frame))
+    frame[SCORE] = saved.predict_proba(saved.encode(frame))
     ds.write(cache, frame)
     return frame, present
+
+
+def _not_applicable(
+    version: str, day: str, family: str, message: str, status: str = INFO
+) -> Metric:
+    return Metric(CHAMPION, version, day, family, "", NOT_APPLICABLE, None, status, message)
 
 
 # --- one day -------------------------------------------------------------------------------
@@ -217,10 +293,9 @@ def _input_metrics(
     day: str,
     ref: pd.DataFrame,
     cur: pd.DataFrame,
-    options: dict[str, Any],
+    trends: set[str],
 ) -> list[Metric]:
     out: list[Metric] = []
-    trends = set(options["expected_trends"])
     for name in saved.meta["numeric"]:
         r = drift.numeric_drift(name, ref[name].to_numpy(float), cur[name].to_numpy(float), day)
         out += _drift_rows(role, saved.version, day, "input_drift", r, name in trends)
@@ -257,34 +332,45 @@ def _drift_rows(
     ]
 
 
+def _missing(columns: list[str], *frames: pd.DataFrame) -> list[str]:
+    return [c for c in columns if any(c not in f.columns for f in frames)]
+
+
 def _data_metrics(
     version: str,
     day: str,
     ref: pd.DataFrame,
     cur: pd.DataFrame,
     saved: SavedModel,
-    options: dict[str, Any],
+    plan: Plan,
 ) -> list[Metric]:
     """Metrics of the data itself (not of a model): recorded once, under the champion."""
     out: list[Metric] = []
-    for name in options["id_columns"]:
-        if name in cur.columns and name in ref.columns:
-            u = drift.unseen_values(name, set(ref[name].dropna().astype(str)), cur[name])
+    mon = plan.monitoring
+    for name in mon.unseen_ids:
+        if _missing([name], cur, ref):
             out.append(
-                Metric(
-                    CHAMPION,
-                    version,
-                    day,
-                    "unseen_values",
-                    name,
-                    "unseen_share",
-                    u.share,
-                    u.status,
-                    u.message,
-                )
-            )
-    lat, lon = options["location"]
-    if lat in cur.columns and lat in ref.columns:
+                Metric(CHAMPION, version, day, "unseen_values", name, NOT_APPLICABLE, None,
+                       drift.WARNING, f"declared unseen_ids column {name!r} is not a column of "
+                       f"{plan.input!r} and {plan.features!r}: not measured")
+            )  # fmt: skip
+            continue
+        u = drift.unseen_values(name, set(ref[name].dropna().astype(str)), cur[name])
+        out.append(
+            Metric(CHAMPION, version, day, "unseen_values", name, "unseen_share", u.share,
+                   u.status, u.message)
+        )  # fmt: skip
+    if mon.location is None:
+        out.append(_not_applicable(version, day, "location", mon.not_applicable()["location"]))
+    elif _missing(list(mon.location), cur, ref):
+        gone = ", ".join(_missing(list(mon.location), cur, ref))
+        out.append(
+            _not_applicable(version, day, "location", f"declared location column(s) {gone} "
+                            f"missing from {plan.input!r} or {plan.features!r}: no hot spot "
+                            "looked for", drift.WARNING)
+        )  # fmt: skip
+    else:
+        lat, lon = mon.location
         h = drift.hot_spot(
             ref[lat].to_numpy(float),
             ref[lon].to_numpy(float),
@@ -303,7 +389,7 @@ def _data_metrics(
                     CHAMPION, version, day, "location", h.city, metric, value, h.status, h.message
                 )
             )
-    trends = set(options["expected_trends"])
+    trends = set(mon.expected_trends)
     columns = [c for c in saved.meta["numeric"] if c not in trends]
     cats = [c for c in saved.meta["categorical"] if c not in trends]
     auc = drift.domain_classifier_auc(
@@ -332,56 +418,67 @@ def _domain_matrix(
 def _prediction_metrics(
     role: str, saved: SavedModel, day: str, ref_p: np.ndarray, cur_p: np.ndarray
 ) -> list[Metric]:
-    r = drift.numeric_drift("fraud_proba", ref_p, cur_p, day + role)
+    r = drift.numeric_drift(SCORE, ref_p, cur_p, day + role)
     rows = _drift_rows(role, saved.version, day, "prediction_drift", r, False)
     ref_rate = float(np.mean(ref_p >= saved.threshold)) if len(ref_p) else 0.0
     rate = float(np.mean(cur_p >= saved.threshold)) if len(cur_p) else 0.0
     rows.append(
-        Metric(role, saved.version, day, "prediction_drift", "fraud_proba", "flag_rate", rate, r.status,
+        Metric(role, saved.version, day, "prediction_drift", SCORE, "flag_rate", rate, r.status,
                f"{rate:.2%} flagged (reference {ref_rate:.2%}); {r.message}")
     )  # fmt: skip
     return rows
 
 
 def _performance(
-    y: np.ndarray, p: np.ndarray, amount: np.ndarray, threshold: float
+    y: np.ndarray, p: np.ndarray, amount: np.ndarray | None, threshold: float
 ) -> dict[str, float]:
     flagged = p >= threshold
-    fraud = y == 1
+    positive = y == 1
     out = {
         "labelled_rows": float(len(y)),
-        "frauds": float(fraud.sum()),
-        "recall": float((flagged & fraud).sum() / max(fraud.sum(), 1)),
-        "precision": float((flagged & fraud).sum() / max(flagged.sum(), 1)),
-        "fraud_caught_amount": float(amount[flagged & fraud].sum()),
-        "fraud_missed_amount": float(amount[~flagged & fraud].sum()),
+        "frauds": float(positive.sum()),
+        "recall": float((flagged & positive).sum() / max(positive.sum(), 1)),
+        "precision": float((flagged & positive).sum() / max(flagged.sum(), 1)),
     }
-    if 0 < fraud.sum() < len(y):
+    if amount is not None:
+        out["fraud_caught_amount"] = float(amount[flagged & positive].sum())
+        out["fraud_missed_amount"] = float(amount[~flagged & positive].sum())
+    if 0 < positive.sum() < len(y):
         out["roc_auc"] = float(roc_auc_score(y, p))
         out["pr_auc"] = float(average_precision_score(y, p))
     return out
 
 
-def _labelled_days(
-    project: Project, options: dict[str, Any], day: str, scored_days: list[str]
-) -> pd.DataFrame:
-    """Scored rows of recent days joined with the labels that arrived by ``day``."""
-    labels = project.dataset(options["labels"])
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _labelled_days(project: Project, plan: Plan, day: str, scored_days: list[str]) -> pd.DataFrame:
+    """Scored rows of recent days joined with the labels that arrived by ``day``.
+
+    The label comes back as column :data:`_LABEL` (1.0, 0.0, or missing when not arrived).
+    """
+    mon = plan.monitoring
+    if not mon.measures_performance:
+        return pd.DataFrame()
+    labels = project.dataset(str(mon.labels))
     arrived = [d for d in labels.partitions() if d <= day] if labels.exists() else []
     window_start = str(
-        date.fromisoformat(day) - timedelta(days=int(options["performance_window_days"]))
+        date.fromisoformat(day) - timedelta(days=int(plan.options["performance_window_days"]))
     )
     days = [d for d in scored_days if window_start <= d < day]
     if not arrived or not days:
         return pd.DataFrame()
-    scored = project.dataset(options["input"])
+    key, label, when = _q(str(mon.id_column)), _q(str(mon.label_column)), _q(plan.day_column)
     return ds.query_df(
-        """
-        SELECT s.* REPLACE (CAST(s.day AS VARCHAR) AS day), l.is_fraud
-        FROM scored s LEFT JOIN (SELECT DISTINCT transaction_id, is_fraud FROM labels) l
-          USING (transaction_id)
+        f"""
+        SELECT s.* REPLACE (CAST(s.{when} AS VARCHAR) AS {when}), l.{_LABEL}
+        FROM day_rows s LEFT JOIN (
+            SELECT {key} AS __nodal_id, max(CAST({label} AS DOUBLE)) AS {_LABEL}
+            FROM known GROUP BY 1
+        ) l ON s.{key} = l.__nodal_id
         """,
-        {"scored": (scored, days), "labels": (labels, arrived)},
+        {"day_rows": (project.dataset(plan.input), days), "known": (labels, arrived)},
     )
 
 
@@ -391,26 +488,29 @@ def _performance_metrics(
     day: str,
     rows: pd.DataFrame,
     proba: np.ndarray,
-    options: dict[str, Any],
+    plan: Plan,
 ) -> list[Metric]:
     """Per matured day (label coverage ≥ min), then pooled over the last ones vs validation."""
     out: list[Metric] = []
     if rows.empty:
         return out
-    amount = rows[options["amount_column"]].to_numpy(float)
-    labelled = rows["is_fraud"].notna().to_numpy()
-    y = rows["is_fraud"].fillna(0).to_numpy(int)
+    options, mon = plan.options, plan.monitoring
+    amount = rows[mon.amount].to_numpy(float) if mon.amount and mon.amount in rows.columns else None
+    labelled = rows[_LABEL].notna().to_numpy()
+    y = rows[_LABEL].fillna(0).to_numpy(int)
     matured: list[str] = []
-    for d, idx in rows.groupby("day").indices.items():
+    for d, idx in rows.groupby(plan.day_column).indices.items():
         coverage = float(labelled[idx].mean())
         keep = idx[labelled[idx]]
         if coverage < float(options["min_label_coverage"]) or len(set(y[keep])) < 2:
             continue
         matured.append(str(d))
-        perf = _performance(y[keep], proba[keep], amount[keep], saved.threshold)
+        perf = _performance(
+            y[keep], proba[keep], None if amount is None else amount[keep], saved.threshold
+        )
         perf["label_coverage"] = coverage
         msg = (
-            f"{int(perf['frauds'])} frauds in {int(perf['labelled_rows']):,} labelled rows: recall "
+            f"{int(perf['frauds'])} positives in {int(perf['labelled_rows']):,} labelled rows: recall "
             f"{perf['recall']:.2f}, precision {perf['precision']:.2f}, ROC AUC {perf.get('roc_auc', float('nan')):.3f}"
         )
         out += [
@@ -420,8 +520,10 @@ def _performance_metrics(
     recent = sorted(matured)[-int(options["decay_window_days"]) :]
     if not recent:
         return out
-    mask = rows["day"].isin(recent).to_numpy() & labelled
-    pooled = _performance(y[mask], proba[mask], amount[mask], saved.threshold)
+    mask = rows[plan.day_column].isin(recent).to_numpy() & labelled
+    pooled = _performance(
+        y[mask], proba[mask], None if amount is None else amount[mask], saved.threshold
+    )
     valid = saved.meta.get("metrics", {})
     auc_drop = float(valid.get("roc_auc", np.nan)) - pooled.get("roc_auc", np.nan)
     recall_drop = float(valid.get("recall_at_fpr", np.nan)) - pooled["recall"]
@@ -439,10 +541,10 @@ def _performance_metrics(
     ):
         status = drift.WARNING
     msg = (
-        f"over {len(recent)} labelled days ({recent[0]}..{recent[-1]}, {int(pooled['frauds'])} frauds): "
+        f"over {len(recent)} labelled days ({recent[0]}..{recent[-1]}, {int(pooled['frauds'])} positives): "
         f"ROC AUC {pooled.get('roc_auc', float('nan')):.3f} vs {valid.get('roc_auc', float('nan')):.3f} at validation, "
         f"recall {pooled['recall']:.2f} vs {valid.get('recall_at_fpr', float('nan')):.2f}"
-        + ("" if enough else f" (fewer than {options['min_frauds']} frauds: not judged)")
+        + ("" if enough else f" (fewer than {options['min_frauds']} positives: not judged)")
     )
     pooled["expected_frauds"] = float(proba[mask].sum())
     for k, v in (("roc_auc_drop", auc_drop), ("recall_drop", recall_drop), *pooled.items()):
@@ -459,8 +561,8 @@ def _performance_metrics(
                 msg,
             )
         )
-    lat, lon = options["location"]
-    if role == CHAMPION and lat in rows.columns:
+    if role == CHAMPION and mon.location and not _missing(list(mon.location), rows):
+        lat, lon = mon.location
         h = drift.missed_fraud_hot_spot(
             rows[lat].to_numpy(float)[mask], rows[lon].to_numpy(float)[mask], y[mask], proba[mask]
         )
@@ -483,47 +585,57 @@ def _performance_metrics(
 
 
 def evaluate_day(project: Project, day: str, options: dict[str, Any]) -> EvaluationResult:
-    """Evaluate the champion (and challenger) on one scored day; nothing is stored here."""
-    options = {**DEFAULTS, **options}
-    if "model" not in options:
-        raise EvaluationError("the evaluate step needs a model")
+    """Evaluate the champion (and challenger) on one scored day; nothing is stored here.
+
+    ``options`` are the evaluate step's: ``model`` and ``input`` at least; the rest of the
+    model's declaration (:mod:`engine.project.model_spec`) can be overridden there.
+    """
+    p = plan(project, options)
+    options = p.options
     name, champion = _load_model(project, options["model"])
     challenger = (
         _load_model(project, options["challenger"])[1] if options.get("challenger") else None
     )
-    scored = project.dataset(options["input"])
+    scored = project.dataset(p.input)
     if day not in scored.partitions():
         raise EvaluationError(
             f"dataset {scored.name!r} has no scored partition for {day}: score it first"
         )
-    ref, _ = reference_sample(project, champion, options)
+    ref, _ = reference_sample(project, champion, {**options, "features_dataset": p.features})
     cur = ds.read_df(scored, [day])
     result = EvaluationResult(
         day, name, champion.version, challenger.version if challenger else None
     )
-    result.metrics += _input_metrics(CHAMPION, champion, day, ref, cur, options)
-    result.metrics += _data_metrics(champion.version, day, ref, cur, champion, options)
+    trends = set(p.monitoring.expected_trends)
+    result.metrics += _input_metrics(CHAMPION, champion, day, ref, cur, trends)
+    result.metrics += _data_metrics(champion.version, day, ref, cur, champion, p)
     result.metrics += _prediction_metrics(
-        CHAMPION, champion, day, ref["fraud_proba"].to_numpy(), cur["fraud_proba"].to_numpy()
+        CHAMPION, champion, day, ref[SCORE].to_numpy(), cur[SCORE].to_numpy()
     )
-    rows = _labelled_days(project, options, day, scored.partitions())
+    not_applicable = p.monitoring.not_applicable()
+    for family in ("performance", "performance_decay", "missed_fraud"):
+        if family in not_applicable:
+            result.metrics.append(
+                _not_applicable(champion.version, day, family, not_applicable[family])
+            )
+    rows = _labelled_days(project, p, day, scored.partitions())
     result.metrics += _performance_metrics(
         CHAMPION,
         champion,
         day,
         rows,
-        rows["fraud_proba"].to_numpy() if len(rows) else np.array([]),
-        options,
+        rows[SCORE].to_numpy() if len(rows) else np.array([]),
+        p,
     )
     if challenger is not None:
-        result.metrics += _input_metrics(CHALLENGER, challenger, day, ref, cur, options)
+        result.metrics += _input_metrics(CHALLENGER, challenger, day, ref, cur, trends)
         ref_p = challenger.predict_proba(challenger.encode(ref))
         result.metrics += _prediction_metrics(
             CHALLENGER, challenger, day, ref_p, challenger.predict_proba(challenger.encode(cur))
         )
         if len(rows):
-            p = challenger.predict_proba(challenger.encode(rows))
-            result.metrics += _performance_metrics(CHALLENGER, challenger, day, rows, p, options)
+            proba = challenger.predict_proba(challenger.encode(rows))
+            result.metrics += _performance_metrics(CHALLENGER, challenger, day, rows, proba, p)
     return result
 
 
@@ -569,8 +681,8 @@ def record(
                 for m in result.metrics
                 if m.family == family and m.day == result.day and m.role == CHAMPION
             ]
-            if not rows:
-                continue
+            if not rows or all(m.metric == NOT_APPLICABLE and m.status == INFO for m in rows):
+                continue  # not computed for this model: no check to show
             worst = drift.worst([m.status for m in rows])
             bad = [m for m in rows if m.status == worst and worst != drift.OK]
             outcome = {drift.OK: "OK", drift.WARNING: "WARNING", drift.ERROR: "ERROR"}[worst]

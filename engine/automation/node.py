@@ -39,7 +39,7 @@ from engine.core.settings import Settings
 from engine.deployer import bundles
 from engine.deployer import deployments as deployer
 from engine.models.saved import SavedModel
-from engine.project import scenario_spec, triggers
+from engine.project import dashboard_spec, scenario_spec, triggers
 from engine.project.project import MANAGED_DATA_DIR, Project, ProjectError, load_project
 from engine.storage.control import ControlStore, now_iso, runner_state
 
@@ -173,6 +173,7 @@ class AutomationNode:
                     f"source dataset {name!r} not found at {project.dataset(name).path}"
                 )
         problems = [p for s in project.scenarios for p in scenario_spec.validate(project, s)]
+        problems += [p for d in project.dashboards for p in dashboard_spec.problems(project, d)]
         if problems:
             raise ActivationError("; ".join(problems))
 

@@ -42,7 +42,10 @@ def _step_build(ctx: RunContext, step: dict[str, Any]) -> StepOutcome:
     ref = ctx.project.dataset(step["dataset"])
     parts = [partition_of(ctx, step)] if ref.partitioned_by or "partition" in step else None
     result = flow.build(ctx.project, step["dataset"], parts)
-    msg = ", ".join(f"{r.output}: {r.rows} rows in {r.seconds:.2f}s" for r in result.runs)
+    msg = ", ".join(
+        f"{r.output}: {r.rows} rows in {r.seconds:.2f}s" + (f" ({r.note})" if r.note else "")
+        for r in result.runs
+    )
     return StepOutcome(SUCCESS, msg, {"runs": [r.__dict__ for r in result.runs]})
 
 
@@ -181,10 +184,13 @@ def _step_python(ctx: RunContext, step: dict[str, Any]) -> StepOutcome:
 def _step_evaluate(ctx: RunContext, step: dict[str, Any]) -> StepOutcome:
     """Scenario step ``evaluate``: evaluate the run's day, store it, report alarms.
 
-    Options (besides ``model``): see :data:`DEFAULTS`; ``challenger`` (a model name or
-    ``{model, version}``), ``reference_days`` (default: the model's validation days).
+    Options (besides ``model`` and ``input``): the thresholds of :data:`evaluation.DEFAULTS`;
+    ``challenger`` (a model name or ``{model, version}``), ``reference_days`` (default: the
+    model's validation days), and any key of the model's declaration
+    (:mod:`engine.project.model_spec`: ``labels``, ``location``…) to override it here.
     Drift alarms make the step end in WARNING (``fail_on_alarm: true``: FAILED), so the run
-    and the deployment's status show them.
+    and the deployment's status show them; families the declaration rules out are listed
+    under ``not_applicable`` in the outputs.
     """
 
     day = partition_of(ctx, step)
@@ -204,6 +210,7 @@ def _step_evaluate(ctx: RunContext, step: dict[str, Any]) -> StepOutcome:
             {"family": m.family, "feature": m.feature, "message": m.message} for m in alarms
         ],
         "warnings": len(warnings),
+        "not_applicable": result.not_applicable,
     }
     if alarms:
         if {**evaluation.DEFAULTS, **options}["fail_on_alarm"]:

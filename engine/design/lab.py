@@ -40,7 +40,7 @@ from engine.models.saved import (
     _metrics,
     set_active,
 )
-from engine.project import definitions
+from engine.project import definitions, model_spec
 from engine.project.project import LAB_DIR, Project, ProjectError, check_name
 from engine.storage import datasets as ds
 
@@ -68,6 +68,9 @@ class LabSpec:
     positive_class: str | None = None
     operating_fpr: float = 0.01
     seed: int = 7
+    # The row id (kept with the validation rows to join the truth); None: the model's
+    # declared id_column, if any.
+    id_column: str | None = None
 
 
 def _is_feature_type(dtype: str) -> bool:
@@ -75,7 +78,12 @@ def _is_feature_type(dtype: str) -> bool:
 
 
 def default_spec(project: Project, dataset: str) -> LabSpec:
-    """A sensible start: the project model's settings if one trains on ``dataset``."""
+    """A sensible start: the project model's settings if one trains on ``dataset``.
+
+    Otherwise a guess from the schema: the target of another model of the project, else a
+    column named like a label (``label``, ``target``, ``y``, ``class``), else a boolean
+    column, else the last one.
+    """
     for name, spec in project.models.items():
         if spec.get("train_on") == dataset:
             feats = spec.get("features") or {}
@@ -86,9 +94,15 @@ def default_spec(project: Project, dataset: str) -> LabSpec:
                 model=name,
                 time_column=spec.get("time_column", "day"),
                 operating_fpr=float(spec.get("operating_fpr", 0.01)),
+                id_column=spec.get("id_column"),
             )
     schema = ds.schema(project.dataset(dataset))
-    target = next((c for c in schema if c.lower() in ("is_fraud", "label", "target")), None)
+    targets = [str(m.get("target")) for m in project.models.values() if m.get("target")]
+    target = (
+        next((c for c in schema if c in targets), None)
+        or next((c for c in schema if c.lower() in ("label", "target", "y", "class")), None)
+        or next((c for c, t in schema.items() if t.upper() == "BOOLEAN"), None)
+    )
     time_col = next((c for c, t in schema.items() if t.upper() == "DATE"), None)
     return LabSpec(
         dataset=dataset,
@@ -112,6 +126,28 @@ def candidate_features(schema: dict[str, str], target: str) -> list[str]:
     ]
 
 
+def _declaring_model(project: Project, spec: LabSpec) -> str | None:
+    """The model whose YAML speaks for this run: its own, else one training on its dataset."""
+    if spec.model in project.models:
+        return spec.model
+    return next((n for n, m in project.models.items() if m.get("train_on") == spec.dataset), None)
+
+
+def truth(project: Project, spec: LabSpec) -> model_spec.Truth | None:
+    """The declared true probabilities the run is compared with (None: not declared)."""
+    model = _declaring_model(project, spec)
+    return model_spec.truth(project, model) if model else None
+
+
+def id_column(project: Project, spec: LabSpec) -> str | None:
+    """The run's row id: the spec's, else the one the truth or the model declares."""
+    if spec.id_column:
+        return spec.id_column
+    known = truth(project, spec)
+    model = _declaring_model(project, spec)
+    return known.id_column if known else (project.models.get(model or "") or {}).get("id_column")
+
+
 def _read(project: Project, spec: LabSpec) -> pd.DataFrame:
     if spec.dataset not in project.datasets:
         raise ProjectError(f"project {project.name!r} has no dataset {spec.dataset!r}")
@@ -120,8 +156,9 @@ def _read(project: Project, spec: LabSpec) -> pd.DataFrame:
     wanted = [spec.target, *spec.features]
     if spec.split == "time" and spec.time_column:
         wanted.append(spec.time_column)
-    if "transaction_id" in schema:
-        wanted.append("transaction_id")
+    key = id_column(project, spec)
+    if key and key in schema:
+        wanted.append(key)
     missing = [c for c in dict.fromkeys(wanted) if c not in schema]
     if missing:
         raise TrainingError(f"dataset {spec.dataset} has no column {', '.join(missing)}")
@@ -194,8 +231,9 @@ def train(
     )
     fpr, tpr, _ = roc_curve(y_valid, p_valid)
     precision, recall, _ = precision_recall_curve(y_valid, p_valid)
-    ids = frame.loc[is_valid, "transaction_id"] if "transaction_id" in frame else None
-    best = lab_training.best_possible(project, ids, y_valid)
+    key = id_column(project, spec)
+    ids = frame.loc[is_valid, key] if key and key in frame else None
+    best = lab_training.best_possible(project, truth(project, spec), ids, y_valid)
     result = {
         "spec": asdict(spec),
         "params": params,
@@ -336,6 +374,7 @@ def deploy(project: Project, model: str, run_id: str, user: str) -> str:
             "train_on": spec["dataset"],
             "target": spec["target"],
             "time_column": spec.get("time_column") or "day",
+            **({"id_column": spec["id_column"]} if spec.get("id_column") else {}),
             "operating_fpr": spec["operating_fpr"],
             "features": {"numeric": result["numeric"], "categorical": result["categorical"]},
             "params": {"objective": "binary", **result["params"], "seed": spec["seed"]},

@@ -1,6 +1,6 @@
 """The training of a lab run, step by step: the label and the validation split of the rows,
 the two algorithms (LightGBM, and a logistic-regression baseline), and the measures of a
-validation (curves, calibration, the best possible AUC).
+validation (curves, calibration, the best possible AUC from a declared truth).
 
 :func:`engine.design.lab.train` runs these steps. The functions taking ``spec`` take its
 :class:`engine.design.lab.LabSpec` (typed ``Any``: :mod:`engine.design.lab` imports this module).
@@ -9,7 +9,6 @@ validation (curves, calibration, the best possible AUC).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import lightgbm as lgb
@@ -18,6 +17,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from engine.models.saved import TrainingError
+from engine.project.model_spec import Truth
 from engine.project.project import Project
 from engine.storage import datasets as ds
 
@@ -29,7 +29,6 @@ LGB_PARAMS = {
     "early_stopping_rounds": 30,
 }
 LOGREG_PARAMS = {"C": 1.0, "max_iter": 200}
-TRUTH_DATASET = "truth"  # the example generator's true fraud probabilities, in the landing zone
 _CURVE_POINTS = 200
 
 
@@ -115,26 +114,32 @@ def calibration(y: np.ndarray, p: np.ndarray, bins: int = 10) -> list[dict[str, 
     ]
 
 
-def best_possible(project: Project, ids: pd.Series | None, y: np.ndarray) -> dict[str, Any] | None:
-    """AUC of the generator's true probabilities on the same validation rows, if known."""
-    data_dir = project.variables.get("data_dir")
-    if ids is None or not data_dir:
+def best_possible(
+    project: Project, truth: Truth | None, ids: pd.Series | None, y: np.ndarray
+) -> dict[str, Any] | None:
+    """AUC of the declared true probabilities on the same validation rows, if known.
+
+    ``truth`` is the model's declaration (:func:`engine.project.model_spec.truth`): a dataset
+    of the project holding the id column and each row's true probability (simulated data
+    only). None without one, or when it does not cover 99 % of the validation rows.
+    """
+    if ids is None or truth is None or truth.dataset not in project.datasets:
         return None
-    truth = ds.DatasetRef(TRUTH_DATASET, Path(data_dir) / TRUTH_DATASET, "day")
-    if not truth.exists():
+    ref = project.dataset(truth.dataset)
+    if not ref.exists():
         return None
-    with ds.session({"truth": truth}) as con:
+    key, proba = f'"{truth.id_column}"', f'"{truth.probability}"'
+    with ds.session({"known": ref}) as con:
         con.register(
-            "v",
-            pd.DataFrame({"transaction_id": ids.astype(str).to_numpy(), "i": np.arange(len(ids))}),
+            "v", pd.DataFrame({"id": ids.astype(str).to_numpy(), "i": np.arange(len(ids))})
         )
         got = con.execute(
-            "SELECT v.i, t.true_fraud_proba FROM v JOIN truth t USING (transaction_id)"
+            f"SELECT v.i, t.{proba} AS p FROM v JOIN known t ON CAST(t.{key} AS VARCHAR) = v.id"
         ).df()
     if len(got) < 0.99 * len(ids) or len(set(y[got["i"].to_numpy()])) < 2:
         return None
     return {
-        "auc": float(roc_auc_score(y[got["i"].to_numpy()], got["true_fraud_proba"].to_numpy())),
+        "auc": float(roc_auc_score(y[got["i"].to_numpy()], got["p"].to_numpy())),
         "rows": len(got),
     }
 

@@ -32,7 +32,7 @@ from engine.project.project import Project
 from engine.storage import datasets as ds
 
 DEFAULT_CHUNK_ROWS = 500_000
-OUTPUT_COLUMNS = ("fraud_proba", "is_flagged", "model_version")
+OUTPUT_COLUMNS = ("proba", "is_flagged", "model_version")
 
 
 @dataclass(frozen=True)
@@ -266,7 +266,7 @@ def score_partition(
             schema = pa.schema(
                 [f for f in reader.schema if f.name not in drop]
                 + [
-                    pa.field("fraud_proba", pa.float64()),
+                    pa.field("proba", pa.float64()),
                     pa.field("is_flagged", pa.bool_()),
                     pa.field("model_version", pa.string()),
                 ]

@@ -4,6 +4,11 @@ Everything is aggregated in DuckDB over the query log's table expression
 (:func:`engine.apinode.querylog.scan_sql`); only the aggregates come back. Functions take the table
 expression itself, so any source with the query log's columns works (tests pass their own
 Parquet files).
+
+Server errors (5xx) and client errors (4xx) are counted apart: the **error rate** is the
+share of 5xx answers, what an endpoint's health is judged on; 4xx answers (a record that
+fails validation, an unknown lookup key, a missing API key) are the callers' mistakes and
+are shown as their own column (``client_errors``, ``client_error_rate``), never alarmed.
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ from engine.storage import datasets as ds
 
 GROUPS = ("service", "endpoint", "generation")
 BUCKETS = {"minute": "1 minute", "hour": "1 hour", "day": "1 day"}
-# Endpoint status from the last window: error rate at or above these → WARNING / ERROR.
+# Endpoint status from the last window: server error rate at or above these → WARNING / ERROR.
 ERROR_RATE_WARNING, ERROR_RATE_ALARM = 0.01, 0.05
 SERVER_ERRORS = "status >= 500"
+CLIENT_ERRORS = "status >= 400 AND status < 500"
 
 
 @dataclass(frozen=True)
@@ -27,10 +33,11 @@ class EndpointHealth:
     service: str
     endpoint: str
     queries: int
-    error_rate: float
+    error_rate: float  # server errors (5xx) per query
     p95_ms: float
     status: str
     message: str
+    client_error_rate: float = 0.0  # client errors (4xx) per query: shown, not judged
 
 
 def source(home: Path, infra_id: str) -> str | None:
@@ -43,9 +50,10 @@ def source(home: Path, infra_id: str) -> str | None:
 def _latency_cols() -> str:
     return (
         "count(*) AS queries, sum(n_records) AS records, "
-        "count(*) FILTER (WHERE status >= 400) AS errors, "
         f"count(*) FILTER (WHERE {SERVER_ERRORS}) AS server_errors, "
-        "count(*) FILTER (WHERE status >= 400) / count(*) AS error_rate, "
+        f"count(*) FILTER (WHERE {CLIENT_ERRORS}) AS client_errors, "
+        f"count(*) FILTER (WHERE {SERVER_ERRORS}) / count(*) AS error_rate, "
+        f"count(*) FILTER (WHERE {CLIENT_ERRORS}) / count(*) AS client_error_rate, "
         "quantile_cont(duration_us, 0.5) / 1000.0 AS p50_ms, "
         "quantile_cont(duration_us, 0.95) / 1000.0 AS p95_ms, "
         "quantile_cont(duration_us, 0.99) / 1000.0 AS p99_ms"
@@ -53,7 +61,7 @@ def _latency_cols() -> str:
 
 
 def over_time(table: str, bucket: str = "hour", by: tuple[str, ...] = GROUPS) -> pd.DataFrame:
-    """Volume, error rate and p50/p95/p99 latency (ms) per time bucket and group."""
+    """Volume, error rates (5xx; 4xx apart) and p50/p95/p99 latency (ms) per bucket and group."""
     if bucket not in BUCKETS:
         raise ValueError(f"bucket must be one of {', '.join(BUCKETS)}, not {bucket!r}")
     keys = ", ".join(by)
@@ -74,10 +82,12 @@ def summary(table: str, by: tuple[str, ...] = GROUPS) -> pd.DataFrame:
 
 
 def errors(table: str, limit: int = 20) -> pd.DataFrame:
-    """The most frequent error types, by endpoint and generation."""
+    """The most frequent error types, by endpoint and generation; ``side`` says whose error
+    it is (``server`` for 5xx, ``client`` for 4xx)."""
     return ds.query_df(
-        f"""SELECT service, endpoint, generation, status, error_type, count(*) AS queries,
-                   max(ts) AS last_seen
+        f"""SELECT service, endpoint, generation,
+                   CASE WHEN {SERVER_ERRORS} THEN 'server' ELSE 'client' END AS side,
+                   status, error_type, count(*) AS queries, max(ts) AS last_seen
             FROM {table} WHERE status >= 400 GROUP BY ALL ORDER BY queries DESC LIMIT {int(limit)}"""
     )
 
@@ -87,7 +97,7 @@ def ab_compare(table: str, service: str, endpoint: str) -> pd.DataFrame:
 
     Only the time span where every compared generation answered queries is used, so a
     generation is not judged on a quieter or busier hour than the other. Also gives the
-    mean fraud probability answered (from ``result``) to compare the models' outputs.
+    mean positive-class probability answered (from ``result``) to compare the models' outputs.
     """
     sql = f"""
         WITH q AS (SELECT * FROM {table} WHERE service = $service AND endpoint = $endpoint),
@@ -103,7 +113,11 @@ def ab_compare(table: str, service: str, endpoint: str) -> pd.DataFrame:
 
 
 def endpoint_health(table: str | None, window_minutes: int = 60) -> list[EndpointHealth]:
-    """Status per endpoint from its last ``window_minutes`` of traffic (worst-of input)."""
+    """Status per endpoint from its last ``window_minutes`` of traffic (worst-of input).
+
+    Judged on server errors (5xx) only: a caller sending bad records or unknown keys (4xx)
+    does not make an endpoint unhealthy; its client error rate is in the message.
+    """
     if table is None:
         return []
     frame = ds.query_df(
@@ -114,7 +128,7 @@ def endpoint_health(table: str | None, window_minutes: int = 60) -> list[Endpoin
     )
     out = []
     for r in frame.to_dict("records"):
-        rate = float(r["error_rate"])
+        rate, client = float(r["error_rate"]), float(r["client_error_rate"])
         status = (
             "ERROR"
             if rate >= ERROR_RATE_ALARM
@@ -126,7 +140,9 @@ def endpoint_health(table: str | None, window_minutes: int = 60) -> list[Endpoin
             EndpointHealth(
                 r["service"], r["endpoint"], int(r["queries"]), rate, float(r["p95_ms"]), status,
                 f"{int(r['queries']):,} queries in the last {window_minutes} min of traffic, "
-                f"{rate:.1%} errors, p95 {float(r['p95_ms']):.1f} ms",
+                f"{rate:.1%} server errors, {client:.1%} client errors (4xx, not judged), "
+                f"p95 {float(r['p95_ms']):.1f} ms",
+                client,
             )
         )  # fmt: skip
     return out

@@ -1,12 +1,16 @@
-"""The daily fraud map: one published day of the ``fraud_map`` extract, ready to draw.
+"""The daily map: one published day of a ``type: map`` dashboard's extract, ready to draw.
 
-The map shows what the automation node *published*: a day appears only after its scenario
-checked the data, scored it and wrote the dashboard extract. Everything is aggregated in
-DuckDB; only the flagged transactions (the points on the map) come back as rows.
+Any project declares its maps in ``dashboards/<name>.yaml`` (``type: map``, and ``roles``
+naming its latitude, longitude, score… columns: :mod:`engine.project.dashboard_spec`); this
+module reads nothing by a fixed name. The map shows what the automation node *published*: a
+day appears only after its scenario checked the data, scored it and wrote the dashboard
+extract. Everything is aggregated in DuckDB; only the flagged rows (the points on the map)
+come back as rows.
 
-Problems a business user can meet (nothing published yet, a shared link to a day that is
-not published, an extract that went missing) come back as data in
-:attr:`FraudMapDay.problem` with a message, never as an exception.
+Problems a user can meet (the project is not active on the node yet, it declares no map,
+nothing published yet, a shared link to a day that is not published, an extract that went
+missing) come back as data in :attr:`MapDay.problem` with a message that names what to
+run for that project, never as an exception.
 """
 
 from __future__ import annotations
@@ -17,42 +21,57 @@ from dataclasses import dataclass, field
 import pandas as pd
 import sqlalchemy as sa
 
-from engine.automation import dashboards
-from engine.automation.node import AutomationNode
 from engine.core.settings import Settings
 from engine.core.us_cities import US_CITIES
+from engine.deployer.deployments import Deployment
 from engine.models import saved as models
+from engine.models.scoring import OUTPUT_COLUMNS
+from engine.monitoring import deployed
+from engine.project import dashboard_spec
+from engine.project.dashboard_spec import MapSpec
 from engine.project.project import Project, ProjectError
 from engine.storage import datasets as ds
-from engine.storage.control import ControlStore, check_results, evaluation_metrics
+from engine.storage.control import ControlStore, check_results, evaluation_metrics, published_days
 
-DASHBOARD = "fraud_map"
 MAX_POINTS = 20_000
-POINT_COLUMNS = ["lat", "lon", "proba", "amount", "category", "merchant", "ts", "transaction_id"]
-
+# Every point has these columns (None where the dashboard declares no such role), then its
+# dashboard's ``details`` columns under their own names.
+POINT_COLUMNS = ["lat", "lon", "score", "amount", "category", "time", "id"]
 HOT_SPOT_COLUMNS = ["lat", "lon", "place", "family", "status", "message"]
+SCORER = (OUTPUT_COLUMNS[0], OUTPUT_COLUMNS[1])  # the batch scorer's score and flag columns
 
-# Problem kinds (FraudMapDay.problem); None means the day loaded.
+# Problem kinds (MapDay.problem); None means the day loaded.
+NOT_ACTIVE = "not_active"
+NO_MAP = "no_map"
+UNKNOWN_DASHBOARD = "unknown_dashboard"
 NOTHING_PUBLISHED = "nothing_published"
 DAY_NOT_PUBLISHED = "day_not_published"
 NOT_READABLE = "not_readable"
 
 
+def _q(name: str) -> str:
+    """``name`` as a quoted SQL identifier."""
+    return '"' + str(name).replace('"', '""') + '"'
+
+
 @dataclass(frozen=True)
 class DayKpis:
-    """Totals of one day, and their change since the previous published day (if any)."""
+    """Totals of one day, and their change since the previous published day (if any).
 
-    transactions: int
+    ``flagged_amount`` is None when the map declares no ``amount`` role.
+    """
+
+    rows: int
     flagged: int
-    flagged_amount: float
+    flagged_amount: float | None
     previous_day: str | None = None
-    transactions_change: int | None = None
+    rows_change: int | None = None
     flagged_change: int | None = None
     flagged_amount_change: float | None = None
 
     @property
     def flag_rate(self) -> float:
-        return self.flagged / self.transactions if self.transactions else 0.0
+        return self.flagged / self.rows if self.rows else 0.0
 
 
 def _empty_points() -> pd.DataFrame:
@@ -60,22 +79,36 @@ def _empty_points() -> pd.DataFrame:
 
 
 @dataclass(frozen=True)
-class FraudMapDay:
-    """One day of the fraud map, or why there is none (``problem`` and ``message``)."""
+class MapChoice:
+    """One map dashboard of a deployed project, and the newest day it has published."""
 
+    dashboard: str
+    title: str
+    newest_day: str | None
+
+
+@dataclass(frozen=True)
+class MapDay:
+    """One day of a map dashboard, or why there is none (``problem`` and ``message``)."""
+
+    project: str
+    infra_id: str
     day: str | None
     published_days: list[str]
+    dashboard: str | None = None
+    spec: MapSpec | None = None
+    publishers: list[str] = field(default_factory=list)  # scenarios that publish it
     published_at: str | None = None
     checks_passed_at: str | None = None
     run_id: int | None = None
     bundle_id: str | None = None
-    threshold: float | None = None  # None: the model's own flags (is_flagged)
+    threshold: float | None = None  # None: the model's own flags
     model_threshold: float | None = None  # the active model's decision threshold on the node
     kpis: DayKpis | None = None
     points: pd.DataFrame = field(default_factory=_empty_points)
-    categories: list[str] = field(default_factory=list)  # present on the day (filter choices)
-    channels: list[str] = field(default_factory=list)
+    filter_options: dict[str, list[str]] = field(default_factory=dict)  # values on the day
     max_amount: float = 0.0
+    bounds: tuple[float, float, float, float] | None = None  # lat, lat, lon, lon of the day
     hot_spots: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=HOT_SPOT_COLUMNS))
     failed_check_day: str | None = None  # a newer day whose data checks failed
     failed_check_message: str = ""
@@ -88,40 +121,45 @@ class FraudMapDay:
 
     @property
     def points_truncated(self) -> bool:
-        """True when more transactions were flagged than the points shipped to the map."""
+        """True when more rows were flagged than the points shipped to the map."""
         return self.kpis is not None and self.kpis.flagged > len(self.points)
+
+    @property
+    def detail_columns(self) -> list[str]:
+        return [c for c in self.points.columns if c not in POINT_COLUMNS]
+
+    def run_hint(self) -> str:
+        """How to publish a day of this map now (its project's own scenarios)."""
+        return deployed.run_hint(self.publishers, self.project, self.infra_id)
 
 
 @dataclass(frozen=True)
 class MapFilters:
-    """Which transactions count: categories and channels (empty: all), an amount range."""
+    """Which rows count: values per filter column (absent or empty: all), an amount range."""
 
-    categories: tuple[str, ...] = ()
-    channels: tuple[str, ...] = ()
+    values: dict[str, tuple[str, ...]] = field(default_factory=dict)
     min_amount: float | None = None
     max_amount: float | None = None
 
-    def sql(self) -> str:
+    def sql(self, spec: MapSpec) -> str:
         parts = ["TRUE"]
-        if self.categories:
-            parts.append("merchant_category IN (SELECT unnest($categories))")
-        if self.channels:
-            parts.append("channel IN (SELECT unnest($channels))")
-        if self.min_amount is not None:
-            parts.append("amount >= $min_amount")
-        if self.max_amount is not None:
-            parts.append("amount <= $max_amount")
+        for i, column in enumerate(spec.filters):
+            if self.values.get(column):
+                parts.append(f"CAST({_q(column)} AS VARCHAR) IN (SELECT unnest($f{i}))")
+        if spec.amount and self.min_amount is not None:
+            parts.append(f"{_q(spec.amount)} >= $min_amount")
+        if spec.amount and self.max_amount is not None:
+            parts.append(f"{_q(spec.amount)} <= $max_amount")
         return " AND ".join(parts)
 
-    def params(self) -> dict[str, object]:
+    def params(self, spec: MapSpec) -> dict[str, object]:
         out: dict[str, object] = {}
-        if self.categories:
-            out["categories"] = list(self.categories)
-        if self.channels:
-            out["channels"] = list(self.channels)
-        if self.min_amount is not None:
+        for i, column in enumerate(spec.filters):
+            if self.values.get(column):
+                out[f"f{i}"] = [str(v) for v in self.values[column]]
+        if spec.amount and self.min_amount is not None:
             out["min_amount"] = float(self.min_amount)
-        if self.max_amount is not None:
+        if spec.amount and self.max_amount is not None:
             out["max_amount"] = float(self.max_amount)
         return out
 
@@ -129,63 +167,93 @@ class MapFilters:
 NO_FILTERS = MapFilters()
 
 
-def _flag_sql(threshold: float | None) -> str:
-    return "is_flagged" if threshold is None else "fraud_proba >= $threshold"
+def _flag_sql(spec: MapSpec, threshold: float | None) -> str:
+    return _q(str(spec.flag)) if threshold is None else f"{_q(spec.score)} >= $threshold"
 
 
-def _params(threshold: float | None, filters: MapFilters = NO_FILTERS) -> dict[str, object]:
+def _params(
+    spec: MapSpec, threshold: float | None, filters: MapFilters = NO_FILTERS
+) -> dict[str, object]:
     base: dict[str, object] = {} if threshold is None else {"threshold": float(threshold)}
-    return {**base, **filters.params()}
+    return {**base, **filters.params(spec)}
 
 
 def _day_totals(
-    ref: ds.DatasetRef, days: list[str], threshold: float | None, filters: MapFilters = NO_FILTERS
+    spec: MapSpec,
+    ref: ds.DatasetRef,
+    days: list[str],
+    threshold: float | None,
+    filters: MapFilters = NO_FILTERS,
 ) -> dict[str, dict]:
-    """Per day: filtered totals, and (unfiltered) the filter choices — in one scan."""
+    """Per day: filtered totals, and (unfiltered) the filter choices and extent — one scan."""
+    key = _q(str(ref.partitioned_by or "day"))
+    amount = f"TRY_CAST({_q(spec.amount)} AS DOUBLE)" if spec.amount else "NULL::DOUBLE"
+    lat = f"TRY_CAST({_q(spec.latitude)} AS DOUBLE)"
+    lon = f"TRY_CAST({_q(spec.longitude)} AS DOUBLE)"
+    inner = [
+        f"CAST({key} AS VARCHAR) AS day",
+        f"{amount} AS amount",
+        f"{lat} AS lat",
+        f"{lon} AS lon",
+    ]
+    inner += [f"CAST({_q(c)} AS VARCHAR) AS f{i}" for i, c in enumerate(spec.filters)]
+    options = [
+        f"list(DISTINCT f{i} ORDER BY f{i}) FILTER (WHERE f{i} IS NOT NULL) AS f{i}"
+        for i in range(len(spec.filters))
+    ]
     sql = f"""
-        SELECT CAST(day AS VARCHAR) AS day,
-               count(*) FILTER (WHERE pass) AS transactions,
+        SELECT day,
+               count(*) FILTER (WHERE pass) AS n_rows,
                count(*) FILTER (WHERE pass AND flag) AS flagged,
                coalesce(sum(amount) FILTER (WHERE pass AND flag), 0) AS flagged_amount,
-               list(DISTINCT merchant_category ORDER BY merchant_category) AS categories,
-               list(DISTINCT channel ORDER BY channel) AS channels,
-               max(amount) AS max_amount
-        FROM (SELECT day, amount, merchant_category, channel, {_flag_sql(threshold)} AS flag,
-                     {filters.sql()} AS pass
-              FROM fraud_map)
+               max(amount) AS max_amount,
+               approx_quantile(lat, 0.02) AS lat_lo, approx_quantile(lat, 0.98) AS lat_hi,
+               approx_quantile(lon, 0.02) AS lon_lo, approx_quantile(lon, 0.98) AS lon_hi
+               {"".join(", " + o for o in options)}
+        FROM (SELECT {", ".join(inner)}, {_flag_sql(spec, threshold)} AS flag,
+                     {filters.sql(spec)} AS pass
+              FROM extract)
         GROUP BY 1
     """
-    frame = ds.query_df(sql, {"fraud_map": (ref, days)}, _params(threshold, filters))
+    frame = ds.query_df(sql, {"extract": (ref, days)}, _params(spec, threshold, filters))
     return {row["day"]: row for row in frame.to_dict("records")}
 
 
-def _flagged_points(
+def _points(
+    spec: MapSpec,
     ref: ds.DatasetRef,
     day: str,
     threshold: float | None,
     limit: int,
     filters: MapFilters = NO_FILTERS,
 ) -> pd.DataFrame:
+    def role(column: str | None, sql: str) -> str:
+        return sql.format(c=_q(column)) if column else "NULL"
+
+    time = (
+        "coalesce(strftime(TRY_CAST({c} AS TIMESTAMP), '%Y-%m-%d %H:%M:%S'), CAST({c} AS VARCHAR))"
+    )
+    select = [
+        f"TRY_CAST({_q(spec.latitude)} AS DOUBLE) AS lat",
+        f"TRY_CAST({_q(spec.longitude)} AS DOUBLE) AS lon",
+        f"{_q(spec.score)} AS score",
+        role(spec.amount, "TRY_CAST({c} AS DOUBLE)") + " AS amount",
+        role(spec.category, "CAST({c} AS VARCHAR)") + " AS category",
+        role(spec.time, time) + " AS time",
+        role(spec.id, "CAST({c} AS VARCHAR)") + " AS id",
+    ]
+    select += [
+        f"CAST({_q(c)} AS VARCHAR) AS {_q(c)}" for c in spec.details if c not in POINT_COLUMNS
+    ]
+    order = f"{_q(spec.score)} DESC" + (f", {_q(spec.id)}" if spec.id else "")
     sql = f"""
-        SELECT merchant_latitude AS lat, merchant_longitude AS lon, fraud_proba AS proba, amount,
-               merchant_category AS category, merchant_id AS merchant,
-               strftime(ts, '%Y-%m-%d %H:%M:%S') AS ts, transaction_id
-        FROM fraud_map
-        WHERE {_flag_sql(threshold)} AND {filters.sql()}
-        ORDER BY fraud_proba DESC, transaction_id
+        SELECT {", ".join(select)}
+        FROM extract
+        WHERE {_flag_sql(spec, threshold)} AND {filters.sql(spec)}
+        ORDER BY {order}
         LIMIT {int(limit)}
     """
-    return ds.query_df(sql, {"fraud_map": (ref, [day])}, _params(threshold, filters))
-
-
-def _filter_options(row: dict | None) -> dict[str, object]:
-    if row is None:
-        return {"categories": [], "channels": [], "max_amount": 0.0}
-    return {
-        "categories": [str(c) for c in row["categories"]],
-        "channels": [str(c) for c in row["channels"]],
-        "max_amount": float(row["max_amount"] or 0.0),
-    }
+    return ds.query_df(sql, {"extract": (ref, [day])}, _params(spec, threshold, filters))
 
 
 def failed_checks_after(
@@ -215,58 +283,130 @@ def failed_checks_after(
     return day, f"data checks failed on {day} (at {at} UTC): " + "; ".join(reasons)
 
 
+# --- which maps a deployment has ---------------------------------------------------------------
+
+
+def _newest_published(store: ControlStore) -> dict[tuple[str, str, str], str]:
+    """(infra, project, dashboard) → the newest day published there."""
+    t = published_days
+    q = sa.select(t.c.infra_id, t.c.project, t.c.dashboard, sa.func.max(t.c.day)).group_by(
+        t.c.infra_id, t.c.project, t.c.dashboard
+    )
+    with store.read() as conn:
+        return {(i, p, d): str(day) for i, p, d, day in conn.execute(q).all()}
+
+
+def map_choices(
+    settings: Settings, store: ControlStore, project: str, infra_id: str
+) -> list[MapChoice]:
+    """The project's map dashboards on ``infra_id``, newest published day first."""
+    node = deployed.try_node_project(settings, store, infra_id, project)
+    if node is None:
+        return []
+    newest = _newest_published(store)
+    choices = [
+        MapChoice(
+            name,
+            str(node.dashboards[name].get("title") or name),
+            newest.get((infra_id, project, name)),
+        )
+        for name in dashboard_spec.map_dashboards(node)
+    ]
+    return sorted(choices, key=lambda c: (c.newest_day or "", c.dashboard), reverse=True)
+
+
+def newest_map_days(
+    settings: Settings, store: ControlStore, deployments: list[Deployment]
+) -> dict[tuple[str, str], str]:
+    """(infra, project) → the newest day any of its map dashboards published."""
+    out: dict[tuple[str, str], str] = {}
+    for dep in deployments:
+        days = [c.newest_day for c in map_choices(settings, store, dep.target, dep.infra_id)]
+        if any(days):
+            out[(dep.infra_id, dep.target)] = max(d for d in days if d)
+    return out
+
+
+def _spec(node: Project, dashboard: str) -> MapSpec:
+    problems = dashboard_spec.problems(node, dashboard)
+    if problems:
+        raise ProjectError("; ".join(problems))
+    return dashboard_spec.map_spec(dashboard, node.dashboards[dashboard], SCORER)
+
+
+def map_spec_on(
+    settings: Settings, store: ControlStore, project: str, infra_id: str, dashboard: str
+) -> MapSpec | None:
+    """Map dashboard ``dashboard`` as the node's active bundle declares it (None: unreadable;
+    :func:`load_map_day` says why)."""
+    node = deployed.try_node_project(settings, store, infra_id, project)
+    if node is None or dashboard not in dashboard_spec.map_dashboards(node):
+        return None
+    try:
+        return _spec(node, dashboard)
+    except ProjectError:
+        return None
+
+
+def _scoring_models(project: Project, source: str) -> list[str]:
+    """The models whose score step writes ``source`` (else every model of the project)."""
+    return sorted(
+        {
+            step["model"]
+            for spec in project.scenarios.values()
+            for step in spec.get("steps") or []
+            if isinstance(step, dict)
+            and step.get("type") == "score"
+            and step.get("output") == source
+            and "model" in step
+        }
+    ) or sorted(project.models)
+
+
 def top_reasons(
     settings: Settings,
     store: ControlStore,
-    transaction_ids: list[str],
+    project: str,
+    infra_id: str,
+    dashboard: str,
+    ids: list[str],
     day: str,
-    project: str = "fraud",
-    infra_id: str = "automation-prod",
-    source: str = "scored",
     k: int = 3,
 ) -> dict[str, list[tuple[str, float]]]:
-    """Per transaction, the ``k`` features that pushed its fraud score up the most.
+    """Per point (by its ``id`` role), the ``k`` features that pushed its score up the most.
 
-    LightGBM's per-feature contributions (SHAP values, in log-odds) of the active model,
-    computed on the fly for these rows only, from the scored features of ``day``.
+    LightGBM's per-feature contributions (SHAP values, in log-odds) of the active model that
+    scores the map's source, computed on the fly for these rows only, from the scored
+    features of ``day``. Empty when the map declares no ``id`` role.
     """
-    if not transaction_ids:
+    if not ids:
         return {}
-    node_project = AutomationNode(settings, store, infra_id).project(project)
-    ref = node_project.dataset(source)
-    names = [
-        step["model"]
-        for spec in node_project.scenarios.values()
-        for step in spec.get("steps") or []
-        if step.get("type") == "score" and step.get("output") == source and "model" in step
-    ] or sorted(node_project.models)
-    saved = models.SavedModel.load(node_project.active_model_dir(names[0]))
-    columns = ", ".join(f'"{c}"' for c in ["transaction_id", *saved.feature_names])
+    node = deployed.node_project(settings, store, infra_id, project)
+    spec = _spec(node, dashboard)
+    if not spec.id:
+        return {}
+    ref = node.dataset(spec.source)
+    saved = models.SavedModel.load(node.active_model_dir(_scoring_models(node, spec.source)[0]))
+    columns = ", ".join(_q(c) for c in [spec.id, *saved.feature_names])
     rows = ds.query_df(
-        f"SELECT {columns} FROM scored WHERE transaction_id IN (SELECT unnest($ids))",
-        {"scored": (ref, [day])},
-        {"ids": list(transaction_ids)},
+        f"SELECT {columns} FROM day_rows WHERE CAST({_q(spec.id)} AS VARCHAR) IN (SELECT unnest($ids))",
+        {"day_rows": (ref, [day])},
+        {"ids": [str(i) for i in ids]},
     )
     if rows.empty:
         return {}
     contrib = saved.booster.predict(saved.encode(rows), pred_contrib=True)[:, :-1]
     features = saved.feature_names
     out: dict[str, list[tuple[str, float]]] = {}
-    for tx, values in zip(rows["transaction_id"], contrib, strict=True):
+    for row_id, values in zip(rows[spec.id], contrib, strict=True):
         order = values.argsort()[::-1][:k]
-        out[str(tx)] = [(features[i], float(values[i])) for i in order if values[i] > 0]
+        out[str(row_id)] = [(features[i], float(values[i])) for i in order if values[i] > 0]
     return out
 
 
 def _model_threshold(project: Project, source: str) -> float | None:
     """Decision threshold of the active version of the model that scores ``source``."""
-    names = [
-        step["model"]
-        for spec in project.scenarios.values()
-        for step in spec.get("steps") or []
-        if step.get("type") == "score" and step.get("output") == source and "model" in step
-    ] or sorted(project.models)
-    for name in names:
+    for name in _scoring_models(project, source):
         for meta in models.list_versions(project, name):
             if meta["active"]:
                 return float(meta["threshold"])
@@ -276,23 +416,27 @@ def _model_threshold(project: Project, source: str) -> float | None:
 def load_map_day(
     settings: Settings,
     store: ControlStore,
-    project: str = "fraud",
-    infra_id: str = "automation-prod",
+    project: str,
+    infra_id: str,
     day: str | None = None,
     threshold: float | None = None,
     max_points: int = MAX_POINTS,
     filters: MapFilters = NO_FILTERS,
-) -> FraudMapDay:
-    """Load one published day of the fraud map as the automation node ``infra_id`` has it.
+    dashboard: str | None = None,
+) -> MapDay:
+    """Load one published day of a map dashboard of ``project`` as ``infra_id`` has it.
 
     Args:
         day: a published day (``YYYY-MM-DD``); None means the newest published day.
-        threshold: flag transactions whose fraud probability is at least this; None means
-            use the model's own flags (``is_flagged``).
-        max_points: at most this many flagged transactions (the most likely first) are
-            returned as points; the KPIs always count all of them.
-        filters: categories, channels and an amount range; KPIs and points count only the
-            transactions that pass them.
+        threshold: flag rows whose score is at least this; None means the dashboard's own
+            ``threshold``, else the model's flags (the ``flag`` role), else the active
+            model's decision threshold.
+        max_points: at most this many flagged rows (the most likely first) are returned as
+            points; the KPIs always count all of them.
+        filters: values of the dashboard's filter columns and an amount range; KPIs and
+            points count only the rows that pass them.
+        dashboard: a ``type: map`` dashboard of the project; None means the one with the
+            newest published day.
 
     A day whose data checks failed after the newest published day is named in
     ``failed_check_day`` (with ``failed_check_message``): the map keeps showing the last
@@ -300,99 +444,172 @@ def load_map_day(
     """
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be between 0 and 1, not {threshold}")
-    published = dashboards.published(store, project, DASHBOARD, infra_id)
+    base = dict(project=project, infra_id=infra_id, threshold=threshold)
+    try:
+        node = deployed.node_project(settings, store, infra_id, project)
+    except ProjectError as exc:
+        return MapDay(
+            **base, day=None, published_days=[], problem=NOT_ACTIVE,
+            message=f"Project {project!r} is not active on {infra_id} yet ({exc}). Deploy a "
+            "bundle of it there; its map appears once the node has activated it and a "
+            "scenario has published a day.",
+        )  # fmt: skip
+    choices = map_choices(settings, store, project, infra_id)
+    if not choices:
+        return MapDay(
+            **base, day=None, published_days=[], problem=NO_MAP,
+            message=f"Project {project!r} declares no map dashboard. A map is a dashboard "
+            "with type: map whose roles name the latitude and longitude columns (and the "
+            "score, id, amount… columns) of its extract; see docs/architecture.md.",
+        )  # fmt: skip
+    names = [c.dashboard for c in choices]
+    dashboard = dashboard or names[0]
+    if dashboard not in names:
+        return MapDay(
+            **base, day=None, published_days=[], problem=UNKNOWN_DASHBOARD,
+            message=f"{dashboard!r} is not a map dashboard of project {project!r} "
+            f"(its maps: {', '.join(names)}).",
+        )  # fmt: skip
+    base["dashboard"] = dashboard
+    publishers = deployed.scenarios_with_step(node, "publish_dashboard", dashboard=dashboard)
+    base["publishers"] = publishers
+    published = _published(store, project, dashboard, infra_id)
     days = [str(d) for d in published["day"]]
     failed_day, failed_message = failed_checks_after(
         store, project, infra_id, days[0] if days else None
     )
+    base.update(failed_check_day=failed_day, failed_check_message=failed_message)
     if not days:
-        return FraudMapDay(
-            day=None,
-            published_days=[],
-            threshold=threshold,
-            failed_check_day=failed_day,
-            failed_check_message=failed_message,
-            problem=NOTHING_PUBLISHED,
-            message=(
-                f"No day of project {project!r} has been published to the fraud map on {infra_id} "
-                "yet. A day appears once the daily scoring scenario has checked, scored and "
-                "published it."
-            ),
+        how = (
+            f"its scenario {' or '.join(publishers)} has checked, scored and published it "
+            f"({deployed.run_hint(publishers, project, infra_id)} runs it now)"
+            if publishers
+            else f"a scenario with a publish_dashboard step for {dashboard} has run (project "
+            f"{project!r} has none yet)"
         )
+        return MapDay(
+            **base, day=None, published_days=[], problem=NOTHING_PUBLISHED,
+            message=f"No day of {dashboard} has been published on {infra_id} yet. A day "
+            f"appears once {how}.",
+        )  # fmt: skip
     day = day or days[0]
     if day not in days:
-        return FraudMapDay(
-            day=day,
-            published_days=days,
-            threshold=threshold,
-            problem=DAY_NOT_PUBLISHED,
-            message=(
-                f"{day} is not a published day of the fraud map on {infra_id} "
-                f"(published: {days[-1]} to {days[0]}, {len(days)} days)."
-            ),
-        )
+        return MapDay(
+            **base, day=day, published_days=days, problem=DAY_NOT_PUBLISHED,
+            message=f"{day} is not a published day of {dashboard} on {infra_id} "
+            f"(published: {days[-1]} to {days[0]}, {len(days)} days).",
+        )  # fmt: skip
     row = published.iloc[days.index(day)]
     previous = days[days.index(day) + 1] if days.index(day) + 1 < len(days) else None
     info = dict(
+        **base,
         day=day,
         published_days=days,
         published_at=row["published_at"],
         checks_passed_at=row["checks_passed_at"],
         run_id=None if pd.isna(row["run_id"]) else int(row["run_id"]),
         bundle_id=row["bundle_id"],
-        threshold=threshold,
-        failed_check_day=failed_day,
-        failed_check_message=failed_message,
     )
     try:
-        node_project = AutomationNode(settings, store, infra_id).project(project)
-        spec = node_project.dashboards[DASHBOARD]
-        ref = node_project.dataset(spec["output"])
+        spec = _spec(node, dashboard)
+        info["spec"] = spec
+        ref = node.dataset(spec.output)
         present = set(ref.partitions())
         if day not in present:
             raise ds.DatasetError(
                 f"the extract {ref.name!r} has no partition for {day} (looked in {ref.path})"
             )
+        model_threshold = _model_threshold(node, spec.source)
+        flag_at = threshold if threshold is not None else spec.threshold
+        if flag_at is None and not spec.flag:
+            flag_at = model_threshold if model_threshold is not None else 0.5
+        info["threshold"] = threshold if threshold is not None else spec.threshold
         compare = [day] + ([previous] if previous in present else [])
-        totals = _day_totals(ref, compare, threshold, filters)
-        points = _flagged_points(ref, day, threshold, max_points, filters)
-        options = _filter_options(totals.get(day))
-        model_threshold = _model_threshold(node_project, spec["source"])
+        totals = _day_totals(spec, ref, compare, flag_at, filters)
+        points = _points(spec, ref, day, flag_at, max_points, filters)
     except (ProjectError, ds.DatasetError, KeyError) as exc:
-        return FraudMapDay(
+        return MapDay(
             **info,
             problem=NOT_READABLE,
             message=f"{day} is published but its map data cannot be read: {exc}",
         )
-    today = totals.get(day) or {"transactions": 0, "flagged": 0, "flagged_amount": 0.0}
+    today = totals.get(day) or {"n_rows": 0, "flagged": 0, "flagged_amount": 0.0}
     before = totals.get(previous) if previous else None
+    has_amount = spec.amount is not None
     kpis = DayKpis(
-        transactions=int(today["transactions"]),
+        rows=int(today["n_rows"]),
         flagged=int(today["flagged"]),
-        flagged_amount=float(today["flagged_amount"]),
+        flagged_amount=float(today["flagged_amount"]) if has_amount else None,
         previous_day=previous if before else None,
-        transactions_change=int(today["transactions"] - before["transactions"]) if before else None,
+        rows_change=int(today["n_rows"] - before["n_rows"]) if before else None,
         flagged_change=int(today["flagged"] - before["flagged"]) if before else None,
         flagged_amount_change=float(today["flagged_amount"] - before["flagged_amount"])
-        if before
+        if before and has_amount
         else None,
     )
-    return FraudMapDay(
+    bounds = None
+    if today.get("lat_lo") is not None and not pd.isna(today.get("lat_lo")):
+        bounds = tuple(float(today[k]) for k in ("lat_lo", "lat_hi", "lon_lo", "lon_hi"))
+    return MapDay(
         **info,
         model_threshold=model_threshold,
         kpis=kpis,
         points=points,
+        filter_options={c: _values(today.get(f"f{i}")) for i, c in enumerate(spec.filters)},
+        max_amount=float(today.get("max_amount") or 0.0) if has_amount else 0.0,
+        bounds=bounds,  # type: ignore[arg-type]
         hot_spots=hot_spots(store, project, infra_id, day),
-        **options,
     )
+
+
+def _values(listed: object) -> list[str]:
+    """A DuckDB list (or nothing) as strings."""
+    if listed is None or (isinstance(listed, float) and math.isnan(listed)):
+        return []
+    return [str(v) for v in listed]  # type: ignore[attr-defined]
+
+
+def _published(store: ControlStore, project: str, dashboard: str, infra_id: str) -> pd.DataFrame:
+    t = published_days
+    q = (
+        sa.select(t)
+        .where(t.c.project == project, t.c.dashboard == dashboard, t.c.infra_id == infra_id)
+        .order_by(t.c.day.desc())
+    )
+    with store.read() as conn:
+        rows = conn.execute(q).mappings().all()
+    return pd.DataFrame([dict(r) for r in rows], columns=[c.name for c in t.columns])
+
+
+def view_state(
+    bounds: tuple[float, float, float, float] | None,
+    width_px: float = 900,
+    height_px: float = 560,
+) -> tuple[float, float, float]:
+    """Latitude, longitude and web-map zoom that frame ``bounds`` (most of a day's rows).
+
+    Without bounds (no row has coordinates), the whole world.
+    """
+    if bounds is None:
+        return 20.0, 0.0, 1.0
+    lat_lo, lat_hi, lon_lo, lon_hi = bounds
+    lat_c, lon_c = (lat_lo + lat_hi) / 2, (lon_lo + lon_hi) / 2
+    lat_span = max(lat_hi - lat_lo, 0.5) * 1.2
+    lon_span = max(lon_hi - lon_lo, 0.5) * 1.2
+    stretch = 1 / max(math.cos(math.radians(lat_c)), 0.2)  # Mercator: degrees of latitude grow
+    zoom_x = math.log2(width_px * 360 / (512 * lon_span))
+    zoom_y = math.log2(height_px * 360 / (512 * lat_span * stretch))
+    zoom = min(max(min(zoom_x, zoom_y), 1.0), 12.0)
+    return lat_c, lon_c, round(zoom, 1)
 
 
 def hot_spots(store: ControlStore, project: str, infra_id: str, day: str) -> pd.DataFrame:
     """The model evaluation's geographic alarms for ``day``, to mark on the map.
 
-    A jump in a place's share of transactions (``location``) and, once labels land, more
-    fraud than the model expected there (``missed_fraud``): a new fraud ring the model cannot
-    see lights up here before the model's own flags show it.
+    A jump in a place's share of rows (``location``) and, once labels land, more positives
+    than the model expected there (``missed_fraud``): a new fraud ring the model cannot see
+    lights up here before the model's own flags show it. Empty when the evaluated model
+    declares no location.
     """
     t = evaluation_metrics
     q = sa.select(t.c.family, t.c.feature, t.c.metric, t.c.value, t.c.status, t.c.message).where(
@@ -426,7 +643,8 @@ def _web_mercator_px(lat: float, lon: float, zoom: float) -> tuple[float, float]
 def city_labels(
     zoom: float | None = None, char_px: float = 7.5, line_px: float = 14.0
 ) -> pd.DataFrame:
-    """US city names and centres, biggest first: orientation for the offline basemap.
+    """The gazetteer's US city names and centres, biggest first: orientation for the
+    offline basemap (outside the US, no label is in view).
 
     With ``zoom`` (a web-map zoom level), labels are placed for that zoom: above the city,
     else below it (``below`` is True), else left out when both places would overlap the

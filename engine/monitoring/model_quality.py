@@ -9,6 +9,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from engine.automation import drift
+from engine.automation.evaluation import NOT_APPLICABLE
 from engine.storage.control import ControlStore, evaluation_metrics
 
 
@@ -29,6 +30,20 @@ def read_metrics(
     with store.read() as conn:
         rows = conn.execute(q.order_by(t.c.day, t.c.id)).mappings().all()
     return pd.DataFrame([dict(r) for r in rows], columns=[c.name for c in t.columns])
+
+
+def newest_evaluations(store: ControlStore) -> dict[tuple[str, str], str]:
+    """(node, project) → the newest day evaluated there."""
+    t = evaluation_metrics
+    q = sa.select(t.c.node, t.c.project, sa.func.max(t.c.day)).group_by(t.c.node, t.c.project)
+    with store.read() as conn:
+        return {(node, project): str(day) for node, project, day in conn.execute(q).all()}
+
+
+def not_applicable(frame: pd.DataFrame) -> dict[str, str]:
+    """Family → why the evaluation did not compute it (its newest ``not_applicable`` row)."""
+    rows = frame[(frame["metric"] == NOT_APPLICABLE) & (frame["status"] == "INFO")]
+    return {str(r["family"]): str(r["message"]) for r in rows.to_dict("records")}
 
 
 def latest_alarms(store: ControlStore, node: str, project: str) -> pd.DataFrame:

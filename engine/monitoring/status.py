@@ -243,6 +243,16 @@ def runs_frame(store: ControlStore, limit: int = 2000) -> pd.DataFrame:
     return frame
 
 
+def newest_runs(store: ControlStore) -> dict[tuple[str, str], str]:
+    """(infra, project) → when the newest scenario run there was requested."""
+    t = scenario_runs
+    q = sa.select(t.c.infra_id, t.c.project, sa.func.max(t.c.requested_at)).group_by(
+        t.c.infra_id, t.c.project
+    )
+    with store.read() as conn:
+        return {(infra, project): str(at) for infra, project, at in conn.execute(q).all()}
+
+
 def failed_steps(store: ControlStore, deployment_id: str, limit: int = 50) -> pd.DataFrame:
     """Failed steps of a deployment's runs, newest first, with their message and outputs."""
     dep = deployer.get_deployment(store, deployment_id)

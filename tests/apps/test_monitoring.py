@@ -1,4 +1,7 @@
-"""The daily fraud map page, run with AppTest: what a business user sees for a day."""
+"""The Monitoring pages, run with AppTest: what a business user sees for a day of the example's
+fraud map, the deployment and dashboard picking (deep links, newest activity first) on a
+project in another vocabulary, and the other pages' empty states naming that project's own
+scenarios."""
 
 from __future__ import annotations
 
@@ -16,10 +19,12 @@ from tests.homes import copy_with_previous_day, environ, latest_published
 APP = Path(__file__).resolve().parents[2] / "apps" / "monitoring" / "app.py"
 
 
-def _run(day: str | None = None) -> AppTest:
+def _run(day: str | None = None, **params: str) -> AppTest:
     at = AppTest.from_file(str(APP), default_timeout=60)
     if day is not None:
         at.query_params["day"] = day
+    for key, value in params.items():
+        at.query_params[key] = value
     at.run()
     at.switch_page("views/fraud_map.py").run()
     assert not at.exception, at.exception
@@ -67,27 +72,32 @@ def test_the_map_shows_the_latest_days_flagged_transactions_and_kpis(demo_enviro
     day = latest_published(store)
     truth = _day_truth(settings, store, day)
     at = _run()
+    assert at.title[0].value == "Where today's predicted fraud happened"  # the dashboard's own
     assert at.selectbox(key="map_day").value == day
     assert at.query_params["day"] == day  # the URL names the day: a shareable link
+    assert at.query_params["deployment"] == "fraud-on-automation-prod"
+    assert at.query_params["dashboard"] == "fraud_map"
     tiles = {t.label: t.value for t in at.metric}
     assert tiles["Transactions"] == f"{truth['n']:,}"
     assert tiles["Flagged as fraud"] == f"{truth['flagged']:,}"
     assert tiles["Flagged amount"] == f"${truth['amount']:,.0f}"
     spec = _deck(at)
-    points = _layer(spec, "flagged-transactions")
+    points = _layer(spec, "flagged-points")
     assert points["@@type"] == "ScatterplotLayer" and points["pickable"]
     assert len(points["data"]) == truth["flagged"] > 0
-    assert {p["transaction_id"] for p in points["data"]} == truth["ids"]
+    assert {p["id"] for p in points["data"]} == truth["ids"]
     labels = _layer(spec, "city-labels")
     assert labels["@@type"] == "TextLayer"
     assert {"New York", "Chicago", "Miami"} <= {c["name"] for c in labels["data"]}
     # Offline basemap: no provider, no style, so nothing is fetched from the internet.
     assert "mapProvider" not in spec and "mapStyle" not in spec
-    assert "{transaction_id}" in at.get("deck_gl_json_chart")[0].proto.tooltip
+    assert "{id}" in at.get("deck_gl_json_chart")[0].proto.tooltip
     assert at.caption[0].value.startswith("data checks passed at ")
     top = at.dataframe[0].value
     assert len(top) == min(25, truth["flagged"])
     assert top["fraud probability"].is_monotonic_decreasing
+    assert list(top.columns[:2]) == ["transaction_id", "ts"]  # the project's own column names
+    assert top["reasons"].str.len().gt(0).any()  # computed for the declared id column
 
 
 def test_a_shared_link_opens_its_day_and_compares_with_the_day_before(two_days):
@@ -101,7 +111,7 @@ def test_a_shared_link_opens_its_day_and_compares_with_the_day_before(two_days):
     older = _run(previous)
     assert older.selectbox(key="map_day").value == previous
     assert {t.label: t.value for t in older.metric}["Transactions"] == f"{before['n']:,}"
-    assert len(_layer(_deck(older), "flagged-transactions")["data"]) == before["flagged"]
+    assert len(_layer(_deck(older), "flagged-points")["data"]) == before["flagged"]
     assert all(not t.delta for t in older.metric)  # nothing published before the oldest day
 
 
@@ -132,11 +142,11 @@ def test_an_own_threshold_flags_by_probability(demo_environ):
     at.toggle(key="map_custom").set_value(True).run()
     at.slider(key="map_threshold").set_value(0.5).run()
     assert not at.exception
-    truth = _day_truth(settings, store, latest_published(store), "fraud_proba >= 0.5")
+    truth = _day_truth(settings, store, latest_published(store), "proba >= 0.5")
     assert {t.label: t.value for t in at.metric}["Flagged as fraud"] == f"{truth['flagged']:,}"
-    points = _layer(_deck(at), "flagged-transactions")["data"]
-    assert {p["transaction_id"] for p in points} == truth["ids"]
-    assert all(p["proba"] >= 0.5 for p in points)
+    points = _layer(_deck(at), "flagged-points")["data"]
+    assert {p["id"] for p in points} == truth["ids"]
+    assert all(p["score"] >= 0.5 for p in points)
 
 
 def test_the_online_basemap_is_carto_light(demo_environ, monkeypatch):
@@ -208,7 +218,7 @@ def test_the_home_page_shows_a_worst_of_status_per_deployment_and_endpoint(evalu
 
 def test_pipeline_health_shows_runs_steps_and_checks(evaluated_environ):
     at = _page("views/pipeline_health.py")
-    assert at.selectbox(key="ph_deployment").value == "fraud-on-automation-prod"
+    assert at.query_params["deployment"] == "fraud-on-automation-prod"  # the only deployment
     runs = at.dataframe[0].value
     assert {"daily_scoring", "daily_evaluation"} <= set(runs["scenario"])
     assert {m.label: m.value for m in at.metric}["Runs"] == f"{len(runs):,}"
@@ -230,9 +240,111 @@ def test_model_quality_charts_drift_and_performance(evaluated_environ):
 def test_model_quality_explains_when_nothing_is_evaluated_yet(demo_environ):
     at = _page("views/model_quality.py")
     assert "No model evaluation of fraud on automation-prod yet" in at.info[0].value
+    # The project's own scenario with an evaluate step, as a command to run now.
+    assert (
+        "`nodal scenario run daily_evaluation --project fraud --infra automation-prod`"
+        in at.info[0].value
+    )
     assert not at.get("vega_lite_chart")
 
 
 def test_api_health_explains_when_there_is_no_traffic_yet(demo_environ):
     at = _page("views/api_health.py")
     assert "No API traffic on api-prod yet" in at.info[0].value
+
+
+# --- a project in another vocabulary: picking deployments and dashboards ------------------------
+
+
+@pytest.fixture
+def claims_environ(claims_env, monkeypatch):
+    for key, value in environ(claims_env.settings).items():
+        monkeypatch.setenv(key, value)
+    return claims_env
+
+
+def _claims_map(**params: str) -> AppTest:
+    at = _run(**params)
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def test_the_map_opens_the_deployment_and_dashboard_with_the_newest_published_day(
+    claims_environ,
+):
+    at = _claims_map()
+    # Two deployments of the claims project: prod has published days, test has none.
+    assert at.selectbox(key="map_deployment").value == "claims-on-claims-prod"
+    # Two maps: payout_map published the newest day.
+    assert at.selectbox(key="map_dashboard").value == "payout_map"
+    assert (at.query_params["deployment"], at.query_params["dashboard"]) == (
+        "claims-on-claims-prod",
+        "payout_map",
+    )
+    assert at.title[0].value == "Risky payouts"
+    assert at.selectbox(key="map_day").value == claims_environ.payout_day
+    # No amount, no own wording: generic tiles; the YAML threshold flags.
+    tiles = {t.label: t.value for t in at.metric}
+    assert set(tiles) == {"Rows", "Flagged", "Flag rate"} and tiles["Rows"] == "400"
+    assert len(_layer(_deck(at), "flagged-points")["data"]) == int(tiles["Flagged"])
+
+
+def test_a_deep_link_opens_another_dashboard_in_its_own_words(claims_environ):
+    day = claims_environ.nightly_days[-1]
+    at = _claims_map(deployment="claims-on-claims-prod", dashboard="claims_map")
+    assert at.title[0].value == "Suspicious claims by site"
+    assert at.selectbox(key="map_day").value == day
+    tiles = {t.label: t.value for t in at.metric}
+    assert {"Claims", "Suspicious", "Flagged amount", "Flag rate"} == set(tiles)
+    assert tiles["Claims"] == "400" and tiles["Flagged amount"].startswith("€")
+    points = _layer(_deck(at), "flagged-points")["data"]
+    assert len(points) == int(tiles["Suspicious"]) > 0
+    assert all(p["id"].startswith("CL") and "adjuster A" in p["detail"] for p in points)
+    assert at.multiselect(key="map_filter::branch").options == ["east", "north", "south", "west"]
+    top = at.dataframe[0].value
+    assert list(top.columns[:4]) == ["claim_ref", "booked_at", "payout", "branch"]
+    # Filter on the declared column: the URL keeps it, the KPIs follow.
+    at.multiselect(key="map_filter::branch").set_value(["east"]).run()
+    assert not at.exception and at.query_params["branch"] == "east"
+    filtered = _layer(_deck(at), "flagged-points")["data"]
+    assert 0 < len(filtered) < len(points) and all("east" in p["detail"] for p in filtered)
+    # Switching to the other map drops this one's day and filters from the URL.
+    at.selectbox(key="map_dashboard").set_value("payout_map").run()
+    assert not at.exception
+    assert at.query_params["dashboard"] == "payout_map" and "branch" not in at.query_params
+    assert at.selectbox(key="map_day").value == claims_environ.payout_day
+
+
+def test_a_deployment_with_nothing_published_says_which_of_its_scenarios_to_run(
+    claims_environ,
+):
+    at = _claims_map(deployment="claims-on-claims-test", dashboard="claims_map")
+    assert at.selectbox(key="map_deployment").value == "claims-on-claims-test"
+    message = at.info[0].value
+    assert "No day of claims_map has been published on claims-test yet" in message
+    assert "`nodal scenario run nightly --project claims --infra claims-test`" in message
+    assert "daily_scoring" not in message and not at.metric
+
+
+def test_model_quality_and_pipeline_health_pick_the_newest_activity(claims_environ):
+    quality = _page("views/model_quality.py")
+    assert quality.selectbox(key="quality_deployment").value == "claims-on-claims-prod"
+    assert quality.selectbox(key="mq_model").value == "claim_risk"
+    assert len(quality.get("vega_lite_chart")) >= 4
+    health = _page("views/pipeline_health.py")
+    assert health.selectbox(key="ph_deployment").value == "claims-on-claims-prod"
+    assert set(health.dataframe[0].value["scenario"]) == {"nightly", "payouts"}
+
+
+def test_model_quality_and_pipeline_health_name_the_projects_scenarios(claims_environ):
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params["deployment"] = "claims-on-claims-test"
+    at.run()
+    at.switch_page("views/model_quality.py").run()
+    assert not at.exception
+    assert "No model evaluation of claims on claims-test yet" in at.info[0].value
+    assert "`nodal scenario run nightly --project claims --infra claims-test`" in at.info[0].value
+    at.switch_page("views/pipeline_health.py").run()
+    assert not at.exception
+    assert "No scenario of claims has run on claims-test yet" in at.info[0].value
+    assert "nightly, payouts" in at.info[0].value

@@ -43,7 +43,10 @@ def test_a_shared_link_opens_its_day_with_kpis_matching_duckdb(monitoring):
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=procs.CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1800})
-            page.goto(f"{url}/fraud_map?day={day}")
+            page.goto(
+                f"{url}/fraud_map?deployment={demo.PROJECT}-on-{demo.AUTOMATION_INFRA}"
+                f"&dashboard=fraud_map&day={day}"
+            )
             tiles = page.get_by_test_id("stMetric")
             expect(tiles.first).to_be_visible(timeout=60_000)
             expect(page.get_by_test_id("stDeckGlJsonChart")).to_be_visible(timeout=30_000)
@@ -63,7 +66,9 @@ def test_a_shared_link_opens_its_day_with_kpis_matching_duckdb(monitoring):
             assert values["Transactions"] == f"{int(truth['n']):,}"
             assert values["Flagged as fraud"] == f"{int(truth['flagged']):,}"
             assert values["Flagged amount"] == f"${float(truth['amount']):,.0f}"
-            assert f"day={day}" in page.url
+            assert f"day={day}" in page.url and "dashboard=fraud_map" in page.url
             expect(page.get_by_text("data checks passed at")).to_be_visible()
+            # The page's title is the dashboard's own, from its YAML.
+            expect(page.get_by_text("Where today's predicted fraud happened")).to_be_visible()
         finally:
             browser.close()

@@ -76,12 +76,13 @@ def test_the_fraud_ring_lights_up_its_city_on_the_map_and_in_the_evaluation(drif
     assert _alarms(off, "location").empty
 
     # The map marks the evaluation's hot spot on the ring's day; the steady home has none.
-    lit = fraudmap.load_map_day(*drifted[:2], day=RING_DAY)
+    lit = fraudmap.load_map_day(*drifted[:2], demo.PROJECT, demo.AUTOMATION_INFRA, day=RING_DAY)
     assert lit.ok, lit.message
     spots = lit.hot_spots
     assert len(spots) == 1 and spots["place"].iloc[0].startswith("Denver")
     assert abs(spots["lat"].iloc[0] - RING_LAT) < 1 and abs(spots["lon"].iloc[0] - RING_LON) < 1
-    assert fraudmap.load_map_day(*steady[:2], day=RING_DAY).hot_spots.empty
+    calm = fraudmap.load_map_day(*steady[:2], demo.PROJECT, demo.AUTOMATION_INFRA, day=RING_DAY)
+    assert calm.hot_spots.empty
 
 
 def test_unseen_merchant_ids_are_flagged_and_the_map_keeps_the_last_checked_day(drifted):
@@ -93,7 +94,7 @@ def test_unseen_merchant_ids_are_flagged_and_the_map_keeps_the_last_checked_day(
     assert np.all(share > 0.2)
     # The same day failed its data checks in daily_scoring: not published, and the map says so.
     assert outcomes[("daily_scoring", UNSEEN_DAY)] == runs.FAILED
-    data = fraudmap.load_map_day(settings, store)
+    data = fraudmap.load_map_day(settings, store, demo.PROJECT, demo.AUTOMATION_INFRA)
     assert data.day == RING_DAY and data.failed_check_day == UNSEEN_DAY
     assert "distinct_merchants_in_typical_range" in data.failed_check_message
 

@@ -1,5 +1,6 @@
 """Dashboards page: define what the business dashboard shows (scored dataset, threshold,
-date column, columns, map layers) and preview it on this node's data."""
+date column, columns, map layers) and preview it on this node's data. A map's roles
+(``type: map``, ``roles:``, ``filters:``…) are edited in its YAML; saving keeps them."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from apps.design_studio.state import current_project, show_conflict, version_key
 from engine.core import yamltext
 from engine.core.errors import NodalError
 from engine.design import projects as design
-from engine.project import definitions
+from engine.models.scoring import OUTPUT_COLUMNS
+from engine.project import dashboard_spec, definitions
 from engine.storage import datasets as ds
 
-LAYERS = ("points", "heatmap", "hexagons", "city_labels")
+LAYERS = dashboard_spec.LAYERS
 NEW = "+ New dashboard"
 
 project = current_project()
@@ -117,29 +119,35 @@ if choice != NEW:
     cols_sql = ", ".join(f'"{c}"' for c in spec.get("columns") or []) or "*"
     frame = ds.query_df(f"SELECT {cols_sql} FROM d", {"d": (ref, [day] if day else None)})
     limit = float(spec.get("threshold") or 0.0)
-    if "fraud_proba" in frame:
+    # A map names its columns in roles:; other dashboards get the batch scorer's columns.
+    roles = dashboard_spec.map_spec(choice, spec, OUTPUT_COLUMNS[:2])
+    score, flag = roles.score, roles.flag
+    if score in frame:
         flagged = (
-            frame["fraud_proba"] >= limit
-            if limit
-            else frame.get("is_flagged", frame["fraud_proba"] >= 0.5)
+            frame[score] >= limit
+            if limit or not (flag and flag in frame)
+            else frame[flag].astype(bool)
         )
     else:
-        flagged = frame.get("is_flagged")
+        flagged = frame[flag].astype(bool) if flag and flag in frame else None
     n_flagged = int(flagged.sum()) if flagged is not None else 0
-    st.markdown(f"**{len(frame):,}** transactions on {day}, **{n_flagged:,}** flagged.")
-    if {"merchant_longitude", "merchant_latitude"} <= set(frame.columns) and flagged is not None:
+    st.markdown(f"**{len(frame):,}** rows on {day}, **{n_flagged:,}** flagged.")
+    lat, lon = roles.latitude, roles.longitude
+    if dashboard_spec.is_map(spec) and {lat, lon} <= set(frame.columns) and flagged is not None:
         shown = frame[flagged.to_numpy()].head(5000)
+        amount = roles.amount if roles.amount in shown else None
+        tips = [c for c in (roles.id, roles.category, amount, score) if c and c in shown]
         st.altair_chart(
-            alt.Chart(shown, title="Flagged transactions (offline preview, no basemap)")
+            alt.Chart(shown, title="Flagged rows (offline preview, no basemap)")
             .mark_circle(opacity=0.6)
             .encode(
-                x=alt.X("merchant_longitude:Q", scale=alt.Scale(zero=False), title="longitude"),
-                y=alt.Y("merchant_latitude:Q", scale=alt.Scale(zero=False), title="latitude"),
-                size=alt.Size("amount:Q", legend=None) if "amount" in shown else alt.value(30),
-                color=alt.Color("fraud_proba:Q", scale=alt.Scale(scheme="reds"))
-                if "fraud_proba" in shown
+                x=alt.X(f"{lon}:Q", scale=alt.Scale(zero=False), title="longitude"),
+                y=alt.Y(f"{lat}:Q", scale=alt.Scale(zero=False), title="latitude"),
+                size=alt.Size(f"{amount}:Q", legend=None) if amount else alt.value(30),
+                color=alt.Color(f"{score}:Q", scale=alt.Scale(scheme="reds"))
+                if score in shown
                 else alt.value("red"),
-                tooltip=[c for c in ("merchant_category", "amount", "fraud_proba") if c in shown],
+                tooltip=tips,
             ),
             width="stretch",
             key="dashboard_preview_chart",

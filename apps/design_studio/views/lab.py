@@ -59,11 +59,13 @@ names = [n for n in project.datasets if project.dataset(n).exists()]
 if not names:
     st.info("No dataset has data yet: import a file or build the flow first.")
     st.stop()
+trained_on = [str(m.get("train_on")) for m in project.models.values()]
 cols = st.columns(3)
 dataset = cols[0].selectbox(
     "Dataset",
     names,
-    index=names.index("training_set") if "training_set" in names else 0,
+    # What the project's models train on first, else the first dataset with data.
+    index=next((names.index(n) for n in trained_on if n in names), 0),
     key="lab_dataset",
 )
 schema = ds.schema(project.dataset(dataset))
@@ -239,11 +241,16 @@ if best:
         f"{best['auc']:.3f}",
         f"gap {best['gap']:.3f}",
         delta_color="off",
-        help="AUC of the generator's true fraud probabilities on the same validation rows: "
-        "no model can do better on this data.",
+        help="AUC of the declared true probabilities (best_possible: in the model's YAML) on the "
+        "same validation rows: no model can do better on this data.",
     )
 else:
-    tiles[3].metric("Best possible AUC", "unknown", help="Only the example data knows its truth.")
+    tiles[3].metric(
+        "Best possible AUC",
+        "unknown",
+        help="Known only for simulated data whose true probabilities a model declares "
+        "(best_possible: {dataset, probability} in models/<name>.yaml).",
+    )
 first, last_v = run["validation"]
 st.caption(
     f"Validated on {first} – {last_v}: {m['validation_rows']:,} rows, {m['validation_frauds']:,} "

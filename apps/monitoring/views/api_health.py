@@ -45,16 +45,27 @@ over["series"] = (
 )
 
 summary = apihealth.summary(table)
-t1, t2, t3, t4 = st.columns(4)
+t1, t2, t3, t4, t5 = st.columns(5)
 total = int(summary["queries"].sum())
 t1.metric("Queries", f"{total:,}")
-t2.metric("Error rate", f"{summary['errors'].sum() / max(total, 1):.2%}")
-t3.metric("p95 latency", f"{summary['p95_ms'].max():.1f} ms")
-t4.metric("Generations", f"{summary['generation'].nunique()}")
+t2.metric(
+    "Error rate",
+    f"{summary['server_errors'].sum() / max(total, 1):.2%}",
+    help="Server errors (5xx): what an endpoint's status is judged on.",
+)
+t3.metric(
+    "Client errors",
+    f"{summary['client_errors'].sum() / max(total, 1):.2%}",
+    help="Answers 4xx (bad records, unknown keys, refused API keys): the callers' side, "
+    "shown but never alarmed.",
+)
+t4.metric("p95 latency", f"{summary['p95_ms'].max():.1f} ms")
+t5.metric("Generations", f"{summary['generation'].nunique()}")
 
 for field, title in (
     ("queries", "Volume"),
-    ("error_rate", "Error rate"),
+    ("error_rate", "Error rate (5xx)"),
+    ("client_error_rate", "Client errors (4xx)"),
     ("p95_ms", "p95 latency (ms)"),
 ):
     st.altair_chart(
@@ -64,7 +75,16 @@ for field, title in (
             x=alt.X("bucket:T", title=None),
             y=alt.Y(f"{field}:Q", title=title),
             color="series:N",
-            tooltip=["bucket", "series", "queries", "error_rate", "p50_ms", "p95_ms", "p99_ms"],
+            tooltip=[
+                "bucket",
+                "series",
+                "queries",
+                "error_rate",
+                "client_error_rate",
+                "p50_ms",
+                "p95_ms",
+                "p99_ms",
+            ],
         )
         .properties(height=180),
         width="stretch",

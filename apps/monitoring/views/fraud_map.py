@@ -1,7 +1,10 @@
-"""The daily fraud map: where the published day's flagged transactions happened.
+"""The daily map: where the published day's flagged rows of a ``type: map`` dashboard are.
 
-The day and the filters live in the URL (``?day=YYYY-MM-DD&threshold=0.5&categories=a,b
-&channels=online&amount=100-900``) so a link to a day and a view can be shared.
+Any deployed project with a map dashboard (``dashboards/<name>.yaml``, ``type: map``) is
+drawn here, in its own columns and words. The deployment, the dashboard, the day and the
+filters live in the URL (``?deployment=<id>&dashboard=<name>&day=YYYY-MM-DD&threshold=0.5
+&<filter column>=a,b&amount=100-900``) so a link to a day and a view can be shared; without
+them the page opens the deployment and dashboard with the newest published day.
 """
 
 from __future__ import annotations
@@ -11,14 +14,60 @@ import pydeck as pdk
 import streamlit as st
 
 from apps.common.context import get_settings, get_store
-from apps.common.pickers import NOTHING_DEPLOYED, project_deployment
+from apps.common.pickers import (
+    DASHBOARD_URL_KEY,
+    NOTHING_DEPLOYED,
+    URL_KEY,
+    from_url,
+    project_deployment,
+)
+from engine.deployer import deployments as deployer
 from engine.monitoring import fraudmap
 
-US_VIEW = pdk.ViewState(latitude=38.5, longitude=-96.5, zoom=3.4, min_zoom=2, max_zoom=14)
 CARTO_LIGHT = "light"
+MAP_WIDTH, MAP_HEIGHT = 900, 560  # a typical width of the map on the page
+VIEW_KEYS = ("map_day", "map_custom", "map_threshold", "map_amount")
 
 settings = get_settings()
 store = get_store(settings)
+header = st.empty()
+
+deployment = project_deployment(
+    store,
+    key="map_deployment",
+    newest=fraudmap.newest_map_days(
+        settings, store, deployer.list_deployments(store, kind="project")
+    ),
+)
+if deployment is None:
+    header.title("Daily map")
+    st.info(NOTHING_DEPLOYED, icon=":material/info:")
+    st.stop()
+PROJECT, AUTOMATION_INFRA = deployment.target, deployment.infra_id
+choices = fraudmap.map_choices(settings, store, PROJECT, AUTOMATION_INFRA)
+titles = {c.dashboard: c.title for c in choices}
+dashboard = from_url(
+    "Map",
+    [c.dashboard for c in choices],
+    "map_dashboard",
+    DASHBOARD_URL_KEY,
+    format_func=lambda name: f"{titles.get(name, name)} ({name})",
+)
+
+# Another deployment or dashboard than on the previous run: its day and filters do not apply.
+view = (deployment.deployment_id, dashboard)
+if st.session_state.get("map_view") not in (None, view):
+    for key in [k for k in st.session_state if str(k).startswith("map_filter::")] + list(VIEW_KEYS):
+        st.session_state.pop(key, None)
+    for key in [k for k in st.query_params if k not in (URL_KEY, DASHBOARD_URL_KEY)]:
+        st.query_params.pop(key, None)
+st.session_state["map_view"] = view
+
+spec = (
+    fraudmap.map_spec_on(settings, store, PROJECT, AUTOMATION_INFRA, dashboard)
+    if dashboard
+    else None
+)
 
 # Widget values from the previous run decide what to load; the widgets are drawn below,
 # once we know which days are published and the model's threshold.
@@ -34,36 +83,49 @@ def _url_list(key: str) -> list[str]:
     return [v for v in st.query_params.get(key, "").split(",") if v]
 
 
-for key in ("map_categories", "map_channels"):
-    if key not in st.session_state and _url_list(key.removeprefix("map_")):
-        st.session_state[key] = _url_list(key.removeprefix("map_"))
+filter_columns = spec.filters if spec else []
+for column in filter_columns:
+    key = f"map_filter::{column}"
+    if key not in st.session_state and _url_list(column):
+        st.session_state[key] = _url_list(column)
 if "map_amount" not in st.session_state and st.query_params.get("amount"):
     low, _, high = st.query_params["amount"].partition("-")
     st.session_state["map_amount"] = (float(low), float(high))
 amount_range = st.session_state.get("map_amount")
 filters = fraudmap.MapFilters(
-    categories=tuple(st.session_state.get("map_categories") or ()),
-    channels=tuple(st.session_state.get("map_channels") or ()),
+    values={c: tuple(st.session_state.get(f"map_filter::{c}") or ()) for c in filter_columns},
     min_amount=amount_range[0] if amount_range else None,
     max_amount=amount_range[1] if amount_range else None,
 )
 
-st.title("Daily fraud map")
-deployment = project_deployment(store, key="map_deployment")
-if deployment is None:
-    st.info(NOTHING_DEPLOYED, icon=":material/info:")
-    st.stop()
-PROJECT, AUTOMATION_INFRA = deployment.target, deployment.infra_id
 data = fraudmap.load_map_day(
-    settings, store, PROJECT, AUTOMATION_INFRA, requested_day, threshold, filters=filters
+    settings,
+    store,
+    PROJECT,
+    AUTOMATION_INFRA,
+    requested_day,
+    threshold,
+    filters=filters,
+    dashboard=dashboard,
 )
+header.title(data.spec.title if data.spec else titles.get(str(dashboard), "Daily map"))
+if data.problem in (fraudmap.NOT_ACTIVE, fraudmap.NO_MAP, fraudmap.UNKNOWN_DASHBOARD):
+    st.info(data.message, icon=":material/info:")
+    st.stop()
 if data.problem == fraudmap.DAY_NOT_PUBLISHED:
     st.warning(
         f"{data.message} Showing the latest published day instead.", icon=":material/event_busy:"
     )
     st.session_state.pop("map_day", None)
     data = fraudmap.load_map_day(
-        settings, store, PROJECT, AUTOMATION_INFRA, None, threshold, filters=filters
+        settings,
+        store,
+        PROJECT,
+        AUTOMATION_INFRA,
+        None,
+        threshold,
+        filters=filters,
+        dashboard=dashboard,
     )
 
 if data.failed_check_day:
@@ -75,28 +137,27 @@ if data.failed_check_day:
 
 if data.problem == fraudmap.NOTHING_PUBLISHED:
     st.query_params.pop("day", None)
-    st.info(
-        f"{data.message}\n\nA day appears here once the scenario that publishes the map has "
-        f"run on {AUTOMATION_INFRA} and the day passed its checks. To run it now: "
-        f"`nodal scenario run <scenario> --infra {AUTOMATION_INFRA}`.",
-        icon=":material/info:",
-    )
+    st.info(data.message, icon=":material/info:")
     st.stop()
 
+spec = data.spec
+rows_word, flagged_word = spec.label("rows"), spec.label("flagged")
+score_word, currency = spec.label("score"), spec.label("currency")
 days = data.published_days
 c_day, c_mode, c_threshold = st.columns([1, 1, 2], vertical_alignment="bottom")
 day = c_day.selectbox("Published day", days, index=days.index(data.day), key="map_day")
 st.query_params["day"] = day
 custom = c_mode.toggle(
-    "Own probability threshold",
+    "Own threshold",
     key="map_custom",
-    help="Off: show what the model flagged (its own threshold). On: flag from a fraud probability you choose.",
+    help=f"Off: show what the model flagged (its own threshold). On: flag from a {score_word} "
+    "you choose.",
 )
 model_thr = data.model_threshold if data.model_threshold is not None else 0.5
 # Always drawn (greyed out while off) so its value exists when the toggle is switched on.
 st.session_state.setdefault("map_threshold", round(min(max(model_thr, 0.01), 0.99), 2))
 c_threshold.slider(
-    "Flag transactions with a fraud probability of at least",
+    f"Flag {rows_word.lower()} with a {score_word} of at least",
     min_value=0.01,
     max_value=0.99,
     step=0.01,
@@ -114,31 +175,43 @@ if not data.ok:
     st.error(data.message)
     st.stop()
 
-for key, options in (("map_categories", data.categories), ("map_channels", data.channels)):
+has_amount = spec.amount is not None
+filter_cols = st.columns([2] * len(spec.filters) + ([2] if has_amount else []) + [1])
+for i, column in enumerate(spec.filters):
+    key, options = f"map_filter::{column}", data.filter_options.get(column, [])
     if st.session_state.get(key):
         st.session_state[key] = [v for v in st.session_state[key] if v in options]
-f_cat, f_chan, f_amount, f_colour = st.columns([2, 2, 2, 1], vertical_alignment="bottom")
-f_cat.multiselect("Categories", data.categories, key="map_categories", placeholder="All categories")
-f_chan.multiselect("Channels", data.channels, key="map_channels", placeholder="All channels")
-top_amount = float(max(1.0, round(data.max_amount + 0.5)))
-if amount_range is not None:  # keep a shared or earlier range within this day's amounts
-    low0, high0 = amount_range
-    st.session_state["map_amount"] = (max(0.0, min(low0, top_amount)), min(high0, top_amount))
-st.session_state.setdefault("map_amount", (0.0, top_amount))
-f_amount.slider("Amount ($)", min_value=0.0, max_value=top_amount, key="map_amount")
-colour_by = f_colour.radio(
-    "Colour by", ["probability", "amount"], key="map_colour", horizontal=True
-)
-for key, name in (("map_categories", "categories"), ("map_channels", "channels")):
+    filter_cols[i].multiselect(
+        column.replace("_", " ").capitalize(), options, key=key, placeholder="All"
+    )
     if st.session_state.get(key):
-        st.query_params[name] = ",".join(st.session_state[key])
+        st.query_params[column] = ",".join(st.session_state[key])
     else:
-        st.query_params.pop(name, None)
-low, high = st.session_state["map_amount"]
-if low > 0 or high < top_amount:
-    st.query_params["amount"] = f"{low:g}-{high:g}"
-else:
-    st.query_params.pop("amount", None)
+        st.query_params.pop(column, None)
+if has_amount:
+    top_amount = float(max(1.0, round(data.max_amount + 0.5)))
+    if amount_range is not None:  # keep a shared or earlier range within this day's amounts
+        low0, high0 = amount_range
+        st.session_state["map_amount"] = (max(0.0, min(low0, top_amount)), min(high0, top_amount))
+    st.session_state.setdefault("map_amount", (0.0, top_amount))
+    filter_cols[len(spec.filters)].slider(
+        f"Amount ({currency})" if currency else "Amount",
+        min_value=0.0,
+        max_value=top_amount,
+        key="map_amount",
+    )
+    low, high = st.session_state["map_amount"]
+    if low > 0 or high < top_amount:
+        st.query_params["amount"] = f"{low:g}-{high:g}"
+    else:
+        st.query_params.pop("amount", None)
+colour_by = filter_cols[-1].radio(
+    "Colour by",
+    ["score", "amount"] if has_amount else ["score"],
+    format_func={"score": score_word, "amount": "amount"}.get,
+    key="map_colour",
+    horizontal=True,
+)
 
 checks = (
     f"data checks passed at {data.checks_passed_at[:19].replace('T', ' ')} UTC"
@@ -150,105 +223,127 @@ st.caption(
     f"by run {data.run_id} of bundle {data.bundle_id} on {AUTOMATION_INFRA}"
 )
 
+
+def _money(value: float) -> str:
+    return f"{currency}{value:,.0f}"
+
+
 k = data.kpis
 assert k is not None
 since = f"vs {k.previous_day}" if k.previous_day else None
-m1, m2, m3, m4 = st.columns(4)
-m1.metric("Transactions", f"{k.transactions:,}", k.transactions_change, delta_description=since)
-m2.metric(
-    "Flagged as fraud",
+tiles = st.columns(4 if has_amount else 3)
+tiles[0].metric(rows_word, f"{k.rows:,}", k.rows_change, delta_description=since)
+tiles[1].metric(
+    flagged_word,
     f"{k.flagged:,}",
     k.flagged_change,
     delta_color="inverse",
     delta_description=since,
 )
-m3.metric(
-    "Flagged amount",
-    f"${k.flagged_amount:,.0f}",
-    None if k.flagged_amount_change is None else f"{k.flagged_amount_change:+,.0f}",
-    delta_color="inverse",
-    delta_description=since,
-)
-m4.metric("Flag rate", f"{k.flag_rate:.2%}")
+if has_amount:
+    tiles[2].metric(
+        "Flagged amount",
+        _money(k.flagged_amount or 0.0),
+        None if k.flagged_amount_change is None else f"{k.flagged_amount_change:+,.0f}",
+        delta_color="inverse",
+        delta_description=since,
+    )
+tiles[-1].metric("Flag rate", f"{k.flag_rate:.2%}")
 
-amount_scale = float(data.points["amount"].quantile(0.95)) if len(data.points) else 1.0
-points = data.points.assign(
-    proba_label=data.points["proba"].map(lambda p: f"fraud probability {p:.1%}"),
-    detail=data.points["amount"].map(lambda a: f"${a:,.2f}")
-    + " at "
-    + data.points["merchant"]
-    + " ("
-    + data.points["category"]
-    + ")",
-    amount_label=data.points["amount"].map(lambda a: f"${a:,.2f}"),
-    # 0 (yellow) .. 1 (red): the fraud probability, or the amount against the day's 95th pct
-    heat=data.points["proba"]
-    if colour_by == "probability"
-    else (data.points["amount"] / max(amount_scale, 1.0)).clip(upper=1.0),
+pts = data.points
+detail = pd.Series([""] * len(pts), index=pts.index, dtype=object)
+parts = []
+if has_amount:
+    parts.append(pts["amount"].map(lambda a: f"{currency}{a:,.2f}" if pd.notna(a) else ""))
+if spec.category:
+    parts.append(pts["category"].fillna("").astype(str))
+parts += [column + " " + pts[column].fillna("").astype(str) for column in data.detail_columns]
+for part in parts:
+    detail = detail.where(detail == "", detail + " · ") + part
+amount_scale = float(pts["amount"].quantile(0.95)) if has_amount and len(pts) else 1.0
+points = pts.assign(
+    id=pts["id"].fillna("").astype(str),
+    time=pts["time"].fillna("").astype(str),
+    score_label=pts["score"].map(lambda p: f"{score_word} {p:.1%}"),
+    detail=detail,
+    # 0 (yellow) .. 1 (red): the score, or the amount against the day's 95th percentile
+    heat=pts["score"]
+    if colour_by == "score"
+    else (pts["amount"] / max(amount_scale, 1.0)).clip(upper=1.0),
 )
-# Labels that would overlap on the whole-country view are left out (bigger cities win).
-cities = fraudmap.city_labels(zoom=US_VIEW.zoom)
-cities["offset"] = [[0, 10] if below else [0, -9] for below in cities["below"]]
-layers = [
-    pdk.Layer(
-        "ScatterplotLayer",
-        id="city-dots",
-        data=cities[["lat", "lon"]],
-        get_position="[lon, lat]",
-        get_fill_color=[120, 120, 120, 160],
-        get_radius=1,
-        radius_min_pixels=2,
-        radius_max_pixels=2,
-    ),
-    pdk.Layer(
-        "TextLayer",
-        id="city-labels",
-        data=cities[["name", "lat", "lon", "offset"]],
-        get_position="[lon, lat]",
-        get_text="name",
-        get_size=12,
-        get_color=[70, 70, 70, 220],
-        get_alignment_baseline="'center'",
-        get_pixel_offset="offset",
-    ),
-    pdk.Layer(
-        "ScatterplotLayer",
-        id="flagged-transactions",
-        # Least likely first, so where points overlap the most likely one is drawn on top.
-        data=points.iloc[::-1],
-        get_position="[lon, lat]",
-        # yellow (low fraud probability) → red (high)
-        get_fill_color="[230, 220 * (1 - heat), 30, 190]",
-        get_line_color=[90, 0, 0, 200],
-        line_width_min_pixels=1,
-        stroked=True,
-        get_radius=6000,
-        radius_min_pixels=4,
-        radius_max_pixels=18,
-        pickable=True,
-        auto_highlight=True,
-    ),
-    pdk.Layer(
-        "HexagonLayer",
-        id="flagged-density",
-        data=points[["lat", "lon"]],
-        get_position="[lon, lat]",
-        radius=40000,
-        elevation_scale=0,
-        extruded=False,
-        coverage=0.9,
-        opacity=0.35,
-        color_range=[
-            [255, 255, 178],
-            [254, 217, 118],
-            [254, 178, 76],
-            [253, 141, 60],
-            [240, 59, 32],
-            [189, 0, 38],
-        ],
-        visible=st.session_state.get("map_hexagons", True),
-    ),
-]
+lat, lon, zoom = fraudmap.view_state(data.bounds, MAP_WIDTH, MAP_HEIGHT)
+view_state = pdk.ViewState(latitude=lat, longitude=lon, zoom=zoom, min_zoom=1, max_zoom=14)
+layers = []
+if "city_labels" in spec.layers:
+    # Labels that would overlap at this zoom are left out (bigger cities win).
+    cities = fraudmap.city_labels(zoom=zoom)
+    cities["offset"] = [[0, 10] if below else [0, -9] for below in cities["below"]]
+    layers += [
+        pdk.Layer(
+            "ScatterplotLayer",
+            id="city-dots",
+            data=cities[["lat", "lon"]],
+            get_position="[lon, lat]",
+            get_fill_color=[120, 120, 120, 160],
+            get_radius=1,
+            radius_min_pixels=2,
+            radius_max_pixels=2,
+        ),
+        pdk.Layer(
+            "TextLayer",
+            id="city-labels",
+            data=cities[["name", "lat", "lon", "offset"]],
+            get_position="[lon, lat]",
+            get_text="name",
+            get_size=12,
+            get_color=[70, 70, 70, 220],
+            get_alignment_baseline="'center'",
+            get_pixel_offset="offset",
+        ),
+    ]
+if "points" in spec.layers:
+    layers.append(
+        pdk.Layer(
+            "ScatterplotLayer",
+            id="flagged-points",
+            # Least likely first, so where points overlap the most likely one is drawn on top.
+            data=points.iloc[::-1],
+            get_position="[lon, lat]",
+            # yellow (low score) → red (high)
+            get_fill_color="[230, 220 * (1 - heat), 30, 190]",
+            get_line_color=[90, 0, 0, 200],
+            line_width_min_pixels=1,
+            stroked=True,
+            get_radius=6000,
+            radius_min_pixels=4,
+            radius_max_pixels=18,
+            pickable=True,
+            auto_highlight=True,
+        )
+    )
+if "hexagons" in spec.layers:
+    layers.append(
+        pdk.Layer(
+            "HexagonLayer",
+            id="flagged-density",
+            data=points[["lat", "lon"]],
+            get_position="[lon, lat]",
+            radius=40000,
+            elevation_scale=0,
+            extruded=False,
+            coverage=0.9,
+            opacity=0.35,
+            color_range=[
+                [255, 255, 178],
+                [254, 217, 118],
+                [254, 178, 76],
+                [253, 141, 60],
+                [240, 59, 32],
+                [189, 0, 38],
+            ],
+            visible=st.session_state.get("map_hexagons", True),
+        )
+    )
 spots = data.hot_spots
 if len(spots):
     layers.append(
@@ -256,10 +351,10 @@ if len(spots):
             "ScatterplotLayer",
             id="hot-spots",
             data=spots.assign(
-                transaction_id="Monitoring hot spot: " + spots["place"],
-                ts=spots["family"].str.replace("_", " "),
+                id="Monitoring hot spot: " + spots["place"],
+                time=spots["family"].str.replace("_", " "),
                 detail=spots["message"],
-                proba_label="",
+                score_label="",
             ),
             get_position="[lon, lat]",
             get_fill_color=[220, 38, 38, 40],
@@ -273,91 +368,92 @@ if len(spots):
         )
     )
 tooltip = {
-    "html": ("<b>{transaction_id}</b><br/>{ts}<br/>{detail}<br/><b>{proba_label}</b>"),
+    "html": "<b>{id}</b><br/>{time}<br/>{detail}<br/><b>{score_label}</b>",
     "style": {"fontSize": "12px"},
 }
-if settings.basemap == "none":
-    deck = pdk.Deck(
-        layers=layers,
-        initial_view_state=US_VIEW,
-        map_provider=None,
-        map_style=None,
-        tooltip=tooltip,
-    )
-else:
-    deck = pdk.Deck(
-        layers=layers,
-        initial_view_state=US_VIEW,
-        map_provider="carto",
-        map_style=CARTO_LIGHT,
-        tooltip=tooltip,
-    )
+online = settings.basemap != "none"
+deck = pdk.Deck(
+    layers=layers,
+    initial_view_state=view_state,
+    map_provider="carto" if online else None,
+    map_style=CARTO_LIGHT if online else None,
+    tooltip=tooltip,
+)
 for spot in spots.to_dict("records"):
     st.warning(
         f"Model monitoring hot spot ({spot['family'].replace('_', ' ')}): {spot['message']}",
         icon=":material/crisis_alert:",
     )
-st.toggle("Density (hexagons)", value=True, key="map_hexagons")
-st.pydeck_chart(deck, height=560, key="fraud_map", width="stretch")
-shown = f"{len(points):,} flagged transactions"
+if "hexagons" in spec.layers:
+    st.toggle("Density (hexagons)", value=True, key="map_hexagons")
+st.pydeck_chart(deck, height=MAP_HEIGHT, key="daily_map", width="stretch")
+shown = f"{len(points):,} flagged {rows_word.lower()}"
 if data.points_truncated:
-    shown = f"the {len(points):,} most likely of {k.flagged:,} flagged transactions"
+    shown = f"the {len(points):,} most likely of {k.flagged:,} flagged {rows_word.lower()}"
 st.caption(
-    f"{shown} on {day}, coloured by {'fraud probability' if colour_by == 'probability' else 'amount'} "
-    "from yellow (lower) to red (higher); hexagons show where flags are dense. "
-    "Hover a point for details."
-    + (" Offline map: city names give orientation." if settings.basemap == "none" else "")
+    f"{shown} on {day}, coloured by {score_word if colour_by == 'score' else 'amount'} "
+    "from yellow (lower) to red (higher)"
+    + ("; hexagons show where flags are dense" if "hexagons" in spec.layers else "")
+    + ". Hover a point for details."
+    + (" Offline map: city names give orientation." if not online else "")
 )
 
-st.subheader("Top flagged transactions")
-reasons = fraudmap.top_reasons(
-    settings, store, data.points.head(25)["transaction_id"].tolist(), day, PROJECT, AUTOMATION_INFRA
+st.subheader(f"Top flagged {rows_word.lower()}")
+head = data.points.head(25)
+reasons = (
+    fraudmap.top_reasons(
+        settings,
+        store,
+        PROJECT,
+        AUTOMATION_INFRA,
+        spec.name,
+        head["id"].dropna().astype(str).tolist(),
+        day,
+    )
+    if spec.id
+    else {}
 )
-top = data.points.head(25).assign(
-    reasons=lambda f: f["transaction_id"].map(
-        lambda tx: ", ".join(f"{name} (+{value:.2f})" for name, value in reasons.get(tx, []))
+top = head.assign(
+    reasons=head["id"].map(
+        lambda row_id: ", ".join(
+            f"{name} (+{value:.2f})" for name, value in reasons.get(str(row_id), [])
+        )
     )
 )
-top = top.rename(
-    columns={
-        "ts": "time",
-        "transaction_id": "transaction",
-        "proba": "fraud probability",
-        "category": "category",
-        "merchant": "merchant",
-    }
-)
+names = {
+    "id": spec.id or "id",
+    "time": spec.time or "time",
+    "score": score_word,
+    "amount": spec.amount or "amount",
+    "category": spec.category or "category",
+}
+shown_columns = [
+    c
+    for c in ["id", "time", "amount", "category", *data.detail_columns, "score", "reasons"]
+    if c in top
+    and (
+        c in ("score", "reasons") or c in data.detail_columns or getattr(spec, c, None) is not None
+    )
+]
+shown_columns += ["lat", "lon"]
+top = top[shown_columns].rename(columns=names)
 if top.empty:
-    st.info("No transaction is flagged on this day at this threshold.")
+    st.info(f"No {rows_word.lower()} flagged on this day at this threshold.")
 else:
     st.dataframe(
-        pd.DataFrame(
-            top[
-                [
-                    "transaction",
-                    "time",
-                    "amount",
-                    "category",
-                    "merchant",
-                    "fraud probability",
-                    "reasons",
-                    "lat",
-                    "lon",
-                ]
-            ]
-        ),
+        pd.DataFrame(top),
         hide_index=True,
         width="stretch",
         column_config={
-            "amount": st.column_config.NumberColumn(format="$%.2f"),
-            "fraud probability": st.column_config.ProgressColumn(
+            names["amount"]: st.column_config.NumberColumn(format=f"{currency}%.2f"),
+            score_word: st.column_config.ProgressColumn(
                 format="percent", min_value=0.0, max_value=1.0
             ),
             "lat": st.column_config.NumberColumn(format="%.3f"),
             "lon": st.column_config.NumberColumn(format="%.3f"),
             "reasons": st.column_config.TextColumn(
                 "top reasons",
-                help="Features that raised this transaction's fraud score the most "
+                help="Features that raised this row's score the most "
                 "(LightGBM contributions, log-odds)",
             ),
         },

@@ -12,30 +12,51 @@ import streamlit as st
 from apps.common.context import get_settings, get_store
 from apps.common.pickers import NOTHING_DEPLOYED, project_deployment
 from apps.common.status import style_status
-from engine.monitoring import model_quality
+from engine.monitoring import deployed, model_quality
 
 settings = get_settings()
 store = get_store(settings)
 
 st.title("Model quality")
-deployment = project_deployment(store, key="quality_deployment")
+deployment = project_deployment(
+    store, key="quality_deployment", newest=model_quality.newest_evaluations(store)
+)
 if deployment is None:
     st.info(NOTHING_DEPLOYED, icon=":material/info:")
     st.stop()
 PROJECT, AUTOMATION_INFRA = deployment.target, deployment.infra_id
 metrics = model_quality.read_metrics(store, AUTOMATION_INFRA, PROJECT)
 if metrics.empty:
+    node_project = deployed.try_node_project(settings, store, AUTOMATION_INFRA, PROJECT)
+    evaluating = deployed.scenarios_with_step(node_project, "evaluate")
+    if node_project is None:
+        todo = (
+            f"Project {PROJECT} is not active on {AUTOMATION_INFRA} yet: once the node has "
+            "activated its bundle, a scenario with an `evaluate` step fills this page."
+        )
+    elif evaluating:
+        todo = (
+            f"Its scenario {' or '.join(evaluating)} does: run it with "
+            f"{deployed.run_hint(evaluating, PROJECT, AUTOMATION_INFRA)}."
+        )
+    else:
+        todo = (
+            f"Project {PROJECT} has no scenario with an `evaluate` step yet: add one "
+            "(`type: evaluate`, `model:`, `input:` its scored dataset) to its bundle."
+        )
     st.info(
         f"No model evaluation of {PROJECT} on {AUTOMATION_INFRA} yet. A scenario with an "
         "`evaluate` step compares each scored day with the model's validation days (drift) "
-        "and, once the delayed labels arrive, measures performance. Run it with "
-        f"`nodal scenario run <scenario> --infra {AUTOMATION_INFRA}`.",
+        "and, once the delayed labels arrive, measures performance. " + todo,
         icon=":material/info:",
     )
     st.stop()
 
 model = st.selectbox("Model", sorted(metrics["model"].unique()), key="mq_model")
 metrics = metrics[metrics["model"] == model]
+newest_day = metrics["day"].max()
+skipped = model_quality.not_applicable(metrics[metrics["day"] == newest_day])
+metrics = metrics[metrics["metric"] != model_quality.NOT_APPLICABLE]
 roles = sorted(metrics["role"].unique())
 st.caption(
     "Champion: "
@@ -61,6 +82,12 @@ else:
         hide_index=True,
         width="stretch",
         key="mq_alarms",
+    )
+
+if skipped:
+    st.caption(
+        "Not computed for this model (what its YAML does not declare): "
+        + "; ".join(f"**{family.replace('_', ' ')}**: {why}" for family, why in skipped.items())
     )
 
 status_colours = alt.Scale(
@@ -140,8 +167,10 @@ perf = metrics[
 ]
 if perf.empty:
     st.info(
-        "No labels yet for the evaluated days: fraud labels (chargebacks) arrive days after "
-        "the transactions, so performance shows once a scored day's labels have landed.",
+        "No labels yet for the evaluated days: labels arrive days after the scored rows, "
+        "so performance shows once a scored day's labels have landed."
+        if "performance" not in skipped
+        else f"Performance is not measured: {skipped['performance']}.",
         icon=":material/hourglass_top:",
     )
 else:
@@ -162,18 +191,19 @@ else:
         (metrics["family"] == "performance")
         & metrics["metric"].isin(["fraud_caught_amount", "fraud_missed_amount"])
     ]
-    st.altair_chart(
-        alt.Chart(money)
-        .mark_bar()
-        .encode(
-            x="day:O",
-            y=alt.Y("value:Q", title="fraud ($)"),
-            color=alt.Color("metric:N", scale=alt.Scale(range=["#16a34a", "#dc2626"])),
-            column=alt.Column("role:N", title=None),
-            tooltip=["day", "role", "metric", "value"],
-        ),
-        key="mq_money",
-    )
+    if not money.empty:
+        st.altair_chart(
+            alt.Chart(money)
+            .mark_bar()
+            .encode(
+                x="day:O",
+                y=alt.Y("value:Q", title="amount"),
+                color=alt.Color("metric:N", scale=alt.Scale(range=["#16a34a", "#dc2626"])),
+                column=alt.Column("role:N", title=None),
+                tooltip=["day", "role", "metric", "value"],
+            ),
+            key="mq_money",
+        )
 decay = metrics[metrics["family"].isin(["performance_decay", "missed_fraud"])].drop_duplicates(
     ["day", "role", "family"], keep="last"
 )

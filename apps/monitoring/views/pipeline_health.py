@@ -8,25 +8,39 @@ import altair as alt
 import streamlit as st
 
 from apps.common.context import get_settings, get_store
+from apps.common.pickers import NOTHING_DEPLOYED, project_deployment
 from apps.common.status import style_status
-from engine.monitoring import status
+from engine.monitoring import deployed, status
 
 settings = get_settings()
 store = get_store(settings)
 
 st.title("Pipeline health")
+deployment = project_deployment(store, key="ph_deployment", newest=status.newest_runs(store))
+if deployment is None:
+    st.info(NOTHING_DEPLOYED, icon=":material/info:")
+    st.stop()
+chosen = deployment.deployment_id
 runs = status.runs_frame(store)
-if runs.empty:
+mine = runs[runs["deployment"] == chosen] if not runs.empty else runs
+if mine.empty:
+    node_project = deployed.try_node_project(
+        settings, store, deployment.infra_id, deployment.target
+    )
+    scheduled = sorted(node_project.scenarios) if node_project is not None else []
+    todo = (
+        f"Its scenarios: {', '.join(scheduled)}; run one now with "
+        f"{deployed.run_hint(scheduled[:1], deployment.target, deployment.infra_id)}."
+        if scheduled
+        else f"Project {deployment.target} is not active on {deployment.infra_id} yet, or "
+        "declares no scenario."
+    )
     st.info(
-        "No scenario has run yet. Runs appear here once an automation node runs a scenario "
-        "(on its schedule, or `nodal scenario run daily_scoring --infra automation-prod`).",
+        f"No scenario of {deployment.target} has run on {deployment.infra_id} yet. Runs appear "
+        "here once the automation node runs one (on its triggers, or on demand). " + todo,
         icon=":material/info:",
     )
     st.stop()
-
-deployments = sorted(runs["deployment"].unique())
-chosen = st.selectbox("Deployment", deployments, key="ph_deployment")
-mine = runs[runs["deployment"] == chosen]
 
 c1, c2, c3 = st.columns(3)
 c1.metric("Runs", f"{len(mine):,}")

@@ -56,6 +56,8 @@ def test_sql_and_python_steps_with_conditions_and_logs(node):
     run = _run(
         node,
         {
+            # Its SQL reads {day} but names no dataset: the scenario says where the day is from.
+            "day_from": "transactions",
             "steps": [
                 {
                     "name": "count",
@@ -75,7 +77,7 @@ def test_sql_and_python_steps_with_conditions_and_logs(node):
                 {"name": "skipped", "type": "sql", "sql": "SELECT 1"},
                 {"name": "cleanup", "type": "sql", "sql": "SELECT 2", "run_if": "always"},
                 {"name": "alert", "type": "sql", "sql": "SELECT 3", "run_if": "prior_failure"},
-            ]
+            ],
         },
     )
     steps = _steps(run)
@@ -217,6 +219,7 @@ def test_after_scenario_and_dataset_changed_triggers_queue_runs(node):
     design_project = design.open_project(node.settings, demo.PROJECT)
     (design_project.root / "scenarios" / "after_scoring.yaml").write_text(
         "name: after_scoring\n"
+        "day_from: scored\n"
         "triggers:\n  - {type: after_scenario, scenario: daily_scoring}\n"
         "steps:\n  - {name: count, type: sql, sql: \"SELECT count(*) FROM scored WHERE day = '{day}'\"}\n"
     )

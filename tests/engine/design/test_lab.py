@@ -36,13 +36,34 @@ def test_lightgbm_time_split_reports_progress_results_and_the_gap_to_the_truth(s
     assert len(result["roc"]["fpr"]) <= 200 and result["roc"]["tpr"][-1] == 1.0
     assert sum(b["rows"] for b in result["calibration"]) == 800
     assert set(result["importance"]) == {"x", "cat"} and result["importance"]["x"] > 0.5
-    # The truth is the generator's probability: its AUC on the same rows bounds the model's.
+    # The truth is the generator's probability, declared in models/risk.yaml (best_possible):
+    # its AUC on the same rows bounds the model's.
     frame = small.project().dataset("labelled")
     best = result["best_possible"]
     assert best["rows"] == 800 and best["gap"] == pytest.approx(best["auc"] - m["roc_auc"])
     assert best["auc"] > 0.85 and frame.exists()
     cm = lab.confusion(small.project(), "risk", result["run_id"], m["threshold"], 1, 10)
     assert cm["tp"] + cm["fn"] == m["validation_frauds"] and cm["cost"] == cm["fp"] + 10 * cm["fn"]
+
+
+def test_without_a_declared_truth_there_is_no_best_possible_auc(tmp_path):
+    small = make_small(tmp_path, with_shops=False)
+    add_labelled(small, declare=False)  # the truth files exist, but no model names them
+    result = lab.train(small.project(), _spec(params={"num_boost_round": 20}), "ann")
+    assert result["best_possible"] is None and result["metrics"]["roc_auc"] > 0.8
+    # A model the project does not define yet gets its definition when deployed.
+    assert lab.deploy(small.project(), "risk", result["run_id"], "ann") == "v1"
+    assert small.project().models["risk"]["train_on"] == "labelled"  # models/risk.yaml
+
+
+def test_the_default_spec_comes_from_the_model_training_on_the_dataset(small):
+    default = lab.default_spec(small.project(), "labelled")
+    assert (default.model, default.target, default.id_column) == (
+        "risk",
+        "is_fraud",
+        "transaction_id",
+    )
+    assert default.features == ["x", "cat"]
 
 
 def test_logistic_regression_baseline_with_balanced_classes_on_a_random_split(small):
@@ -64,7 +85,7 @@ def test_deploy_makes_a_new_active_saved_model_version_that_scores_like_the_lab(
     result = lab.train(small.project(), _spec(params={"num_boost_round": 30}), "ann")
     version = lab.deploy(small.project(), "risk", result["run_id"], "ann")
     project = small.project()
-    assert project.models["risk"]["train_on"] == "labelled"  # models/risk.yaml was written
+    assert project.models["risk"]["train_on"] == "labelled"  # its definition, kept as it was
     assert project.active_model_version("risk") == version == "v1"
     assert models.list_versions(project, "risk")[0]["lab_run"] == result["run_id"]
     from engine.storage import datasets as ds

@@ -50,11 +50,9 @@ def test_compiled_scoring_writes_what_booster_scoring_writes(node_project, compi
     by_compiled = _scored(project, day)
     assert result.rows == booster.rows == len(by_compiled) > 300  # several chunks
     assert result.flagged == booster.flagged
-    np.testing.assert_allclose(
-        by_compiled["fraud_proba"], by_booster["fraud_proba"], rtol=1e-12, atol=0
-    )
+    np.testing.assert_allclose(by_compiled["proba"], by_booster["proba"], rtol=1e-12, atol=0)
     pd.testing.assert_frame_equal(
-        by_compiled.drop(columns="fraud_proba"), by_booster.drop(columns="fraud_proba")
+        by_compiled.drop(columns="proba"), by_booster.drop(columns="proba")
     )
     # the same column types, whatever the Parquet encoding chosen for speed
     assert pq.read_schema(project.dataset("scored").partition_path(day) / ds.DATA_FILE) == schema

@@ -53,13 +53,20 @@ def test_no_traffic_means_no_table(tmp_path):
 def test_summary_counts_errors_and_latency_per_generation(logged):
     summary = apihealth.summary(logged).set_index(["endpoint", "generation"])
     truth = query_df(
-        f"SELECT endpoint, generation, count(*) AS n, count(*) FILTER (WHERE status >= 400) AS e, "
+        f"SELECT endpoint, generation, count(*) AS n, count(*) FILTER (WHERE status >= 500) AS e, "
+        f"count(*) FILTER (WHERE status BETWEEN 400 AND 499) AS c, "
         f"quantile_cont(duration_us, 0.95) / 1000 AS p95 FROM {logged} GROUP BY ALL"
     ).set_index(["endpoint", "generation"])
     assert summary.loc[("predict_fraud", "v1"), "queries"] == 101
-    assert summary.loc[("predict_fraud", "v2"), "errors"] == 5
+    assert summary.loc[("predict_fraud", "v2"), "server_errors"] == 5
+    # A 404 is the caller's mistake: a client error, apart from the error rate.
+    lookup = summary.loc[("lookup_card", "v1")]
+    assert (lookup["server_errors"], lookup["client_errors"]) == (0, 1)
+    assert (lookup["error_rate"], lookup["client_error_rate"]) == (0.0, 1.0)
     for key in truth.index:
         assert summary.loc[key, "queries"] == truth.loc[key, "n"]
+        assert summary.loc[key, "server_errors"] == truth.loc[key, "e"]
+        assert summary.loc[key, "client_errors"] == truth.loc[key, "c"]
         assert summary.loc[key, "p95_ms"] == pytest.approx(truth.loc[key, "p95"])
     over = apihealth.over_time(logged, "minute")
     assert over["queries"].sum() == 202
@@ -75,10 +82,41 @@ def test_ab_compares_generations_on_the_same_traffic(logged):
     assert ab.loc["v2", "error_rate"] == pytest.approx(4 / 99)
 
 
-def test_endpoint_health_is_worst_when_errors_pile_up(logged):
+def test_endpoint_health_is_judged_on_server_errors_not_client_errors(logged):
     health = {h.endpoint: h for h in apihealth.endpoint_health(logged)}
-    assert health["lookup_card"].status == "ERROR"  # its only query failed
-    assert health["predict_fraud"].status == "WARNING"  # 5 of 201 failed: 2.5 %
+    # Its only query was a 404 (an unknown key): the caller's error, not the endpoint's.
+    lookup = health["lookup_card"]
+    assert lookup.status == "HEALTHY" and lookup.error_rate == 0.0
+    assert lookup.client_error_rate == 1.0 and "100.0% client errors" in lookup.message
+    assert health["predict_fraud"].status == "WARNING"  # 5 of 201 failed with 5xx: 2.5 %
     assert json.dumps(health["predict_fraud"].message)
+    errors = apihealth.errors(logged).set_index("status")
+    assert errors.loc[404, "side"] == "client" and errors.loc[500, "side"] == "server"
     with pytest.raises(ValueError, match="bucket"):
         apihealth.over_time(logged, "week")
+
+
+def test_client_errors_never_turn_an_endpoint_status_to_error(demo_env, tmp_path):
+    from engine.monitoring import status
+    from nodal_demo import demo
+    from tests.homes import copy_home
+
+    settings, store = copy_home(demo_env.settings, tmp_path)
+
+    def endpoint_status(code: int) -> status.Status:
+        log = querylog.QueryLog(settings.home, demo.API_INFRA)
+        for _ in range(50):
+            log.record(
+                service=demo.SERVICE, endpoint=demo.ENDPOINT, generation="v1", method="predict",
+                status=code, error_type="Refused", duration_us=900, n_records=1,
+            )  # fmt: skip
+        log.close()
+        (s,) = [s for s in status.endpoint_statuses(store, settings.home) if s.kind == "endpoint"]
+        return s
+
+    # 50 answers 422 (bad records): the callers' side; the status is the deployment's own
+    # (no API node has reported on this home: UNKNOWN), not the traffic's.
+    refused = endpoint_status(422)
+    assert refused.status == "UNKNOWN" and refused.reasons == ["node: unknown (no report yet)"]
+    # Then 50 answers 500: half the last hour failed on the server side.
+    assert endpoint_status(500).status == "ERROR"
