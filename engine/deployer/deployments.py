@@ -1,7 +1,11 @@
 """The deployer: infrastructures, deployments (desired state) and their audit history.
 
 Ops change *desired* state here; automation and API nodes pull it, act, and report back
-with :func:`report`. Every change is a row in ``deployment_history`` (who, when, from, to).
+with :func:`report`. Every real change is a row in ``deployment_history`` (who, when, from,
+to): what people do (deploy, update, promote, rollback, variables, triggers) and what a node
+did with it (a version activated, or an activation that failed). A node's status (HEALTHY,
+WARNING…) is kept on the deployment itself, with the time it last changed; its flips are not
+history.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ class Deployment:
     node_reported_at: str | None
     updated_at: str
     variables: dict[str, Any]
+    node_status_since: str | None = None  # when node_status last changed
 
     @property
     def status(self) -> str:
@@ -204,6 +209,7 @@ def _to_deployment(row: Any) -> Deployment:
         row["node_reported_at"],
         row["updated_at"],
         json.loads(row["variables_json"] or "{}"),
+        row["node_status_since"],
     )
 
 
@@ -320,7 +326,14 @@ def previous_version(store: ControlStore, deployment_id: str) -> str:
 def report(
     store: ControlStore, deployment_id: str, node_version: str | None, status: str, message: str
 ) -> None:
-    """Called by a node: what it runs now and how it is. Changes are kept in the history."""
+    """Called by a node at each sync: what it runs now and how it is.
+
+    The deployment keeps the latest report, and ``node_status_since`` moves when the status
+    changes. The history gets a row only for a real change: the node runs another version
+    (``activate`` from → to), or it failed to activate the desired version (``activate``
+    from what it runs → the version it could not activate, outcome ERROR; once, not at every
+    sync). A status flip of the same version (HEALTHY ↔ WARNING) is not history.
+    """
     if status not in STATUSES:
         raise ValueError(f"bad status {status!r}")
     now = now_iso()
@@ -332,24 +345,41 @@ def report(
         )
         if row is None:
             return
-        changed = (row["node_version"], row["node_status"]) != (node_version, status)
+        values: dict[str, Any] = {
+            "node_version": node_version,
+            "node_status": status,
+            "node_message": message,
+            "node_reported_at": now,
+        }
+        if row["node_status"] != status or row["node_status_since"] is None:
+            values["node_status_since"] = now
         conn.execute(
             sa.update(deployments)
             .where(deployments.c.deployment_id == deployment_id)
-            .values(
-                node_version=node_version,
-                node_status=status,
-                node_message=message,
-                node_reported_at=now,
-            )
+            .values(**values)
         )
-        if changed:
+        event = None
+        if row["node_version"] != node_version:
+            event = (row["node_version"], node_version)
+        elif status == "ERROR" and node_version != row["version"]:
+            last = conn.execute(
+                sa.select(deployment_history.c.to_version, deployment_history.c.outcome)
+                .where(
+                    deployment_history.c.deployment_id == deployment_id,
+                    deployment_history.c.action == "activate",
+                )
+                .order_by(deployment_history.c.id.desc())
+                .limit(1)
+            ).first()
+            if last is None or tuple(last) != (row["version"], "ERROR"):
+                event = (node_version, row["version"])  # this failure is not recorded yet
+        if event is not None:
             conn.execute(
                 sa.insert(deployment_history).values(
                     deployment_id=deployment_id,
                     action="activate",
-                    from_version=row["node_version"],
-                    to_version=node_version,
+                    from_version=event[0],
+                    to_version=event[1],
                     outcome=status,
                     message=message,
                     actor=f"node:{row['infra_id']}",
@@ -359,13 +389,19 @@ def report(
 
 
 def history(store: ControlStore, deployment_id: str) -> list[dict[str, Any]]:
-    """Newest first."""
+    """The deployment's real events, newest first.
+
+    Rows an earlier version wrote for a node's status flips (``activate`` from a version to
+    the same one) stay stored but are not returned.
+    """
+    h = deployment_history.c
+    flip = sa.and_(h.action == "activate", h.from_version.is_not_distinct_from(h.to_version))
     with store.read() as conn:
         rows = (
             conn.execute(
                 sa.select(deployment_history)
-                .where(deployment_history.c.deployment_id == deployment_id)
-                .order_by(deployment_history.c.id.desc())
+                .where(h.deployment_id == deployment_id, sa.not_(flip))
+                .order_by(h.id.desc())
             )
             .mappings()
             .all()

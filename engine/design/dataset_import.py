@@ -2,10 +2,13 @@
 
 Two steps, as in the Studio: :func:`infer_schema` proposes a column → type mapping the
 analyst can correct, then :func:`import_file` reads the whole file with exactly those types
-and writes the dataset. A row that does not fit (wrong number of fields, a value that is
-not of its column's type) refuses the import with the line number, and nothing is written:
-the data is fully read before the dataset folder is touched, and the definition is saved
-only after the data is in place.
+and writes the dataset. The analyst can also drop columns and rename them, the one with an
+empty name too (the index pandas writes as a first column with header ``,a,b``): a column
+still without a name, names that would collide, or a drop or rename of a column the file does
+not have refuse the import before anything is read. A row that does not fit (wrong number of
+fields, a value that is not of its column's type) refuses the import with the line number,
+and nothing is written: the data is fully read before the dataset folder is touched, and the
+definition is saved only after the data is in place.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +39,17 @@ _SAMPLE_ROWS = 20_000
 
 class DatasetImportError(NodalError):
     """A file cannot be imported; the message names the file, line and problem."""
+
+
+class UnnamedColumnError(DatasetImportError):
+    """A column with an empty name would be imported: drop it or give it a name.
+
+    ``position`` is its 1-based position in the file (front ends add how to do either).
+    """
+
+    def __init__(self, message: str, position: int) -> None:
+        super().__init__(message)
+        self.position = position
 
 
 @dataclass(frozen=True)
@@ -73,16 +88,26 @@ def _csv_header(path: Path) -> tuple[list[str], str]:
         delim = ","
     header = next(csv.reader([head.splitlines()[0]], delimiter=delim))
     names = [h.strip() for h in header]
-    if not all(names):
-        raise DatasetImportError(f"{path.name}: line 1 has an empty column name")
-    dupes = sorted({n for n in names if names.count(n) > 1})
+    empty = [str(i + 1) for i, n in enumerate(names) if not n]
+    if len(empty) > 1:
+        raise DatasetImportError(
+            f"{path.name}: line 1 leaves {len(empty)} columns without a name (columns "
+            f"{', '.join(empty)}): name them in the file"
+        )
+    dupes = sorted({n for n in names if n and names.count(n) > 1})
     if dupes:
         raise DatasetImportError(f"{path.name}: line 1 repeats column {', '.join(dupes)}")
     return names, delim
 
 
-def _csv_scan(path: Path, columns: dict[str, str], delim: str) -> str:
-    cols = "{" + ", ".join(f"{_q(k)}: {_q(v)}" for k, v in columns.items()) + "}"
+def _internal(position: int) -> str:
+    """The name a file's column is read under (names may be empty or differ only in case)."""
+    return f"col{position}"
+
+
+def _csv_scan(path: Path, types: list[str], delim: str) -> str:
+    """``read_csv`` of every column of the file, by position, as ``col0``, ``col1``…"""
+    cols = "{" + ", ".join(f"{_q(_internal(i))}: {_q(t)}" for i, t in enumerate(types)) + "}"
     return (
         f"read_csv({_q(str(path))}, auto_detect=false, header=true, delim={_q(delim)}, "
         f"quote='\"', escape='\"', columns={cols})"
@@ -104,14 +129,14 @@ def infer_schema(path: Path, fmt: str | None = None) -> dict[str, str]:
             raise DatasetImportError(f"{path.name} is not a readable Parquet file: {exc}") from None
         return {r[0]: r[1] for r in rows}
     names, delim = _csv_header(path)
-    scan = _csv_scan(path, dict.fromkeys(names, "VARCHAR"), delim).replace(
+    scan = _csv_scan(path, ["VARCHAR"] * len(names), delim).replace(
         "columns=", "ignore_errors=true, columns="
     )
     out: dict[str, str] = {}
     with ds.session() as con:
         con.execute(f"CREATE TEMP TABLE sample AS SELECT * FROM {scan} LIMIT {_SAMPLE_ROWS}")
-        for name in names:
-            col = _ident(name)
+        for i, name in enumerate(names):
+            col = _internal(i)
             out[name] = "VARCHAR"
             for typ in TYPES[:-1]:
                 fits = _FITS[typ].format(c=f"trim({col})")
@@ -137,7 +162,74 @@ _FITS = {
 }
 
 
-def _explain_csv_error(path: Path, exc: duckdb.Error) -> str:
+def _shown(name: str) -> str:
+    return repr(name) if name else "'' (the column with no name)"
+
+
+def column_plan(
+    filename: str,
+    columns: Sequence[str],
+    drop: Sequence[str] = (),
+    rename: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The file's columns kept, in order, each mapped to its name in the dataset.
+
+    ``drop`` and ``rename`` name columns as the file does (``''`` is the column with an
+    empty name). Refused, naming the problem: a column the file does not have, one both
+    dropped and renamed, an empty new name, two columns that would have the same name
+    (DuckDB names ignore case), a column left without a name (:class:`UnnamedColumnError`),
+    or nothing left to import.
+    """
+    rename = {str(k).strip(): str(v).strip() for k, v in (rename or {}).items()}
+    drop = [str(d).strip() for d in drop]
+    known = ", ".join(c or "''" for c in columns)
+    for what, names in (("drop", drop), ("rename", list(rename))):
+        unknown = [n for n in names if n not in columns]
+        if unknown:
+            raise DatasetImportError(
+                f"{filename} has no column {', '.join(map(_shown, unknown))} to {what} "
+                f"(its columns: {known})"
+            )
+    both = [n for n in rename if n in drop]
+    if both:
+        raise DatasetImportError(
+            f"{filename}: column {', '.join(map(_shown, both))} is both dropped and renamed"
+        )
+    empty = [n for n, new in rename.items() if not new]
+    if empty:
+        raise DatasetImportError(
+            f"{filename}: the new name of column {', '.join(map(_shown, empty))} is empty"
+        )
+    plan = {c: rename.get(c, c) for c in columns if c not in drop}
+    if not plan:
+        raise DatasetImportError(f"{filename}: every column is dropped: nothing to import")
+    by_key: dict[str, list[str]] = {}
+    for old, new in plan.items():
+        by_key.setdefault(new.lower(), []).append(old)
+    for old_names in by_key.values():
+        if len(old_names) > 1:
+            new_names = sorted({plan[o] for o in old_names})
+            what = (
+                f"would be named {new_names[0]!r}"
+                if len(new_names) == 1
+                else f"would be named {' and '.join(map(repr, new_names))}, which DuckDB "
+                "takes for the same name (case is ignored)"
+            )
+            raise DatasetImportError(
+                f"{filename}: columns {' and '.join(map(_shown, old_names))} {what}: rename "
+                "or drop one of them. Nothing was imported."
+            )
+    if "" in plan.values():
+        position = list(columns).index(next(c for c, new in plan.items() if not new)) + 1
+        raise UnnamedColumnError(
+            f"{filename}: column {position} has no name (often the index a DataFrame was "
+            "saved with): drop it or give it a name. Nothing was imported.",
+            position,
+        )
+    return plan
+
+
+def _explain_csv_error(path: Path, exc: duckdb.Error, names: Sequence[str] = ()) -> str:
     message = str(exc)
     line = re.search(r"CSV Error on Line: (\d+)", message)
     where = f"line {line.group(1)}" if line else "a row"
@@ -147,7 +239,10 @@ def _explain_csv_error(path: Path, exc: duckdb.Error) -> str:
         why = f"expected {m.group(1)} fields, found {m.group(2)}" if m else "wrong number of fields"
     elif "Could not convert" in message:
         m = re.search(r'converting column "([^"]+)"\. (Could not convert [^\n]*)', message)
-        why = f"column {m.group(1)}: {m.group(2)}" if m else "a value has the wrong type"
+        column = m.group(1) if m else ""
+        internal = {_internal(i): n for i, n in enumerate(names)}
+        column = internal.get(column, column)
+        why = f"column {column}: {m.group(2)}" if m else "a value has the wrong type"
     else:
         why = message.splitlines()[0]
     shown = f" ({original.group(1).strip()[:120]})" if original else ""
@@ -163,12 +258,18 @@ def import_file(
     partition_column: str | None = None,
     description: str = "",
     variables: dict[str, str] | None = None,
+    *,
+    drop: Sequence[str] = (),
+    rename: Mapping[str, str] | None = None,
 ) -> ImportResult:
     """Import ``path`` as managed dataset ``name`` of ``project``.
 
     ``schema`` (column → type) overrides the inferred types; columns it leaves out keep
-    theirs. ``partition_column`` (a date or timestamp column) partitions the dataset by day
-    into a ``day`` column.
+    theirs. ``drop`` leaves columns out and ``rename`` (file's name → dataset's name) names
+    them anew, the column with an empty name (``''``) too; see :func:`column_plan` for what
+    is refused. ``partition_column`` (a date or timestamp column) partitions the dataset by
+    day into a ``day`` column. ``schema`` and ``partition_column`` name a column as the
+    file does, or by its new name.
     """
     path = Path(path)
     check_name(name, "dataset name")
@@ -176,36 +277,79 @@ def import_file(
         raise DatasetImportError(f"project {project.name!r} already has a dataset {name!r}")
     fmt = file_format(path, fmt)
     inferred = infer_schema(path, fmt)
-    wanted = {**inferred, **{k: v.upper() for k, v in (schema or {}).items()}}
-    unknown = sorted(set(wanted) - set(inferred))
+    columns = list(inferred)
+    plan = column_plan(path.name, columns, drop, rename)
+    renamed_to = {new: old for old, new in plan.items() if new != old}
+
+    def file_column(column: str) -> str | None:
+        """The file's column a name means: its own name first, else a new name."""
+        if column in inferred:
+            return column
+        return renamed_to.get(column)
+
+    wanted = dict(inferred)
+    unknown = []
+    for column, typ in (schema or {}).items():
+        own = file_column(column)
+        if own is None:
+            unknown.append(column)
+        elif own in plan:  # the type of a dropped column does not matter
+            wanted[own] = typ.upper()
     if unknown:
-        raise DatasetImportError(f"{path.name} has no column {', '.join(unknown)}")
-    if partition_column and partition_column not in wanted:
-        raise DatasetImportError(f"{path.name} has no column {partition_column!r} to partition by")
+        raise DatasetImportError(f"{path.name} has no column {', '.join(map(_shown, unknown))}")
+    partition_as = None
+    if partition_column:
+        own = file_column(partition_column)
+        if own is None:
+            raise DatasetImportError(
+                f"{path.name} has no column {partition_column!r} to partition by"
+            )
+        if own not in plan:
+            raise DatasetImportError(
+                f"{path.name}: column {partition_column!r} is dropped: it cannot partition"
+            )
+        partition_as = plan[own]
+        clash = []
+        if partition_as != PARTITION_KEY:  # a day column is added: no other may be one
+            clash = [n for n in plan.values() if n.lower() == PARTITION_KEY]
+        if clash:
+            raise DatasetImportError(
+                f"{path.name}: partitioning by {partition_as!r} adds a column {PARTITION_KEY}, "
+                f"and column {clash[0]!r} would have that name: rename or drop it. "
+                "Nothing was imported."
+            )
     ref = ds.DatasetRef(name, project.data_root / name, PARTITION_KEY if partition_column else None)
     if ref.path.exists():
         raise DatasetImportError(f"{ref.path} already exists: choose another dataset name")
+    kept = [(i, c) for i, c in enumerate(columns) if c in plan]
     if fmt == "csv":
         _, delim = _csv_header(path)
-        source = f"SELECT * FROM {_csv_scan(path, wanted, delim)}"
+        # Every column is read (a CSV is read by position); dropped ones as text, never wrong.
+        types = [wanted[c] if c in plan else "VARCHAR" for c in columns]
+        select = ", ".join(f"{_internal(i)} AS {_ident(plan[c])}" for i, c in kept)
+        source = f"SELECT {select} FROM {_csv_scan(path, types, delim)}"
     else:
         casts = ", ".join(
-            f"CAST({_ident(c)} AS {t}) AS {_ident(c)}" if t != inferred[c] else _ident(c)
-            for c, t in wanted.items()
+            f"CAST({_internal(i)} AS {wanted[c]}) AS {_ident(plan[c])}"
+            if wanted[c] != inferred[c]
+            else f"{_internal(i)} AS {_ident(plan[c])}"
+            for i, c in kept
         )
-        source = f"SELECT {casts} FROM read_parquet({_q(str(path))})"
-    if partition_column:
-        if partition_column == PARTITION_KEY:
-            source = f"SELECT * REPLACE (CAST({PARTITION_KEY} AS DATE) AS {PARTITION_KEY}) FROM ({source})"
+        aliases = ", ".join(_internal(i) for i in range(len(columns)))
+        source = f"SELECT {casts} FROM read_parquet({_q(str(path))}) AS f({aliases})"
+    if partition_as:
+        key, col = _ident(PARTITION_KEY), _ident(partition_as)
+        if partition_as == PARTITION_KEY:
+            source = f"SELECT * REPLACE (CAST({key} AS DATE) AS {key}) FROM ({source})"
         else:
-            source = f"SELECT *, CAST({_ident(partition_column)} AS DATE) AS {PARTITION_KEY} FROM ({source})"
+            source = f"SELECT *, CAST({col} AS DATE) AS {key} FROM ({source})"
     try:
         with ds.session() as con:
             # Read everything first: a bad row anywhere fails here, before any write.
             table = con.sql(source).to_arrow_table()
-            if partition_column and table.column(PARTITION_KEY).null_count:
+            if partition_as and table.column(PARTITION_KEY).null_count:
                 raise DatasetImportError(
-                    f"{path.name}: column {partition_column} is empty on some rows: "
+                    f"{path.name}: column {partition_as} is empty on some rows: "
                     "cannot partition them by day. Nothing was imported."
                 )
             partitions = ds.write(ref, table, con=con)
@@ -213,7 +357,8 @@ def import_file(
     except duckdb.Error as exc:
         shutil.rmtree(ref.path, ignore_errors=True)
         if fmt == "csv":
-            raise DatasetImportError(_explain_csv_error(path, exc)) from None
+            shown = [plan.get(c, c) for c in columns]
+            raise DatasetImportError(_explain_csv_error(path, exc, shown)) from None
         raise DatasetImportError(
             f"{path.name}: {str(exc).splitlines()[0]}. Nothing was imported."
         ) from None

@@ -3,10 +3,19 @@
 A recipe is SQL run by DuckDB (``recipes/<name>.sql``) or Python run in a process of its own
 (``recipes/<name>.py``, see :mod:`engine.project.python_recipes`); both write their output the same
 way (staged, then renamed into place, per partition when partitioned).
+
+A build of some partitions (a scenario's day) of a partitioned output writes those partitions
+only: the recipe runs on its inputs as their modes say (``same``: those partitions, ``all``:
+everything), and only its rows of the requested partitions are written; the output's other
+partitions are left as they are. When that may leave them stale (the recipe reads an input
+whole and later partitions of the output exist, which may depend on the rebuilt days), or when
+the output is not partitioned (it is rebuilt whole), the run's ``note`` says so, and so does
+the ``nodal.flow`` log.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -20,6 +29,8 @@ from engine.core.errors import NodalError
 from engine.project import python_recipes
 from engine.project.project import Project, ProjectError, RecipeDef
 from engine.storage import datasets as ds
+
+log = logging.getLogger("nodal.flow")
 
 
 class FlowError(NodalError):
@@ -40,6 +51,7 @@ class RecipeRun:
     partitions: list[str] | None
     rows: int
     seconds: float
+    note: str = ""  # what a partial build did not do, and why (empty when nothing to say)
 
 
 @dataclass
@@ -74,6 +86,51 @@ def build_order(project: Project, target: str) -> list[str]:
     except CycleError as exc:
         raise ProjectError(f"the flow has a cycle: {' -> '.join(exc.args[1])}") from None
     return [n for n in order if project.recipe_for(n) is not None]
+
+
+def partitioned_sources(project: Project, target: str) -> list[str]:
+    """The partitioned sources whose partition a build of one partition of ``target`` reads.
+
+    ``target`` itself if it is a partitioned source; else those reached through recipe
+    inputs read ``same`` (restricted to the partitions being built). Inputs read ``all`` do
+    not restrict which partitions can be built, so they are not followed.
+    """
+    if target not in project.datasets:
+        raise ProjectError(f"project {project.name!r} has no dataset {target!r}")
+    seen: set[str] = set()
+    stack = [target]
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        recipe = project.recipe_for(name)
+        if recipe is not None:
+            stack.extend(ds for ds, mode in recipe.inputs.items() if mode == "same")
+    return sorted(
+        n
+        for n in seen
+        if project.datasets[n].kind == "source" and project.datasets[n].partitioned_by
+    )
+
+
+def available_partitions(project: Project, dataset: str) -> list[str]:
+    """The partitions ``dataset`` has, or (built by the flow from partitioned sources) can have.
+
+    A source's own partitions; for a dataset built from partitioned sources (read ``same``),
+    the partitions every one of those sources has (what a build of one partition can read);
+    otherwise the partitions already on disk.
+    """
+    d = project.datasets.get(dataset)
+    if d is None:
+        raise ProjectError(f"project {project.name!r} has no dataset {dataset!r}")
+    sources = [] if d.kind == "source" else partitioned_sources(project, dataset)
+    if not sources:
+        return project.dataset(dataset).partitions()
+    common = set(project.dataset(sources[0]).partitions())
+    for name in sources[1:]:
+        common &= set(project.dataset(name).partitions())
+    return sorted(common)
 
 
 def sql_error_line(sql: str, message: str) -> int | None:
@@ -134,8 +191,65 @@ def input_tables(
     return out
 
 
-def _run_python(project: Project, recipe: RecipeDef, restrict: list[str] | None) -> int:
-    """Run a Python recipe in its own process and install its output; the rows written."""
+def _sql_list(values: list[str]) -> str:
+    return ", ".join("'" + str(v).replace("'", "''") + "'" for v in values)
+
+
+def _only_partitions(source: str, key: str, partitions: list[str]) -> str:
+    """``source``'s rows of ``partitions`` only (what a partial build writes). The SQL keeps
+    its line numbers (errors point at the analyst's lines) and may end with a comment."""
+    column = '"' + key.replace('"', '""') + '"'
+    where = f"CAST({column} AS VARCHAR) IN ({_sql_list(partitions)})"
+    return f"SELECT * FROM ({source}\n) WHERE {where}"
+
+
+def _partial_note(
+    project: Project,
+    recipe: RecipeDef,
+    requested: list[str] | None,
+    written: list[str],
+    before: list[str],
+) -> str:
+    """What a build of ``requested`` partitions left undone, and why ("" if nothing)."""
+    out_ref = project.dataset(recipe.output)
+    if not requested:
+        return ""
+    days = ", ".join(requested)
+    if not out_ref.partitioned_by:
+        note = (
+            f"{recipe.output} is not partitioned: rebuilt whole for {days} (partitioned, a "
+            "build of some days would write those days only)"
+        )
+        log.info("recipe %s: %s", recipe.name, note)
+        return note
+    notes = []
+    empty = [p for p in requested if p not in written]
+    if empty:
+        kept = [p for p in empty if p in before]
+        notes.append(
+            f"no rows for {', '.join(empty)}: nothing written"
+            + (f" ({', '.join(kept)} keeps its earlier rows)" if kept else "")
+        )
+    whole = [name for name, mode in recipe.inputs.items() if mode == "all"]
+    later = [p for p in before if p > max(requested)]
+    if whole and later:
+        span = later[0] if len(later) == 1 else f"{later[0]} … {later[-1]}"
+        notes.append(
+            f"wrote {days} only; {len(later)} later partition(s) of {recipe.output} ({span}) "
+            f"were left as they were, although the recipe reads {', '.join(whole)} whole: if "
+            f"they depend on the rows of {days}, build {recipe.output} without a partition"
+        )
+    note = "; ".join(notes)
+    if note:
+        log.warning("recipe %s: %s", recipe.name, note)
+    return note
+
+
+def _run_python(
+    project: Project, recipe: RecipeDef, restrict: list[str] | None
+) -> tuple[int, list[str]]:
+    """Run a Python recipe in its own process and install its output; the rows and
+    partitions written."""
     out_ref = project.dataset(recipe.output)
     variables = dict(project.variables)
     if restrict:
@@ -154,13 +268,15 @@ def _run_python(project: Project, recipe: RecipeDef, restrict: list[str] | None)
             )
             with ds.session() as con:
                 source = f"SELECT * FROM read_parquet('{outcome.parquet}')"
+                if restrict:
+                    source = _only_partitions(source, out_ref.partitioned_by, restrict)
                 written = ds.write(
                     out_ref, source, con=con, replace_all=restrict is None, partitions=restrict
                 )
                 if not written and out_ref.partitioned_by:
-                    return 0
+                    return 0, written
                 scan = ds.scan_sql(out_ref, written or None)
-                return int(con.execute(f"SELECT count(*) FROM {scan}").fetchone()[0])
+                return int(con.execute(f"SELECT count(*) FROM {scan}").fetchone()[0]), written
     except python_recipes.PythonRecipeError as exc:
         raise FlowError(f"recipe {recipe.name!r} {exc}", exc.user_traceback) from None
     except (ds.DatasetError, duckdb.Error) as exc:
@@ -170,14 +286,19 @@ def _run_python(project: Project, recipe: RecipeDef, restrict: list[str] | None)
 def run_recipe(
     project: Project, recipe_name: str, partitions: list[str] | None = None
 ) -> RecipeRun:
-    """Run one recipe. ``partitions`` restricts "same" inputs and the partitions written."""
+    """Run one recipe. ``partitions`` restricts "same" inputs and the partitions written:
+    of a partitioned output, only the recipe's rows of those partitions are written, and
+    its other partitions are left as they are (see the module's docstring)."""
     recipe = project.recipes[recipe_name]
     out_ref = project.dataset(recipe.output)
     started = time.perf_counter()
     restrict = partitions if out_ref.partitioned_by else None
+    before = out_ref.partitions() if restrict else []
     if python_recipes.is_python(recipe.sql_file):
-        rows = _run_python(project, recipe, restrict)
-        return RecipeRun(recipe_name, recipe.output, restrict, rows, time.perf_counter() - started)
+        rows, written = _run_python(project, recipe, restrict)
+        note = _partial_note(project, recipe, partitions, written, before)
+        seconds = time.perf_counter() - started
+        return RecipeRun(recipe_name, recipe.output, restrict, rows, seconds, note)
     try:
         with ds.session(_views(project, recipe.inputs, restrict)) as con:
             for name, mode in recipe.inputs.items():
@@ -191,6 +312,8 @@ def run_recipe(
                         f"{ds.scan_sql(in_ref)} WHERE CAST({key} AS VARCHAR) IN ({days})"
                     )
             sql = recipe.sql.strip().rstrip(";")
+            if restrict:
+                sql = _only_partitions(sql, out_ref.partitioned_by, restrict)
             written = ds.write(
                 out_ref, sql, con=con, replace_all=restrict is None, partitions=restrict
             )
@@ -203,7 +326,9 @@ def run_recipe(
         raise FlowError(f"recipe {recipe_name!r} ({recipe.sql_file}) failed {detail}") from None
     except ds.DatasetError as exc:
         raise FlowError(f"recipe {recipe_name!r} cannot run: {exc}") from None
-    return RecipeRun(recipe_name, recipe.output, restrict, int(rows), time.perf_counter() - started)
+    note = _partial_note(project, recipe, partitions, written, before)
+    seconds = time.perf_counter() - started
+    return RecipeRun(recipe_name, recipe.output, restrict, int(rows), seconds, note)
 
 
 Progress = Callable[[int, int, str], None]

@@ -85,6 +85,7 @@ deployments = sa.Table(
     sa.Column("node_status", sa.String(20), nullable=False, default="UNKNOWN"),
     sa.Column("node_message", sa.Text, nullable=False, default=""),
     _ts("node_reported_at"),
+    _ts("node_status_since"),  # when node_status last changed (status flips are not history)
     _ts("created_at", False),
     _ts("updated_at", False),
     sa.UniqueConstraint("kind", "target", "infra_id"),
@@ -95,7 +96,9 @@ deployment_history = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("deployment_id", sa.String(200), nullable=False, index=True),
-    sa.Column("action", sa.String(30), nullable=False),  # deploy | update | rollback | activate
+    # deploy | update | promote | rollback | variables | trigger (people); activate (a node
+    # activated a version, or failed to): real changes only, never a status flip
+    sa.Column("action", sa.String(30), nullable=False),
     sa.Column("from_version", sa.String(100)),
     sa.Column("to_version", sa.String(100)),
     sa.Column("outcome", sa.String(20), nullable=False),
@@ -253,6 +256,37 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DBAPI object
     cur.close()
 
 
+def _add_missing_columns(engine: Engine) -> None:
+    """``ALTER TABLE … ADD COLUMN`` for each column of :data:`metadata` a table lacks.
+
+    The upgrade path of a database made by an earlier version. Only nullable columns can be
+    added this way (existing rows get NULL); a new NOT NULL column is left to fail where it
+    is used, so add new columns to existing tables as nullable.
+    """
+    inspector = sa.inspect(engine)
+    existing = set(inspector.get_table_names())
+    for table in metadata.sorted_tables:
+        if table.name not in existing:
+            continue
+        have = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in have:
+                continue
+            if not column.nullable:
+                continue
+            ddl = (
+                f"ALTER TABLE {table.name} ADD COLUMN {column.name} "
+                f"{column.type.compile(dialect=engine.dialect)}"
+            )
+            try:
+                with engine.begin() as conn:
+                    conn.execute(sa.text(ddl))
+            except sa.exc.DBAPIError:  # another process added it first
+                fresh = {c["name"] for c in sa.inspect(engine).get_columns(table.name)}
+                if column.name not in fresh:
+                    raise
+
+
 class ControlStore:
     """The control-plane database. ``read()`` and ``write()`` are the only ways in."""
 
@@ -263,8 +297,10 @@ class ControlStore:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
 
     def init_schema(self) -> None:
-        """Create missing tables (idempotent)."""
+        """Create missing tables, and add the columns a newer version added to existing ones
+        (idempotent; safe when several processes start at once)."""
         metadata.create_all(self.engine)
+        _add_missing_columns(self.engine)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:

@@ -343,7 +343,7 @@ def write(
     staging = _staging_dir(ref)
     try:
         if isinstance(data, str):
-            source = f"({data})"
+            source = f"({data}\n)"  # the query may end with a -- comment
         else:
             con.register("__nodal_write_src", data)
             source = "__nodal_write_src"

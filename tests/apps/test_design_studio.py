@@ -210,6 +210,44 @@ def test_a_csv_with_a_broken_row_is_refused_with_its_line_and_changes_nothing(
     assert not (project.data_root / "broken").exists()
 
 
+def test_a_csv_with_an_unnamed_index_column_is_imported_once_it_is_named(studio_copy, tmp_path):
+    """A DataFrame saved with its index (header ",store_id,…"): refused while the first
+    column has no name; named (and a column left out) in the schema step, it imports."""
+    settings, _ = studio_copy
+    csv = tmp_path / "indexed.csv"
+    csv.write_text(
+        ",store_id,opened,city,monthly_sales\n"
+        "0,1,2024-01-05,Austin,1200.5\n"
+        "1,2,2024-02-01,Boston,900\n"
+    )
+    at = _open("views/datasets.py")
+    at.radio(key="import_source").set_value("A path on the design node").run()
+    at.text_input(key="import_path").input(str(csv)).run()
+    assert "Column 1 has no name" in at.warning[0].value
+    at.button(key="import").click().run()
+    assert "column 1 has no name" in _errors(at) and "drop it or give it a name" in _errors(at)
+    assert "indexed" not in design.open_project(settings, "fraud").datasets
+
+    editor = f"schema_editor::path:{csv}"
+    at.session_state[editor] = {
+        "edited_rows": {0: {"name": "row_id"}, 3: {"keep": False}, 4: {"name": "sales"}},
+        "added_rows": [],
+        "deleted_rows": [],
+    }
+    at.run()
+    assert not at.warning
+    at.button(key="import").click().run()
+    assert not at.exception and not at.error, _errors(at)
+    assert at.success[0].value.startswith("Imported **indexed**: 2 rows, 4 columns")
+    dataset = design.open_project(settings, "fraud").datasets["indexed"]
+    assert dataset.schema == {
+        "row_id": "BIGINT",
+        "store_id": "BIGINT",
+        "opened": "DATE",
+        "sales": "DOUBLE",
+    }
+
+
 def test_uploaded_files_are_removed_after_a_refused_or_a_good_import_and_at_start(
     studio_copy,
 ):

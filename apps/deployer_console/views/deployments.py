@@ -124,6 +124,7 @@ else:
                 "desired version": d.version,
                 "on node": d.node_version or "—",
                 "node message": d.node_message,
+                "status since": (d.node_status_since or "")[:19].replace("T", " "),
                 "reported at": (d.node_reported_at or "")[:19].replace("T", " "),
             }
             for d in deployments
@@ -137,7 +138,8 @@ else:
     )
     st.caption(
         "Desired version: what ops asked for. On node: what the node reports as active. "
-        "OUT_OF_SYNC means the node has not caught up yet."
+        "OUT_OF_SYNC means the node has not caught up yet. Status since: when the node's "
+        "status last changed (its changes are not history)."
     )
 
 st.subheader("Deploy or update a bundle")
@@ -279,6 +281,11 @@ if deployments:
     st.subheader("History")
     dep_id = st.selectbox(
         "Deployment", [d.deployment_id for d in deployments], key="history_deployment"
+    )
+    st.caption(
+        "Real events only: what people did (deploy, update, promote, roll back, variables, "
+        "triggers) and what the node did with it (a version activated, or an activation that "
+        "failed). Status changes of a running version are in the table above."
     )
     rows = deployer.history(store, dep_id)
     history = pd.DataFrame(

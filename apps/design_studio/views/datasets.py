@@ -49,32 +49,59 @@ def _done_with_upload(imported: bool) -> None:
             st.session_state[IMPORTED] = cached[0]
 
 
+NO_NAME = "(no name)"
+
+
 def import_form(path: Path, form_id: str) -> None:
     try:
         inferred = dataset_import.infer_schema(path)
     except NodalError as exc:
         st.error(str(exc))
         return
+    columns = list(inferred)  # the file's names, in order: the editor's rows
     st.markdown(
-        f"**{path.name}**: {len(inferred)} columns. Correct a type if it was guessed wrong."
+        f"**{path.name}**: {len(inferred)} columns. Correct a type if it was guessed wrong, "
+        "rename a column, or untick **keep** to leave it out."
     )
     edited = st.data_editor(
-        pd.DataFrame({"column": list(inferred), "type": list(inferred.values())}),
+        pd.DataFrame(
+            {
+                "keep": [True] * len(columns),
+                "column": [c or NO_NAME for c in columns],
+                "name": columns,
+                "type": list(inferred.values()),
+            }
+        ),
         hide_index=True,
         disabled=["column"],
         column_config={
+            "keep": st.column_config.CheckboxColumn(help="Untick to leave the column out."),
+            "column": st.column_config.TextColumn(help="The column's name in the file."),
+            "name": st.column_config.TextColumn(help="Its name in the dataset."),
             "type": st.column_config.SelectboxColumn(
                 options=sorted(set(dataset_import.TYPES) | set(inferred.values())),
                 required=True,
-            )
+            ),
         },
         key=f"schema_editor::{form_id}",
     )
+    keep = [bool(k) for k in edited["keep"]]
+    names = ["" if n is None or pd.isna(n) else str(n).strip() for n in edited["name"]]
+    drop = [c for c, k in zip(columns, keep, strict=True) if not k]
+    rename = {c: n for c, n, k in zip(columns, names, keep, strict=True) if k and n != c}
+    unnamed = [i + 1 for i, (n, k) in enumerate(zip(names, keep, strict=True)) if k and not n]
+    if unnamed:
+        st.warning(
+            f"Column {unnamed[0]} has no name (often the index a DataFrame was saved with): "
+            "give it one in **name**, or untick **keep** to leave it out.",
+            icon=":material/edit:",
+        )
     dates = [
         c
-        for c, t in zip(edited["column"], edited["type"], strict=True)
-        if t in ("DATE", "TIMESTAMP")
+        for c, t, k in zip(columns, edited["type"], keep, strict=True)
+        if k and t in ("DATE", "TIMESTAMP")
     ]
+    shown = dict(zip(columns, names, strict=True))
     cols = st.columns(2)
     name = cols[0].text_input(
         "Dataset name",
@@ -83,19 +110,22 @@ def import_form(path: Path, form_id: str) -> None:
     )
     partition = cols[1].selectbox(
         "Partition by day of",
-        ["(not partitioned)", *dates],
+        [None, *dates],
+        format_func=lambda c: "(not partitioned)" if c is None else shown[c] or NO_NAME,
         key=f"import_partition::{form_id}",
         help="A date or timestamp column: one partition per day, as the flow builds them.",
     )
     if st.button("Import", key="import", icon=":material/upload:", type="primary"):
-        schema = dict(zip(edited["column"], edited["type"], strict=True))
+        schema = dict(zip(columns, edited["type"], strict=True))
         try:
             result = dataset_import.import_file(
                 project,
                 name.strip(),
                 path,
                 schema,
-                partition_column=None if partition.startswith("(") else partition,
+                partition_column=partition,
+                drop=drop,
+                rename=rename,
             )
         except NodalError as exc:
             _done_with_upload(imported=False)
@@ -155,7 +185,16 @@ with explore_tab:
     st.subheader("Sample")
     st.dataframe(sample, hide_index=True, width="stretch", key="sample_table")
     st.subheader("Profile")
-    st.caption(f"{profiles[0].rows if profiles else 0:,} rows. Distinct counts are approximate.")
+    exact = all(p.distinct_exact for p in profiles)
+    st.caption(
+        f"{profiles[0].rows if profiles else 0:,} rows. "
+        + (
+            "Distinct counts are exact."
+            if exact
+            else f"Distinct counts are estimates (≈) above "
+            f"{profiling.EXACT_DISTINCT_MAX_ROWS:,} rows."
+        )
+    )
     st.dataframe(
         profiling.summary_frame(profiles),
         hide_index=True,

@@ -210,10 +210,16 @@ if "last_build" in st.session_state:
     st.dataframe(
         pd.DataFrame(
             [
-                {"recipe": r.recipe, "output": r.output, "rows": r.rows, "seconds": r.seconds}
+                {
+                    "recipe": r.recipe,
+                    "output": r.output,
+                    "rows": r.rows,
+                    "seconds": r.seconds,
+                    "note": r.note,
+                }
                 for r in result.runs
             ],
-            columns=["recipe", "output", "rows", "seconds"],
+            columns=["recipe", "output", "rows", "seconds", "note"],
         ),
         hide_index=True,
         width="stretch",

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from engine.cli import main as cli
 from engine.deployer import bundles
 from tests.engine.small_project import SHOPS_CSV, add_labelled, make_small
 
+REPO = Path(__file__).resolve().parents[3]
 GROUPS = {
-    "project": ["create"],
-    "dataset": ["import", "list", "profile"],
+    "project": ["create", "use"],
+    "dataset": ["import", "create", "list", "profile"],
+    "scenario": ["define", "definition"],
+    "dashboard": ["save", "show"],
     "recipe": ["create", "preview"],
     "metric": ["add", "compute", "history"],
     "check": ["add", "run", "history"],
@@ -146,3 +151,53 @@ def test_the_analyst_journey_from_the_command_line(tmp_path, monkeypatch, capsys
     assert code == 0 and "b1 -> (project now)" in out and "data     by_city: 3 rows -> -" in out
     code, out = _run(["bundle", "revert", "b1", *p], capsys)
     assert code == 0 and "reverted to bundle b1" in out
+
+
+def test_dataset_import_drops_and_renames_columns_as_typed_in_a_shell(tmp_path):
+    """``--drop ''`` and ``--rename ''=NAME`` reach nodal intact through a POSIX shell."""
+    import shlex
+    import subprocess
+    import sys
+
+    small = make_small(tmp_path, with_shops=False)
+    csv = tmp_path / "indexed.csv"
+    csv.write_text(",shop_id,opened,city\n0,1,2024-01-05,Austin\n1,2,2024-01-06,Boston\n")
+    nodal = f"{shlex.quote(sys.executable)} -m engine.cli.main dataset import indexed.csv"
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "NODAL_HOME": str(small.settings.home),
+        "NODAL_DATA_DIR": str(small.settings.data_dir),
+    }
+
+    def shell(options: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["sh", "-c", f"{nodal} --project shop {options}"],
+            cwd=tmp_path,
+            env={**env, "PYTHONPATH": str(REPO)},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    refused = shell("")
+    assert refused.returncode == 2, refused.stderr
+    assert "column 1 has no name" in refused.stderr
+    assert "--drop '' to leave it out, or --rename ''=NAME to name it" in refused.stderr
+    clash = shell("--drop '' --rename city=shop_id")
+    assert clash.returncode == 2 and "would be named 'shop_id'" in clash.stderr
+    unknown = shell("--rename ''=row --drop town")
+    assert unknown.returncode == 2 and "has no column 'town' to drop" in unknown.stderr
+    assert "indexed" not in small.project().datasets
+
+    named = shell("--rename ''=row_id --rename city=town --partition-by opened")
+    assert named.returncode == 0, named.stderr
+    assert "dataset indexed: 2 rows, 4 columns, 2 day partitions" in named.stdout
+    assert list(small.project().datasets["indexed"].schema) == [
+        "row_id",
+        "shop_id",
+        "opened",
+        "town",
+    ]
+    dropped = shell("--drop '' --drop city --name without_index")
+    assert dropped.returncode == 0, dropped.stderr
+    assert list(small.project().datasets["without_index"].schema) == ["shop_id", "opened"]

@@ -49,8 +49,16 @@ def test_carried_data_seeds_the_node_but_never_overwrites_what_the_node_wrote(de
     studio_training = studio.dataset("training_set").path / ds.DATA_FILE
     node_training = on_node.dataset("training_set").path / ds.DATA_FILE
     assert not node_training.exists()  # the node never built it: retraining would fail
-    # The node scored one day itself: its features partition is its own.
+    # The node scored one day itself: its features partition is its own. The same rows as
+    # the design node's (the same recipes on the same data), so the node writes them again
+    # in another order: its file's bytes are its own.
     own_day = on_node.dataset("features").partitions()[-1]
+    own_ref = on_node.dataset("features")
+    ds.write(
+        own_ref,
+        f"SELECT * FROM {ds.scan_sql(own_ref, [own_day])} ORDER BY transaction_id DESC",
+        partitions=[own_day],
+    )
     own_file = on_node.dataset("features").partition_path(own_day) / ds.DATA_FILE
     own_bytes = own_file.read_bytes()
     assert (

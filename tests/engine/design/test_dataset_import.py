@@ -103,3 +103,110 @@ def test_uploads_are_staged_under_the_home_and_leftovers_are_swept(tmp_path):
     di.discard_upload(home, mine)
     assert outside.exists() and not mine.parent.exists()
     assert list(di.uploads_dir(home).iterdir()) == []
+
+
+INDEXED_CSV = (  # what DataFrame.to_csv writes by default: the index first, its header empty
+    ",shop_id,opened,city,monthly_sales\n0,1,2024-01-05,Austin,1200.5\n1,2,2024-01-06,Boston,900\n"
+)
+
+
+def test_the_column_with_no_name_is_dropped_or_named_before_import(tmp_path):
+    small = make_small(tmp_path, with_shops=False)
+    csv = tmp_path / "indexed.csv"
+    csv.write_text(INDEXED_CSV)
+    assert di.infer_schema(csv) == {
+        "": "BIGINT",
+        "shop_id": "BIGINT",
+        "opened": "DATE",
+        "city": "VARCHAR",
+        "monthly_sales": "DOUBLE",
+    }
+    with pytest.raises(di.UnnamedColumnError, match="column 1 has no name") as caught:
+        di.import_file(small.project(), "shops", csv)
+    assert caught.value.position == 1 and "drop it or give it a name" in str(caught.value)
+    assert not (small.project().data_root / "shops").exists()
+
+    dropped = di.import_file(small.project(), "dropped", csv, drop=["", "city"])
+    assert dropped.schema == {"shop_id": "BIGINT", "opened": "DATE", "monthly_sales": "DOUBLE"}
+    named = di.import_file(
+        small.project(),
+        "named",
+        csv,
+        {"row": "VARCHAR", "opened": "TIMESTAMP"},  # a type by the new name or the file's
+        partition_column="opened_at",  # … and the partition column too
+        rename={"": "row", "opened": "opened_at", "monthly_sales": "sales"},
+    )
+    assert named.partitions == ["2024-01-05", "2024-01-06"]
+    project = small.project()
+    assert project.datasets["named"].schema == {
+        "row": "VARCHAR",
+        "shop_id": "BIGINT",
+        "opened_at": "TIMESTAMP",
+        "city": "VARCHAR",
+        "sales": "DOUBLE",
+    }
+    frame = ds.read_df(project.dataset("named")).sort_values("row")
+    assert list(frame["row"]) == ["0", "1"] and list(frame["sales"]) == [1200.5, 900.0]
+
+
+def test_a_parquet_file_s_columns_are_dropped_and_renamed_too(tmp_path):
+    small = make_small(tmp_path, with_shops=False)
+    path = tmp_path / "p.parquet"
+    pd.DataFrame({"code": ["1", "2"], "v": [1.5, 2.5], "note": ["a", "b"]}).to_parquet(path)
+    result = di.import_file(
+        small.project(),
+        "codes",
+        path,
+        {"code": "BIGINT"},
+        drop=["note"],
+        rename={"code": "v", "v": "value"},  # names may swap places
+    )
+    assert result.schema == {"v": "BIGINT", "value": "DOUBLE"}
+    frame = ds.read_df(small.project().dataset("codes"))
+    assert list(frame["v"]) == [1, 2] and list(frame["value"]) == [1.5, 2.5]
+
+
+@pytest.mark.parametrize(
+    ("drop", "rename", "partition", "expected"),
+    [
+        ([""], {"nope": "x"}, None, r"has no column 'nope' to rename \(its columns: '', shop_id"),
+        (["", "nope"], {}, None, "has no column 'nope' to drop"),
+        ([""], {"city": "shop_id"}, None, "columns 'shop_id' and 'city' would be named 'shop_id'"),
+        ([""], {"city": "n", "monthly_sales": "n"}, None, "would be named 'n'"),
+        ([""], {"city": "Shop_ID"}, None, "DuckDB takes for the same name"),
+        (["", "city"], {"city": "town"}, None, "'city' is both dropped and renamed"),
+        ([], {"": "  "}, None, "the new name of column '' .* is empty"),
+        ([], {"city": "x"}, None, "column 1 has no name"),
+        (["", "shop_id", "opened", "city", "monthly_sales"], {}, None, "every column is dropped"),
+        ([""], {"city": "day"}, "opened", "adds a column day, and column 'day'"),
+        (["", "opened"], {}, "opened", "'opened' is dropped: it cannot partition"),
+    ],
+)
+def test_bad_drops_and_renames_are_refused_and_change_nothing(
+    tmp_path, drop, rename, partition, expected
+):
+    small = make_small(tmp_path, with_shops=False)
+    before = (small.project().root / "datasets.yaml").read_text()
+    csv = tmp_path / "indexed.csv"
+    csv.write_text(INDEXED_CSV)
+    with pytest.raises(di.DatasetImportError, match=expected):
+        di.import_file(
+            small.project(), "shops", csv, partition_column=partition, drop=drop, rename=rename
+        )
+    assert (small.project().root / "datasets.yaml").read_text() == before
+    assert not (small.project().data_root / "shops").exists()
+
+
+def test_a_conversion_error_names_the_column_by_its_new_name(tmp_path):
+    small = make_small(tmp_path, with_shops=False)
+    csv = tmp_path / "indexed.csv"
+    csv.write_text(INDEXED_CSV + "2,3,2024-01-07,Austin,oops\n")
+    with pytest.raises(di.DatasetImportError, match="line 4 .*column sales: Could not convert"):
+        di.import_file(
+            small.project(),
+            "shops",
+            csv,
+            {"sales": "DOUBLE"},
+            drop=[""],
+            rename={"monthly_sales": "sales"},
+        )

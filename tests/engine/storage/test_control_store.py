@@ -77,6 +77,25 @@ def test_sqlite_runs_in_wal_mode(tmp_path):
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
 
 
+def test_a_database_of_an_earlier_version_gets_the_new_columns(tmp_path):
+    url = f"sqlite:///{tmp_path / 'control.db'}"
+    old = ControlStore(url)
+    old.init_schema()
+    deployer.create_infra(old, "auto", "automation", "prod")
+    deployer.set_version(old, "project", "shop", "auto", "v1", "ops")
+    with old.write() as conn:  # the deployments table as an earlier version made it
+        conn.exec_driver_sql("ALTER TABLE deployments DROP COLUMN node_status_since")
+    old.dispose()
+
+    store = ControlStore(url)
+    store.init_schema()
+    store.init_schema()  # idempotent
+    dep = deployer.get_deployment(store, "shop-on-auto")
+    assert (dep.version, dep.node_status_since) == ("v1", None)
+    deployer.report(store, dep.deployment_id, "v1", "HEALTHY", "bundle v1 active")
+    assert deployer.get_deployment(store, dep.deployment_id).node_status_since is not None
+
+
 def test_a_failed_write_changes_nothing(store):
     with pytest.raises(RuntimeError), store.write() as conn:
         conn.execute(
