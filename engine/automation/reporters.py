@@ -128,7 +128,7 @@ def report(
                 FAILED,
                 f"webhook timed out after {float(rep.get('timeout', DEFAULT_TIMEOUT)):g} s",
             )
-        except (httpx.HTTPError, OSError, RuntimeError, smtplib.SMTPException) as exc:
+        except Exception as exc:  # noqa: BLE001 - a reporter's failure never ends a run
             outcome, text = FAILED, f"{type(exc).__name__}: {exc}"
         if outcome == FAILED:
             log.warning("reporter %s of run %s failed: %s", name, run["run_id"], text)

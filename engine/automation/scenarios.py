@@ -70,16 +70,22 @@ log = logging.getLogger("nodal.scenarios")
 def resolve_variables(
     project: Project, spec: dict[str, Any], params: dict[str, str]
 ) -> dict[str, str]:
-    """Project variables + run parameters; ``day: latest`` → newest partition of ``day_from``."""
+    """Project variables + run parameters; ``day: latest`` → the newest day to process.
+
+    That day is the newest partition of the scenario's ``day_from`` or, without one, of the
+    first partitioned dataset its steps name (for a dataset the flow builds, the newest
+    partition its partitioned sources all have): :func:`scenario_spec.latest_day`.
+    """
     variables = {**project.variables, **params}
-    source = spec.get("day_from") or (
-        "transactions" if "transactions" in project.datasets else None
-    )
-    if variables.get("day", "latest") == "latest" and source is not None:
-        parts = project.dataset(source).partitions()
-        if not parts:
-            raise StepFailed(f"dataset {source!r} has no partition to process yet")
-        variables["day"] = parts[-1]
+    if variables.get("day", "latest") != "latest":
+        return variables
+    source = scenario_spec.day_source(project, spec)
+    if source is None:
+        return variables  # no step reads a day (validation refuses steps that would)
+    day = scenario_spec.latest_day(project, spec)
+    if day is None:
+        raise StepFailed(f"dataset {source!r} has no partition to process yet")
+    variables["day"] = day
     return variables
 
 
@@ -207,7 +213,35 @@ def execute(
     actor: str = "scenario",
     compiled_cache: Path | None = None,
 ) -> str:
-    """Run a claimed run's steps; record every step, the reporters and the outcome; return it."""
+    """Run a claimed run's steps; record every step, the reporters and the outcome; return it.
+
+    A run always ends: whatever raises outside a step (the control store, a reporter) marks
+    it FAILED with the reason, so the scenario can run again without restarting the node.
+    """
+    try:
+        return _execute(
+            ctx_project, store, node, run_id, bundle_id, mail, chunk_rows, actor, compiled_cache
+        )
+    except Exception as exc:  # noqa: BLE001 - a bug or an outage: keep the run record truthful
+        log.error("run %s failed outside its steps", run_id, exc_info=exc)
+        try:
+            finish_run(store, run_id, FAILED, f"internal error: {exc!r}")
+        except Exception:  # noqa: BLE001 - the store is down: the next start ends the run
+            log.exception("run %s could not be marked FAILED", run_id)
+        return FAILED
+
+
+def _execute(
+    ctx_project: Project,
+    store: ControlStore,
+    node: str,
+    run_id: int,
+    bundle_id: str | None,
+    mail: reporters.Mail | None,
+    chunk_rows: int | None,
+    actor: str,
+    compiled_cache: Path | None,
+) -> str:
     run = get_run(store, run_id)
     spec = ctx_project.scenarios.get(run["scenario"]) or {}
     try:

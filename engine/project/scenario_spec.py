@@ -9,9 +9,11 @@ steps (``engine.automation.scenarios``, whose step registry names exactly
 
 from __future__ import annotations
 
+import re
 from typing import Any
+from urllib.parse import urlsplit
 
-from engine.project import triggers
+from engine.project import flow, model_spec, triggers
 from engine.project.project import Project
 
 STEP_KINDS = (
@@ -30,6 +32,86 @@ DEFAULT_REPORT_TIMEOUT = 10.0
 GATE_METRICS = ("roc_auc", "pr_auc")  # what a retrain's champion/challenger gate compares
 
 
+# Steps that read or write the run's ``{day}`` partition unless they name another one.
+DAY_STEPS = ("run_checks", "score", "publish_dashboard", "evaluate")
+
+
+def day_source(project: Project, spec: dict[str, Any]) -> str | None:
+    """The dataset whose newest partition a run processes when its ``day`` is ``latest``.
+
+    ``day_from`` when the scenario names one; otherwise the first partitioned dataset its
+    steps name (``dataset:``, ``input:`` or ``output:``). None when there is neither.
+    """
+    if spec.get("day_from"):
+        return str(spec["day_from"])
+    for step in spec.get("steps") or []:
+        if not isinstance(step, dict):
+            continue
+        for key in ("dataset", "input", "output"):
+            d = project.datasets.get(str(step.get(key)))
+            if d is not None and d.partitioned_by:
+                return d.name
+    return None
+
+
+def latest_day(project: Project, spec: dict[str, Any]) -> str | None:
+    """``day: latest`` of a run of ``spec``: the newest partition of :func:`day_source`.
+
+    For a dataset the flow builds, the newest partition its partitioned sources all have
+    (the newest day a build can produce). None when there is no such partition yet.
+    """
+    source = day_source(project, spec)
+    if source is None or source not in project.datasets:
+        return None
+    parts = flow.available_partitions(project, source)
+    return parts[-1] if parts else None
+
+
+def _uses_day(spec: dict[str, Any]) -> bool:
+    for step in spec.get("steps") or []:
+        if not isinstance(step, dict):
+            continue
+        if "{day}" in " ".join(str(v) for v in step.values()):
+            return True
+        if step.get("type") in DAY_STEPS and "partition" not in step:
+            return True
+    return False
+
+
+def _day_problems(project: Project, name: str, spec: dict[str, Any]) -> list[str]:
+    day_from = spec.get("day_from")
+    if day_from is not None:
+        d = project.datasets.get(str(day_from))
+        if d is None:
+            return [f"scenario {name}: day_from {day_from!r} is not a dataset of the project"]
+        if not d.partitioned_by:
+            return [f"scenario {name}: day_from {day_from!r} is not a partitioned dataset"]
+        return []
+    latest = str(project.variables.get("day", "latest")) == "latest"
+    if latest and _uses_day(spec) and day_source(project, spec) is None:
+        return [
+            f"scenario {name}: its steps use {{day}} but none names a partitioned dataset: "
+            "give day_from: <dataset> (the newest partition of that dataset is the day a run "
+            "processes unless the run names one)"
+        ]
+    return []
+
+
+_EMAIL = re.compile(r"[^@\s,<>]+@[^@\s,<>]+\.[^@\s,<>]+")
+
+
+def _valid_url(url: str) -> bool:
+    """An http(s) URL with a host and nothing a header or a parser would choke on."""
+    if any(ch.isspace() or ord(ch) < 32 for ch in url):
+        return False
+    try:
+        parts = urlsplit(url)
+        port_ok = parts.port is None or 0 < parts.port < 65536
+    except ValueError:  # a bad port, an unbalanced IPv6 bracket
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and port_ok
+
+
 def reporter_problems(name: str, spec: dict[str, Any]) -> list[str]:
     """What is wrong with the reporters of scenario ``name``."""
     out = []
@@ -42,16 +124,24 @@ def reporter_problems(name: str, spec: dict[str, Any]) -> list[str]:
             )
             continue
         if rep["type"] == "webhook":
-            url = str(rep.get("url", ""))
-            if not url.startswith(("http://", "https://")):
-                out.append(f"{label}: webhook url must start with http:// or https://")
-            try:
-                if float(rep.get("timeout", DEFAULT_REPORT_TIMEOUT)) <= 0:
-                    raise ValueError
-            except (TypeError, ValueError):
-                out.append(f"{label}: timeout must be a positive number of seconds")
-        if rep["type"] == "email" and not rep.get("to"):
-            out.append(f"{label}: an e-mail reporter needs to: [addresses]")
+            url = rep.get("url")
+            if not isinstance(url, str) or not _valid_url(url):
+                out.append(f"{label}: webhook url must be an http:// or https:// URL with a host")
+        if rep["type"] in ("webhook", "email"):
+            timeout = rep.get("timeout", DEFAULT_REPORT_TIMEOUT)
+            if (
+                isinstance(timeout, bool)
+                or not isinstance(timeout, (int, float))
+                or not 0 < timeout <= 3600
+            ):
+                out.append(f"{label}: timeout must be a number of seconds in (0, 3600]")
+        if rep["type"] == "email":
+            to = rep.get("to")
+            addresses = to if isinstance(to, list) else [to] if to else []
+            if not addresses:
+                out.append(f"{label}: an e-mail reporter needs to: [addresses]")
+            elif not all(isinstance(a, str) and _EMAIL.fullmatch(a) for a in addresses):
+                out.append(f"{label}: to: must be e-mail addresses (one per item, no line breaks)")
         for outcome in rep.get("on") or []:
             if outcome not in triggers.OUTCOMES:
                 out.append(f"{label}: on: {outcome!r} is not a run outcome")
@@ -72,13 +162,27 @@ def _step_problems(project: Project, label: str, step: dict[str, Any]) -> list[s
         problems.append(f"{label}: gate metric must be one of {', '.join(GATE_METRICS)}")
     for key, required in (
         ("dataset", ("run_checks", "build")),
-        ("model", ("score", "train")),
-        ("input", ("score",)),
+        ("model", ("score", "train", "evaluate")),
+        ("input", ("score", "evaluate")),
         ("output", ("score",)),
         ("dashboard", ("publish_dashboard",)),
     ):
         if kind in required and not step.get(key):
-            problems.append(f"{label}: a {kind} step needs {key}:")
+            article = "an" if str(kind)[:1] in "aeiou" else "a"
+            problems.append(f"{label}: {article} {kind} step needs {key}:")
+    if kind == "evaluate":
+        own = set(step) - {"name", "type", "run_if", "partition"}
+        unknown = sorted(own - set(model_spec.EVALUATE_OPTIONS))
+        if unknown:
+            problems.append(
+                f"{label}: unknown option(s) {', '.join(unknown)} of an evaluate step "
+                f"(one of {', '.join(model_spec.EVALUATE_OPTIONS)})"
+            )
+        if isinstance(step.get("model"), str):
+            overrides = {k: step[k] for k in own if k in model_spec.EVALUATE_OPTIONS}
+            problems.extend(
+                f"{label}: {p}" for p in model_spec.problems(project, step["model"], overrides)
+            )
     return problems
 
 
@@ -118,6 +222,7 @@ def validate(project: Project, name: str) -> list[str]:
                 f"{label}: dashboard {step['dashboard']!r} is not a dashboard of the project"
             )
         problems.extend(_step_problems(project, label, step))
+    problems.extend(_day_problems(project, name, spec))
     problems.extend(triggers.problems(name, spec, set(project.datasets), set(project.scenarios)))
     problems.extend(reporter_problems(name, spec))
     cycle = triggers.after_cycle(project.scenarios)

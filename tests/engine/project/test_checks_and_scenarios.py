@@ -186,8 +186,8 @@ def test_bad_triggers_reporters_and_steps_are_each_named(drifted):
         "dataset 'nope' is not a dataset of the project",
         "scenario 'ghost' is not a scenario of the project",
         "unknown trigger type 'moon_phase'",
-        "webhook url must start with http:// or https://",
-        "timeout must be a positive number of seconds",
+        "webhook url must be an http:// or https:// URL with a host",
+        "timeout must be a number of seconds in (0, 3600]",
         "unknown reporter type 'pigeon'",
     ):
         assert expected in problems, (expected, problems)
