@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--infra", required=True, help="automation infrastructure id, e.g. automation-prod"
+        "--infra", required=True, help="automation infrastructure id (nodal infra list)"
     )
     return parser
 

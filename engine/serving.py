@@ -23,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Settings (environment):\n" + describe_settings(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--infra", required=True, help="apinode infrastructure id, e.g. api-prod")
+    parser.add_argument(
+        "--infra", required=True, help="apinode infrastructure id (nodal infra list)"
+    )
     parser.add_argument("--port", type=int, default=12000, help="TCP port (default 12000)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")

@@ -1,4 +1,5 @@
-"""The example's commands: ``nodal data generate`` and ``nodal demo``.
+"""The examples' commands: ``nodal data generate``, ``nodal data generate-returns`` and
+``nodal demo``.
 
 Registered through the ``nodal.commands`` entry point (pyproject.toml): the platform's
 command line loads them without knowing the example.
@@ -31,6 +32,23 @@ def cmd_data_generate(s: Settings, a: argparse.Namespace) -> int:
     print(
         f"{summary.n_transactions} transactions over {len(summary.days)} days "
         f"({summary.fraud_rate:.2%} fraud) written to {out} in {summary.seconds:.1f}s"
+    )
+    return 0
+
+
+def cmd_data_returns(s: Settings, a: argparse.Namespace) -> int:
+    from nodal_demo import returns
+
+    out = Path(a.out) if a.out else s.data_dir
+    overrides = {
+        f.name: getattr(a, f.name)
+        for f in fields(returns.ReturnsConfig)
+        if getattr(a, f.name, None) is not None
+    }
+    summary = returns.generate(returns.ReturnsConfig(**overrides), out)
+    print(
+        f"{summary.n_orders} orders ({summary.return_rate:.1%} returned) written to {out} "
+        f"in {summary.seconds:.1f}s (orders, customers, returns; for examples/returns)"
     )
     return 0
 
@@ -80,3 +98,14 @@ def register(top: Any) -> None:
         type=int,
         help="drift: transactions gain a device_id column from this day index",
     )
+    p = add(
+        data,
+        "generate-returns",
+        cmd_data_returns,
+        "Generate the second example's data (an online shop's orders and returns).",
+    )
+    p.add_argument("--out", help="output folder (default: NODAL_DATA_DIR)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--n-customers", dest="n_customers", type=int)
+    p.add_argument("--n-days", dest="n_days", type=int)
+    p.add_argument("--orders-per-day", dest="orders_per_day", type=int)

@@ -241,6 +241,13 @@ def train(
     X = skeleton.encode(frame)
     cat_idx = list(range(len(numeric), len(numeric) + len(categorical)))
     names = numeric + categorical
+    for part, rows in (("validation", is_valid), ("training", ~is_valid)):
+        if len(np.unique(y[rows])) < 2:
+            raise TrainingError(
+                f"model {model}: the {part} rows hold one class only ({int(rows.sum())} rows); "
+                "labels that arrive late (only positives known for recent days) leave no "
+                "negatives: train on days whose outcomes have all arrived"
+            )
     train_set = lgb.Dataset(
         X[~is_valid], y[~is_valid], feature_name=names, categorical_feature=cat_idx
     )

@@ -13,7 +13,7 @@ from engine.storage import datasets as ds
 
 
 def key_mapping(spec: Any) -> dict[str, str]:
-    """``card_id`` / ``[a, b]`` / ``{request_field: dataset_column}`` → a mapping."""
+    """``customer_id`` / ``[a, b]`` / ``{request_field: dataset_column}`` → a mapping."""
     if isinstance(spec, str):
         return {spec: spec}
     if isinstance(spec, list) and spec and all(isinstance(k, str) for k in spec):

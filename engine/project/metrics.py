@@ -2,12 +2,12 @@
 
 Declared per dataset in ``metrics.yaml``::
 
-    transactions:
+    orders:
       - {name: rows, type: record_count}
-      - {name: cards, type: distinct_count, column: card_id}
-      - {name: amount_missing, type: missing_share, column: amount}
-      - {name: amount_mean, type: mean, column: amount}       # also min, max
-      - {name: big_ones, type: sql, sql: "SELECT count(*) FROM dataset WHERE amount > 1000"}
+      - {name: customers, type: distinct_count, column: customer_id}
+      - {name: total_missing, type: missing_share, column: total}
+      - {name: total_mean, type: mean, column: total}         # also min, max
+      - {name: big_ones, type: sql, sql: "SELECT count(*) FROM dataset WHERE total > 1000"}
 
 A SQL metric reads the dataset as ``dataset`` and returns one number. Every computation is
 a row of ``metric_values``; checks (``engine/project/checks.py``) put bounds on them.

@@ -4,10 +4,10 @@ Three types, written in a scenario's ``triggers:`` list:
 
 * ``time``: ``cron: "0 6 * * *"`` (five fields, UTC) or ``every: "daily at 06:00"`` (plain
   words, see :func:`schedule_to_cron`);
-* ``dataset_changed``: ``dataset: transactions``: a new partition of the dataset appeared
+* ``dataset_changed``: ``dataset: orders``: a new partition of the dataset appeared
   (the run gets ``day`` = that partition); an unpartitioned dataset counts as changed when
   its file changes;
-* ``after_scenario``: ``scenario: daily_scoring`` (and optionally ``on: [SUCCESS,
+* ``after_scenario``: ``scenario: nightly_build`` (and optionally ``on: [SUCCESS,
   WARNING]``, the default): another scenario of the same project ended with one of those
   outcomes.
 
