@@ -104,8 +104,31 @@ class DefinitionInvalid(ProjectError):
     """A definition would be saved with problems; ``problems`` lists them."""
 
     def __init__(self, what: str, problems: list[str]) -> None:
-        super().__init__(f"{what} not saved: " + "; ".join(problems))
+        super().__init__(
+            f"{what} not saved: " + "; ".join(" ".join(str(x).split()) for x in problems)
+        )
         self.problems = problems
+
+
+def yaml_problem(exc: Exception) -> str:
+    """A YAML parse error in one line: where, and what is wrong."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"not valid YAML{where}: {what}"
+
+
+def read_folder_definition(project: Project, folder: str, name: str) -> tuple[str, str]:
+    """The text and version of ``<folder>/<name>.yaml`` (``scenarios`` or ``dashboards``)."""
+    from engine.project import definitions
+
+    kind = folder[:-1]
+    defined = project.scenarios if folder == "scenarios" else project.dashboards
+    text, version = definitions.read(project.root, f"{folder}/{name}.yaml")
+    if text is None:
+        have = f"its {folder}: {', '.join(sorted(defined))}" if defined else f"it has no {kind}"
+        raise ProjectError(f"project {project.name!r} has no {kind} {name!r} ({have})")
+    return text, version
 
 
 def save_folder_definition(
@@ -118,7 +141,7 @@ def save_folder_definition(
     """
     import yaml
 
-    from engine.project import definitions, scenario_spec
+    from engine.project import dashboard_spec, definitions, scenario_spec
 
     if folder not in ("scenarios", "dashboards"):
         raise ProjectError(f"{folder!r} is not a folder of definitions edited here")
@@ -126,7 +149,7 @@ def save_folder_definition(
     try:
         doc = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise DefinitionInvalid(f"{folder[:-1]} {name}", [f"not valid YAML: {exc}"]) from None
+        raise DefinitionInvalid(f"{folder[:-1]} {name}", [yaml_problem(exc)]) from None
     if not isinstance(doc, dict) or doc.get("name", name) != name:
         raise DefinitionInvalid(
             f"{folder[:-1]} {name}", [f"the YAML must be a mapping with name: {name}"]
@@ -136,11 +159,7 @@ def save_folder_definition(
         if folder == "scenarios":
             problems = scenario_spec.validate(staged, name)
         else:
-            problems = [
-                f"{key} {doc[key]!r} is not a dataset of the project"
-                for key in ("source", "output")
-                if key in doc and doc[key] not in staged.datasets
-            ]
+            problems = dashboard_spec.problems(staged, name)
         if problems:
             raise DefinitionInvalid(f"{folder[:-1]} {name}", problems)
 
@@ -153,6 +172,84 @@ def save_folder_definition(
         variables=project.variables,
     )
     return versions[rel]
+
+
+# --- output datasets declared on the design node ------------------------------------------
+
+
+def create_managed_dataset(
+    project: Project,
+    name: str,
+    schema: dict[str, str] | None = None,
+    partitioned_by: str | None = None,
+    description: str = "",
+) -> dict[str, object]:
+    """Declare an empty managed dataset (one a scenario step or a recipe will write).
+
+    ``schema`` maps each column to a DuckDB type; ``partitioned_by`` names the column whose
+    values are its partitions (one of the schema's, if a schema is given). Every problem is
+    listed in one :class:`DefinitionInvalid`; nothing is written then. Returns the entry
+    added to ``datasets.yaml``.
+    """
+    import duckdb
+
+    from engine.core import yamltext
+    from engine.project import definitions
+    from engine.storage import datasets as ds
+
+    what = f"dataset {name}"
+    problems: list[str] = []
+    try:
+        check_name(name, "dataset name")
+    except ProjectError as exc:
+        problems.append(str(exc))
+    if name in project.datasets:
+        problems.append(f"project {project.name!r} already has a dataset {name!r}")
+    elif (project.data_root / name).exists():
+        problems.append(f"{project.data_root / name} already exists: choose another name")
+    types: dict[str, str] = {}
+    for column, typ in (schema or {}).items():
+        typ = str(typ).strip().upper()
+        try:
+            check_name(column, "column name")
+        except ProjectError as exc:
+            problems.append(str(exc))
+            continue
+        if not typ.replace(" ", "").replace("(", "").replace(")", "").replace(",", "").isalnum():
+            problems.append(f"column {column}: {typ!r} is not a type")
+            continue
+        try:
+            with ds.session() as con:
+                con.execute(f"SELECT CAST(NULL AS {typ})")
+        except duckdb.Error:
+            problems.append(f"column {column}: {typ!r} is not a DuckDB type (e.g. VARCHAR, DOUBLE)")
+            continue
+        types[column] = typ
+    if partitioned_by is not None:
+        try:
+            check_name(partitioned_by, "partition column")
+        except ProjectError as exc:
+            problems.append(str(exc))
+        if schema and partitioned_by not in schema:
+            problems.append(f"partition column {partitioned_by!r} is not in the schema")
+    if problems:
+        raise DefinitionInvalid(what, problems)
+    spec: dict[str, object] = {"kind": "managed"}
+    if partitioned_by:
+        spec["partitioned_by"] = partitioned_by
+    spec["description"] = description.strip() or "Declared on the design node."
+    if types:
+        spec["schema"] = types
+
+    def add(current: dict[str, str | None]) -> dict[str, str | None]:
+        if name in yamltext.load(current["datasets.yaml"]):
+            raise DefinitionInvalid(
+                what, [f"project {project.name!r} already has a dataset {name!r}"]
+            )
+        return {"datasets.yaml": yamltext.set_entry(current["datasets.yaml"], name, spec)}
+
+    definitions.update(project.root, add, paths=["datasets.yaml"], variables=project.variables)
+    return spec
 
 
 def run_scenario_here(
