@@ -27,6 +27,9 @@ records, in the control store table ``evaluation_metrics``:
 * ``missed_fraud``: with both a location and labels, the cell where labelled positives
   most exceed the model's expectation.
 
+The last three are measured in :mod:`engine.automation.performance`; the plan of an
+evaluation, its metric rows and its constants are in :mod:`engine.automation.evaluation_plan`.
+
 A family the declaration does not allow is recorded once per day as ``not_applicable``
 (status INFO, the message says what to declare), never as an error.
 
@@ -38,7 +41,6 @@ it, so the pages can chart both.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -46,94 +48,31 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
-from sklearn.metrics import average_precision_score, roc_auc_score
 
 from engine.automation import drift
-from engine.core.errors import NodalError
+from engine.automation.evaluation_plan import (
+    CHALLENGER,
+    CHAMPION,
+    FAMILIES,
+    INFO,
+    NOT_APPLICABLE,
+    SCORE,
+    EvaluationError,
+    EvaluationResult,
+    Metric,
+    Plan,
+    missing_columns,
+    plan,
+    scored_from,
+)
+from engine.automation.performance import labelled_days, performance_metrics
 from engine.models.saved import SavedModel
-from engine.models.scoring import OUTPUT_COLUMNS
-from engine.project import flow, model_spec
+from engine.project import flow
 from engine.project.project import Project, ProjectError
 from engine.storage import datasets as ds
 from engine.storage.control import ControlStore, check_results, evaluation_metrics, now_iso
 
-CHAMPION, CHALLENGER = "champion", "challenger"
-INFO = "INFO"
-NOT_APPLICABLE = "not_applicable"  # the metric of a family the model's declaration rules out
-SCORE = OUTPUT_COLUMNS[0]  # the probability column the scorer writes
-_LABEL = "__nodal_label"  # the joined label, under a name no project column has
 REFERENCE_ROWS = 100_000
-FAMILIES = (
-    "input_drift",
-    "unseen_values",
-    "location",
-    "prediction_drift",
-    "domain_classifier",
-    "performance",
-    "performance_decay",
-    "missed_fraud",
-)
-# Defaults of the step's thresholds (each can be set in the step).
-DEFAULTS: dict[str, Any] = dict(model_spec.EVALUATE_THRESHOLDS)
-
-
-class EvaluationError(NodalError):
-    """The evaluation cannot run (no reference, no scored day…); the message says why."""
-
-
-@dataclass(frozen=True)
-class Metric:
-    role: str
-    model_version: str
-    day: str
-    family: str
-    feature: str
-    metric: str
-    value: float | None
-    status: str
-    message: str = ""
-
-
-@dataclass
-class EvaluationResult:
-    day: str
-    model: str
-    champion_version: str
-    challenger_version: str | None
-    metrics: list[Metric] = field(default_factory=list)
-
-    @property
-    def alarms(self) -> list[Metric]:
-        """One metric per (role, family, feature) whose status is ERROR (an alarm)."""
-        seen, out = set(), []
-        for m in self.metrics:
-            key = (m.role, m.family, m.feature, m.day)
-            if m.status == drift.ERROR and key not in seen:
-                seen.add(key)
-                out.append(m)
-        return out
-
-    @property
-    def warnings(self) -> list[Metric]:
-        seen, out = set(), []
-        for m in self.metrics:
-            key = (m.role, m.family, m.feature, m.day)
-            if m.status == drift.WARNING and key not in seen:
-                seen.add(key)
-                out.append(m)
-        return out
-
-    def status(self) -> str:
-        return drift.ERROR if self.alarms else drift.WARNING if self.warnings else drift.OK
-
-    @property
-    def not_applicable(self) -> dict[str, str]:
-        """Family → why it was not computed (what the model's declaration lacks)."""
-        return {
-            m.family: m.message
-            for m in self.metrics
-            if m.metric == NOT_APPLICABLE and m.status == INFO and m.day == self.day
-        }
 
 
 # --- models, declaration and reference ----------------------------------------------------
@@ -153,69 +92,7 @@ def _load_model(project: Project, spec: str | dict[str, Any]) -> tuple[str, Save
     return name, SavedModel.load(path)
 
 
-@dataclass(frozen=True)
-class Plan:
-    """What one evaluation reads: datasets, the day column, the declared columns, options."""
-
-    model: str
-    input: str  # the scored dataset
-    features: str  # the dataset the model scores (the reference's rows)
-    day_column: str  # the scored dataset's partition column
-    monitoring: model_spec.Monitoring
-    options: dict[str, Any]
-
-
-def _scored_from(project: Project, scored: str) -> str | None:
-    """The input of the project's score step that writes ``scored``, if there is one."""
-    for spec in project.scenarios.values():
-        for step in spec.get("steps") or []:
-            if (
-                isinstance(step, dict)
-                and step.get("type") == "score"
-                and step.get("output") == scored
-                and step.get("input") in project.datasets
-            ):
-                return str(step["input"])
-    return None
-
-
-def plan(project: Project, options: dict[str, Any]) -> Plan:
-    """Resolve an evaluate step's options against the project and the model's declaration."""
-    if not options.get("model"):
-        raise EvaluationError("the evaluate step needs a model")
-    name = (
-        options["model"]
-        if isinstance(options["model"], str)
-        else str(options["model"].get("model", ""))
-    )
-    if name not in project.models:
-        raise ProjectError(f"project {project.name!r} has no model {name!r}")
-    scored = options.get("input")
-    if not scored:
-        raise EvaluationError("the evaluate step needs input: (the dataset its scores are in)")
-    if scored not in project.datasets:
-        raise ProjectError(f"project {project.name!r} has no dataset {scored!r}")
-    day_column = project.datasets[scored].partitioned_by
-    if not day_column:
-        raise EvaluationError(f"dataset {scored!r} is not partitioned: one partition per day")
-    features = options.get("features_dataset") or _scored_from(project, scored)
-    if not features:
-        raise EvaluationError(
-            f"no score step of the project writes {scored!r}: give the evaluate step "
-            "features_dataset: (the dataset the model scores, for the reference rows)"
-        )
-    declared = {k: options[k] for k in model_spec.EVALUATE_OPTIONS if k in options}
-    return Plan(
-        model=name,
-        input=str(scored),
-        features=str(features),
-        day_column=day_column,
-        monitoring=model_spec.monitoring(project, name, declared),
-        options={**DEFAULTS, **options},
-    )
-
-
-def _day_range(first: str, last: str) -> list[str]:
+def day_range(first: str, last: str) -> list[str]:
     start, end = date.fromisoformat(first), date.fromisoformat(last)
     return [str(start + timedelta(days=i)) for i in range((end - start).days + 1)]
 
@@ -230,7 +107,7 @@ def _reference_days(saved: SavedModel, options: dict[str, Any]) -> list[str]:
             f"model version {saved.version} has no validation days in its meta; "
             "give the evaluate step reference_days"
         )
-    return _day_range(*validation)
+    return day_range(*validation)
 
 
 def reference_sample(
@@ -251,7 +128,7 @@ def reference_sample(
     )
     if cache.exists():
         return ds.read_df(cache), days
-    name = options.get("features_dataset") or _scored_from(project, str(options.get("input")))
+    name = options.get("features_dataset") or scored_from(project, str(options.get("input")))
     if not name:
         raise EvaluationError("no dataset to read the reference from: give features_dataset")
     source = project.dataset(name)
@@ -332,10 +209,6 @@ def _drift_rows(
     ]
 
 
-def _missing(columns: list[str], *frames: pd.DataFrame) -> list[str]:
-    return [c for c in columns if any(c not in f.columns for f in frames)]
-
-
 def _data_metrics(
     version: str,
     day: str,
@@ -348,7 +221,7 @@ def _data_metrics(
     out: list[Metric] = []
     mon = plan.monitoring
     for name in mon.unseen_ids:
-        if _missing([name], cur, ref):
+        if missing_columns([name], cur, ref):
             out.append(
                 Metric(CHAMPION, version, day, "unseen_values", name, NOT_APPLICABLE, None,
                        drift.WARNING, f"declared unseen_ids column {name!r} is not a column of "
@@ -362,8 +235,8 @@ def _data_metrics(
         )  # fmt: skip
     if mon.location is None:
         out.append(_not_applicable(version, day, "location", mon.not_applicable()["location"]))
-    elif _missing(list(mon.location), cur, ref):
-        gone = ", ".join(_missing(list(mon.location), cur, ref))
+    elif missing_columns(list(mon.location), cur, ref):
+        gone = ", ".join(missing_columns(list(mon.location), cur, ref))
         out.append(
             _not_applicable(version, day, "location", f"declared location column(s) {gone} "
                             f"missing from {plan.input!r} or {plan.features!r}: no hot spot "
@@ -429,161 +302,6 @@ def _prediction_metrics(
     return rows
 
 
-def _performance(
-    y: np.ndarray, p: np.ndarray, amount: np.ndarray | None, threshold: float
-) -> dict[str, float]:
-    flagged = p >= threshold
-    positive = y == 1
-    out = {
-        "labelled_rows": float(len(y)),
-        "frauds": float(positive.sum()),
-        "recall": float((flagged & positive).sum() / max(positive.sum(), 1)),
-        "precision": float((flagged & positive).sum() / max(flagged.sum(), 1)),
-    }
-    if amount is not None:
-        out["fraud_caught_amount"] = float(amount[flagged & positive].sum())
-        out["fraud_missed_amount"] = float(amount[~flagged & positive].sum())
-    if 0 < positive.sum() < len(y):
-        out["roc_auc"] = float(roc_auc_score(y, p))
-        out["pr_auc"] = float(average_precision_score(y, p))
-    return out
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _labelled_days(project: Project, plan: Plan, day: str, scored_days: list[str]) -> pd.DataFrame:
-    """Scored rows of recent days joined with the labels that arrived by ``day``.
-
-    The label comes back as column :data:`_LABEL` (1.0, 0.0, or missing when not arrived).
-    """
-    mon = plan.monitoring
-    if not mon.measures_performance:
-        return pd.DataFrame()
-    labels = project.dataset(str(mon.labels))
-    arrived = [d for d in labels.partitions() if d <= day] if labels.exists() else []
-    window_start = str(
-        date.fromisoformat(day) - timedelta(days=int(plan.options["performance_window_days"]))
-    )
-    days = [d for d in scored_days if window_start <= d < day]
-    if not arrived or not days:
-        return pd.DataFrame()
-    key, label, when = _q(str(mon.id_column)), _q(str(mon.label_column)), _q(plan.day_column)
-    return ds.query_df(
-        f"""
-        SELECT s.* REPLACE (CAST(s.{when} AS VARCHAR) AS {when}), l.{_LABEL}
-        FROM day_rows s LEFT JOIN (
-            SELECT {key} AS __nodal_id, max(CAST({label} AS DOUBLE)) AS {_LABEL}
-            FROM known GROUP BY 1
-        ) l ON s.{key} = l.__nodal_id
-        """,
-        {"day_rows": (project.dataset(plan.input), days), "known": (labels, arrived)},
-    )
-
-
-def _performance_metrics(
-    role: str,
-    saved: SavedModel,
-    day: str,
-    rows: pd.DataFrame,
-    proba: np.ndarray,
-    plan: Plan,
-) -> list[Metric]:
-    """Per matured day (label coverage ≥ min), then pooled over the last ones vs validation."""
-    out: list[Metric] = []
-    if rows.empty:
-        return out
-    options, mon = plan.options, plan.monitoring
-    amount = rows[mon.amount].to_numpy(float) if mon.amount and mon.amount in rows.columns else None
-    labelled = rows[_LABEL].notna().to_numpy()
-    y = rows[_LABEL].fillna(0).to_numpy(int)
-    matured: list[str] = []
-    for d, idx in rows.groupby(plan.day_column).indices.items():
-        coverage = float(labelled[idx].mean())
-        keep = idx[labelled[idx]]
-        if coverage < float(options["min_label_coverage"]) or len(set(y[keep])) < 2:
-            continue
-        matured.append(str(d))
-        perf = _performance(
-            y[keep], proba[keep], None if amount is None else amount[keep], saved.threshold
-        )
-        perf["label_coverage"] = coverage
-        msg = (
-            f"{int(perf['frauds'])} positives in {int(perf['labelled_rows']):,} labelled rows: recall "
-            f"{perf['recall']:.2f}, precision {perf['precision']:.2f}, ROC AUC {perf.get('roc_auc', float('nan')):.3f}"
-        )
-        out += [
-            Metric(role, saved.version, str(d), "performance", "", k, v, INFO, msg)
-            for k, v in perf.items()
-        ]
-    recent = sorted(matured)[-int(options["decay_window_days"]) :]
-    if not recent:
-        return out
-    mask = rows[plan.day_column].isin(recent).to_numpy() & labelled
-    pooled = _performance(
-        y[mask], proba[mask], None if amount is None else amount[mask], saved.threshold
-    )
-    valid = saved.meta.get("metrics", {})
-    auc_drop = float(valid.get("roc_auc", np.nan)) - pooled.get("roc_auc", np.nan)
-    recall_drop = float(valid.get("recall_at_fpr", np.nan)) - pooled["recall"]
-    enough = pooled["frauds"] >= int(options["min_frauds"])
-    status = drift.OK
-    if not enough:
-        status = INFO
-    elif auc_drop >= float(options["max_roc_auc_drop"]) or recall_drop >= float(
-        options["max_recall_drop"]
-    ):
-        status = drift.ERROR
-    elif (
-        auc_drop >= float(options["max_roc_auc_drop"]) / 2
-        or recall_drop >= float(options["max_recall_drop"]) / 2
-    ):
-        status = drift.WARNING
-    msg = (
-        f"over {len(recent)} labelled days ({recent[0]}..{recent[-1]}, {int(pooled['frauds'])} positives): "
-        f"ROC AUC {pooled.get('roc_auc', float('nan')):.3f} vs {valid.get('roc_auc', float('nan')):.3f} at validation, "
-        f"recall {pooled['recall']:.2f} vs {valid.get('recall_at_fpr', float('nan')):.2f}"
-        + ("" if enough else f" (fewer than {options['min_frauds']} positives: not judged)")
-    )
-    pooled["expected_frauds"] = float(proba[mask].sum())
-    for k, v in (("roc_auc_drop", auc_drop), ("recall_drop", recall_drop), *pooled.items()):
-        out.append(
-            Metric(
-                role,
-                saved.version,
-                day,
-                "performance_decay",
-                "",
-                k,
-                None if np.isnan(v) else float(v),
-                status,
-                msg,
-            )
-        )
-    if role == CHAMPION and mon.location and not _missing(list(mon.location), rows):
-        lat, lon = mon.location
-        h = drift.missed_fraud_hot_spot(
-            rows[lat].to_numpy(float)[mask], rows[lon].to_numpy(float)[mask], y[mask], proba[mask]
-        )
-        for k, v in (("observed_frauds", h.observed), ("expected_frauds", h.expected), ("p_value", h.p_value),
-                     ("latitude", h.latitude), ("longitude", h.longitude)):  # fmt: skip
-            out.append(
-                Metric(
-                    role,
-                    saved.version,
-                    day,
-                    "missed_fraud",
-                    h.city,
-                    k,
-                    float(v),
-                    h.status,
-                    h.message,
-                )
-            )
-    return out
-
-
 def evaluate_day(project: Project, day: str, options: dict[str, Any]) -> EvaluationResult:
     """Evaluate the champion (and challenger) on one scored day; nothing is stored here.
 
@@ -618,8 +336,8 @@ def evaluate_day(project: Project, day: str, options: dict[str, Any]) -> Evaluat
             result.metrics.append(
                 _not_applicable(champion.version, day, family, not_applicable[family])
             )
-    rows = _labelled_days(project, p, day, scored.partitions())
-    result.metrics += _performance_metrics(
+    rows = labelled_days(project, p, day, scored.partitions())
+    result.metrics += performance_metrics(
         CHAMPION,
         champion,
         day,
@@ -635,7 +353,7 @@ def evaluate_day(project: Project, day: str, options: dict[str, Any]) -> Evaluat
         )
         if len(rows):
             proba = challenger.predict_proba(challenger.encode(rows))
-            result.metrics += _performance_metrics(CHALLENGER, challenger, day, rows, proba, p)
+            result.metrics += performance_metrics(CHALLENGER, challenger, day, rows, proba, p)
     return result
 
 

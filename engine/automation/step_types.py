@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from engine.automation import dashboards, evaluation
+from engine.automation import dashboards, evaluation, evaluation_plan
 from engine.automation.runs import SUCCESS, WARNING
 from engine.automation.steps import RunContext, StepFailed, StepOutcome, partition_of
 from engine.models import scoring
@@ -184,7 +184,7 @@ def _step_python(ctx: RunContext, step: dict[str, Any]) -> StepOutcome:
 def _step_evaluate(ctx: RunContext, step: dict[str, Any]) -> StepOutcome:
     """Scenario step ``evaluate``: evaluate the run's day, store it, report alarms.
 
-    Options (besides ``model`` and ``input``): the thresholds of :data:`evaluation.DEFAULTS`;
+    Options (besides ``model`` and ``input``): the thresholds of :data:`evaluation_plan.DEFAULTS`;
     ``challenger`` (a model name or ``{model, version}``), ``reference_days`` (default: the
     model's validation days), and any key of the model's declaration
     (:mod:`engine.project.model_spec`: ``labels``, ``location``…) to override it here.
@@ -197,7 +197,7 @@ def _step_evaluate(ctx: RunContext, step: dict[str, Any]) -> StepOutcome:
     options = {k: v for k, v in step.items() if k not in ("name", "type", "run_if", "partition")}
     try:
         result = evaluation.evaluate_day(ctx.project, day, options)
-    except (evaluation.EvaluationError, ds.DatasetError, flow.FlowError) as exc:
+    except (evaluation_plan.EvaluationError, ds.DatasetError, flow.FlowError) as exc:
         raise StepFailed(str(exc)) from None
     evaluation.record(ctx.store, ctx.node, ctx.project.name, result, ctx.run_id)
     alarms, warnings = result.alarms, result.warnings
@@ -213,7 +213,7 @@ def _step_evaluate(ctx: RunContext, step: dict[str, Any]) -> StepOutcome:
         "not_applicable": result.not_applicable,
     }
     if alarms:
-        if {**evaluation.DEFAULTS, **options}["fail_on_alarm"]:
+        if {**evaluation_plan.DEFAULTS, **options}["fail_on_alarm"]:
             raise StepFailed(f"{len(alarms)} evaluation alarm(s) on {day}: {summary}")
         return StepOutcome(WARNING, f"{len(alarms)} alarm(s) on {day}: {summary}", outputs)
     status = WARNING if warnings else SUCCESS

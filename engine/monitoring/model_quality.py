@@ -9,7 +9,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from engine.automation import drift
-from engine.automation.evaluation import NOT_APPLICABLE
+from engine.automation.evaluation_plan import NOT_APPLICABLE
 from engine.storage.control import ControlStore, evaluation_metrics
 
 

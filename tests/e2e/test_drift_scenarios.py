@@ -15,7 +15,7 @@ import pytest
 
 from engine.automation import runs
 from engine.automation.node import AutomationNode
-from engine.monitoring import fraudmap, model_quality
+from engine.monitoring import maps, model_quality
 from nodal_demo import datagen, demo
 from tests.conftest import SMALL
 from tests.homes import copy_home
@@ -76,12 +76,12 @@ def test_the_fraud_ring_lights_up_its_city_on_the_map_and_in_the_evaluation(drif
     assert _alarms(off, "location").empty
 
     # The map marks the evaluation's hot spot on the ring's day; the steady home has none.
-    lit = fraudmap.load_map_day(*drifted[:2], demo.PROJECT, demo.AUTOMATION_INFRA, day=RING_DAY)
+    lit = maps.load_map_day(*drifted[:2], demo.PROJECT, demo.AUTOMATION_INFRA, day=RING_DAY)
     assert lit.ok, lit.message
     spots = lit.hot_spots
     assert len(spots) == 1 and spots["place"].iloc[0].startswith("Denver")
     assert abs(spots["lat"].iloc[0] - RING_LAT) < 1 and abs(spots["lon"].iloc[0] - RING_LON) < 1
-    calm = fraudmap.load_map_day(*steady[:2], demo.PROJECT, demo.AUTOMATION_INFRA, day=RING_DAY)
+    calm = maps.load_map_day(*steady[:2], demo.PROJECT, demo.AUTOMATION_INFRA, day=RING_DAY)
     assert calm.hot_spots.empty
 
 
@@ -94,7 +94,7 @@ def test_unseen_merchant_ids_are_flagged_and_the_map_keeps_the_last_checked_day(
     assert np.all(share > 0.2)
     # The same day failed its data checks in daily_scoring: not published, and the map says so.
     assert outcomes[("daily_scoring", UNSEEN_DAY)] == runs.FAILED
-    data = fraudmap.load_map_day(settings, store, demo.PROJECT, demo.AUTOMATION_INFRA)
+    data = maps.load_map_day(settings, store, demo.PROJECT, demo.AUTOMATION_INFRA)
     assert data.day == RING_DAY and data.failed_check_day == UNSEEN_DAY
     assert "distinct_merchants_in_typical_range" in data.failed_check_message
 

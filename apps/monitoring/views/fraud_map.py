@@ -22,7 +22,7 @@ from apps.common.pickers import (
     project_deployment,
 )
 from engine.deployer import deployments as deployer
-from engine.monitoring import fraudmap
+from engine.monitoring import map_catalog, map_overlays, maps
 
 CARTO_LIGHT = "light"
 MAP_WIDTH, MAP_HEIGHT = 900, 560  # a typical width of the map on the page
@@ -35,7 +35,7 @@ header = st.empty()
 deployment = project_deployment(
     store,
     key="map_deployment",
-    newest=fraudmap.newest_map_days(
+    newest=map_catalog.newest_map_days(
         settings, store, deployer.list_deployments(store, kind="project")
     ),
 )
@@ -44,7 +44,7 @@ if deployment is None:
     st.info(NOTHING_DEPLOYED, icon=":material/info:")
     st.stop()
 PROJECT, AUTOMATION_INFRA = deployment.target, deployment.infra_id
-choices = fraudmap.map_choices(settings, store, PROJECT, AUTOMATION_INFRA)
+choices = map_catalog.map_choices(settings, store, PROJECT, AUTOMATION_INFRA)
 titles = {c.dashboard: c.title for c in choices}
 dashboard = from_url(
     "Map",
@@ -64,7 +64,7 @@ if st.session_state.get("map_view") not in (None, view):
 st.session_state["map_view"] = view
 
 spec = (
-    fraudmap.map_spec_on(settings, store, PROJECT, AUTOMATION_INFRA, dashboard)
+    map_catalog.map_spec_on(settings, store, PROJECT, AUTOMATION_INFRA, dashboard)
     if dashboard
     else None
 )
@@ -92,13 +92,13 @@ if "map_amount" not in st.session_state and st.query_params.get("amount"):
     low, _, high = st.query_params["amount"].partition("-")
     st.session_state["map_amount"] = (float(low), float(high))
 amount_range = st.session_state.get("map_amount")
-filters = fraudmap.MapFilters(
+filters = maps.MapFilters(
     values={c: tuple(st.session_state.get(f"map_filter::{c}") or ()) for c in filter_columns},
     min_amount=amount_range[0] if amount_range else None,
     max_amount=amount_range[1] if amount_range else None,
 )
 
-data = fraudmap.load_map_day(
+data = maps.load_map_day(
     settings,
     store,
     PROJECT,
@@ -109,15 +109,15 @@ data = fraudmap.load_map_day(
     dashboard=dashboard,
 )
 header.title(data.spec.title if data.spec else titles.get(str(dashboard), "Daily map"))
-if data.problem in (fraudmap.NOT_ACTIVE, fraudmap.NO_MAP, fraudmap.UNKNOWN_DASHBOARD):
+if data.problem in (maps.NOT_ACTIVE, maps.NO_MAP, maps.UNKNOWN_DASHBOARD):
     st.info(data.message, icon=":material/info:")
     st.stop()
-if data.problem == fraudmap.DAY_NOT_PUBLISHED:
+if data.problem == maps.DAY_NOT_PUBLISHED:
     st.warning(
         f"{data.message} Showing the latest published day instead.", icon=":material/event_busy:"
     )
     st.session_state.pop("map_day", None)
-    data = fraudmap.load_map_day(
+    data = maps.load_map_day(
         settings,
         store,
         PROJECT,
@@ -135,7 +135,7 @@ if data.failed_check_day:
         icon=":material/gpp_bad:",
     )
 
-if data.problem == fraudmap.NOTHING_PUBLISHED:
+if data.problem == maps.NOTHING_PUBLISHED:
     st.query_params.pop("day", None)
     st.info(data.message, icon=":material/info:")
     st.stop()
@@ -271,12 +271,12 @@ points = pts.assign(
     if colour_by == "score"
     else (pts["amount"] / max(amount_scale, 1.0)).clip(upper=1.0),
 )
-lat, lon, zoom = fraudmap.view_state(data.bounds, MAP_WIDTH, MAP_HEIGHT)
+lat, lon, zoom = map_overlays.view_state(data.bounds, MAP_WIDTH, MAP_HEIGHT)
 view_state = pdk.ViewState(latitude=lat, longitude=lon, zoom=zoom, min_zoom=1, max_zoom=14)
 layers = []
 if "city_labels" in spec.layers:
     # Labels that would overlap at this zoom are left out (bigger cities win).
-    cities = fraudmap.city_labels(zoom=zoom)
+    cities = map_overlays.city_labels(zoom=zoom)
     cities["offset"] = [[0, 10] if below else [0, -9] for below in cities["below"]]
     layers += [
         pdk.Layer(
@@ -401,7 +401,7 @@ st.caption(
 st.subheader(f"Top flagged {rows_word.lower()}")
 head = data.points.head(25)
 reasons = (
-    fraudmap.top_reasons(
+    map_overlays.top_reasons(
         settings,
         store,
         PROJECT,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from engine.automation import evaluation
+from engine.automation import evaluation, evaluation_plan, performance
 from engine.automation.node import AutomationNode
 from engine.monitoring import model_quality
 from engine.storage.control import check_results
@@ -66,14 +66,14 @@ def test_one_day_records_every_family_for_champion_and_challenger(node_home):
 
 def test_an_unscored_day_and_missing_reference_are_clear_errors(node_home):
     _, _, project, _ = node_home
-    with pytest.raises(evaluation.EvaluationError, match="no scored partition for 1999-01-01"):
+    with pytest.raises(evaluation_plan.EvaluationError, match="no scored partition for 1999-01-01"):
         evaluation.evaluate_day(project, "1999-01-01", OPTIONS)
     day = project.dataset("scored").partitions()[-1]
-    with pytest.raises(evaluation.EvaluationError, match="no reference data"):
+    with pytest.raises(evaluation_plan.EvaluationError, match="no reference data"):
         evaluation.evaluate_day(project, day, {**OPTIONS, "reference_days": ["1999-01-01"]})
     with pytest.raises(Exception, match="has no model 'nope'"):
         evaluation.evaluate_day(project, day, {"model": "nope", "input": "scored"})
-    with pytest.raises(evaluation.EvaluationError, match="needs input"):
+    with pytest.raises(evaluation_plan.EvaluationError, match="needs input"):
         evaluation.evaluate_day(project, day, {"model": "fraud_model"})
 
 
@@ -108,9 +108,9 @@ def test_the_reference_is_cached_per_model_version(node_home):
     from engine.models.saved import SavedModel
 
     saved = SavedModel.load(project.active_model_dir("fraud_model"))
-    options = {**evaluation.DEFAULTS, **OPTIONS}
+    options = {**evaluation_plan.DEFAULTS, **OPTIONS}
     first, days = evaluation.reference_sample(project, saved, options)
-    assert days == evaluation._day_range(*saved.meta["validation_days"])
+    assert days == evaluation.day_range(*saved.meta["validation_days"])
     assert "proba" in first.columns and len(first) > 1000
     cached = list(evaluation.reference_path(project).rglob("*.parquet"))
     assert len(cached) == 1
@@ -197,11 +197,11 @@ def test_the_claims_evaluation_joins_labels_on_the_declared_id(claims_env):
 
     project = claims_env.node_project()
     day = claims_env.nightly_days[-1]
-    p = evaluation.plan(project, {"model": "claim_risk", "input": "scores"})
+    p = evaluation_plan.plan(project, {"model": "claim_risk", "input": "scores"})
     assert (p.features, p.day_column) == ("claims", "booked_on")
     assert p.monitoring.id_column == "claim_ref" and p.monitoring.label_column == "confirmed_fraud"
-    rows = evaluation._labelled_days(project, p, day, project.dataset("scores").partitions())
-    labelled = rows[rows[evaluation._LABEL].notna()]
+    rows = performance.labelled_days(project, p, day, project.dataset("scores").partitions())
+    labelled = rows[rows[performance.LABEL].notna()]
     truth = query_df(
         "SELECT claim_ref, confirmed_fraud FROM o",
         {
@@ -213,5 +213,5 @@ def test_the_claims_evaluation_joins_labels_on_the_declared_id(claims_env):
     ).set_index("claim_ref")["confirmed_fraud"]
     assert len(labelled) == len(truth.index.intersection(rows["claim_ref"])) > 0
     assert (
-        labelled.set_index("claim_ref")[evaluation._LABEL] == truth.loc[labelled["claim_ref"]]
+        labelled.set_index("claim_ref")[performance.LABEL] == truth.loc[labelled["claim_ref"]]
     ).all()

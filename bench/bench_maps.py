@@ -1,7 +1,7 @@
 """Server time of the fraud-map page's data for a day of ~1 M transactions (target ≤ 1.5 s).
 
-Run: ``.venv/bin/python bench/bench_fraudmap.py [--root DIR] [--repeat N]``. Times
-``engine.monitoring.fraudmap.load_map_day`` (KPIs, the day before, the points drawn, filter choices,
+Run: ``.venv/bin/python bench/bench_maps.py [--root DIR] [--repeat N]``. Times
+``engine.monitoring.maps.load_map_day`` (KPIs, the day before, the points drawn, filter choices,
 hot spots) plus the top-reasons contributions for the 25 rows of the table: everything the
 page computes on the server. Baseline, measured in the same run: one DuckDB ``count(*)``
 over the same Parquet partition (the cost of touching the day at all).
@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.monitoring_home import DEFAULT_ROOT, prepare  # noqa: E402
 from engine.automation.node import AutomationNode  # noqa: E402
-from engine.monitoring import fraudmap  # noqa: E402
+from engine.monitoring import map_overlays, maps  # noqa: E402
 from engine.storage import datasets as ds  # noqa: E402
 from nodal_demo import demo  # noqa: E402
 
@@ -48,12 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     def baseline() -> None:
         ds.query_df("SELECT count(*) FROM m", {"m": (ref, [day])})
 
-    def page(threshold: float | None = None) -> fraudmap.MapDay:
-        data = fraudmap.load_map_day(
+    def page(threshold: float | None = None) -> maps.MapDay:
+        data = maps.load_map_day(
             settings, store, demo.PROJECT, demo.AUTOMATION_INFRA, day=day, threshold=threshold
         )
         ids = data.points.head(25)["id"].tolist()
-        fraudmap.top_reasons(
+        map_overlays.top_reasons(
             settings, store, demo.PROJECT, demo.AUTOMATION_INFRA, data.dashboard, ids, day
         )
         return data

@@ -11,6 +11,9 @@ Problems a user can meet (the project is not active on the node yet, it declares
 nothing published yet, a shared link to a day that is not published, an extract that went
 missing) come back as data in :attr:`MapDay.problem` with a message that names what to
 run for that project, never as an exception.
+
+Which maps a deployment has is :mod:`engine.monitoring.map_catalog`; the hot spots, top
+reasons, city labels and view around the points are :mod:`engine.monitoring.map_overlays`.
 """
 
 from __future__ import annotations
@@ -22,23 +25,16 @@ import pandas as pd
 import sqlalchemy as sa
 
 from engine.core.settings import Settings
-from engine.core.us_cities import US_CITIES
-from engine.deployer.deployments import Deployment
-from engine.models import saved as models
-from engine.models.scoring import OUTPUT_COLUMNS
-from engine.monitoring import deployed
-from engine.project import dashboard_spec
+from engine.monitoring import deployed, map_catalog, map_overlays
 from engine.project.dashboard_spec import MapSpec
-from engine.project.project import Project, ProjectError
+from engine.project.project import ProjectError
 from engine.storage import datasets as ds
-from engine.storage.control import ControlStore, check_results, evaluation_metrics, published_days
+from engine.storage.control import ControlStore, check_results, published_days
 
 MAX_POINTS = 20_000
 # Every point has these columns (None where the dashboard declares no such role), then its
 # dashboard's ``details`` columns under their own names.
 POINT_COLUMNS = ["lat", "lon", "score", "amount", "category", "time", "id"]
-HOT_SPOT_COLUMNS = ["lat", "lon", "place", "family", "status", "message"]
-SCORER = (OUTPUT_COLUMNS[0], OUTPUT_COLUMNS[1])  # the batch scorer's score and flag columns
 
 # Problem kinds (MapDay.problem); None means the day loaded.
 NOT_ACTIVE = "not_active"
@@ -79,15 +75,6 @@ def _empty_points() -> pd.DataFrame:
 
 
 @dataclass(frozen=True)
-class MapChoice:
-    """One map dashboard of a deployed project, and the newest day it has published."""
-
-    dashboard: str
-    title: str
-    newest_day: str | None
-
-
-@dataclass(frozen=True)
 class MapDay:
     """One day of a map dashboard, or why there is none (``problem`` and ``message``)."""
 
@@ -109,7 +96,9 @@ class MapDay:
     filter_options: dict[str, list[str]] = field(default_factory=dict)  # values on the day
     max_amount: float = 0.0
     bounds: tuple[float, float, float, float] | None = None  # lat, lat, lon, lon of the day
-    hot_spots: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=HOT_SPOT_COLUMNS))
+    hot_spots: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=map_overlays.HOT_SPOT_COLUMNS)
+    )
     failed_check_day: str | None = None  # a newer day whose data checks failed
     failed_check_message: str = ""
     problem: str | None = None
@@ -283,136 +272,6 @@ def failed_checks_after(
     return day, f"data checks failed on {day} (at {at} UTC): " + "; ".join(reasons)
 
 
-# --- which maps a deployment has ---------------------------------------------------------------
-
-
-def _newest_published(store: ControlStore) -> dict[tuple[str, str, str], str]:
-    """(infra, project, dashboard) → the newest day published there."""
-    t = published_days
-    q = sa.select(t.c.infra_id, t.c.project, t.c.dashboard, sa.func.max(t.c.day)).group_by(
-        t.c.infra_id, t.c.project, t.c.dashboard
-    )
-    with store.read() as conn:
-        return {(i, p, d): str(day) for i, p, d, day in conn.execute(q).all()}
-
-
-def map_choices(
-    settings: Settings, store: ControlStore, project: str, infra_id: str
-) -> list[MapChoice]:
-    """The project's map dashboards on ``infra_id``, newest published day first."""
-    node = deployed.try_node_project(settings, store, infra_id, project)
-    if node is None:
-        return []
-    newest = _newest_published(store)
-    choices = [
-        MapChoice(
-            name,
-            str(node.dashboards[name].get("title") or name),
-            newest.get((infra_id, project, name)),
-        )
-        for name in dashboard_spec.map_dashboards(node)
-    ]
-    return sorted(choices, key=lambda c: (c.newest_day or "", c.dashboard), reverse=True)
-
-
-def newest_map_days(
-    settings: Settings, store: ControlStore, deployments: list[Deployment]
-) -> dict[tuple[str, str], str]:
-    """(infra, project) → the newest day any of its map dashboards published."""
-    out: dict[tuple[str, str], str] = {}
-    for dep in deployments:
-        days = [c.newest_day for c in map_choices(settings, store, dep.target, dep.infra_id)]
-        if any(days):
-            out[(dep.infra_id, dep.target)] = max(d for d in days if d)
-    return out
-
-
-def _spec(node: Project, dashboard: str) -> MapSpec:
-    problems = dashboard_spec.problems(node, dashboard)
-    if problems:
-        raise ProjectError("; ".join(problems))
-    return dashboard_spec.map_spec(dashboard, node.dashboards[dashboard], SCORER)
-
-
-def map_spec_on(
-    settings: Settings, store: ControlStore, project: str, infra_id: str, dashboard: str
-) -> MapSpec | None:
-    """Map dashboard ``dashboard`` as the node's active bundle declares it (None: unreadable;
-    :func:`load_map_day` says why)."""
-    node = deployed.try_node_project(settings, store, infra_id, project)
-    if node is None or dashboard not in dashboard_spec.map_dashboards(node):
-        return None
-    try:
-        return _spec(node, dashboard)
-    except ProjectError:
-        return None
-
-
-def _scoring_models(project: Project, source: str) -> list[str]:
-    """The models whose score step writes ``source`` (else every model of the project)."""
-    return sorted(
-        {
-            step["model"]
-            for spec in project.scenarios.values()
-            for step in spec.get("steps") or []
-            if isinstance(step, dict)
-            and step.get("type") == "score"
-            and step.get("output") == source
-            and "model" in step
-        }
-    ) or sorted(project.models)
-
-
-def top_reasons(
-    settings: Settings,
-    store: ControlStore,
-    project: str,
-    infra_id: str,
-    dashboard: str,
-    ids: list[str],
-    day: str,
-    k: int = 3,
-) -> dict[str, list[tuple[str, float]]]:
-    """Per point (by its ``id`` role), the ``k`` features that pushed its score up the most.
-
-    LightGBM's per-feature contributions (SHAP values, in log-odds) of the active model that
-    scores the map's source, computed on the fly for these rows only, from the scored
-    features of ``day``. Empty when the map declares no ``id`` role.
-    """
-    if not ids:
-        return {}
-    node = deployed.node_project(settings, store, infra_id, project)
-    spec = _spec(node, dashboard)
-    if not spec.id:
-        return {}
-    ref = node.dataset(spec.source)
-    saved = models.SavedModel.load(node.active_model_dir(_scoring_models(node, spec.source)[0]))
-    columns = ", ".join(_q(c) for c in [spec.id, *saved.feature_names])
-    rows = ds.query_df(
-        f"SELECT {columns} FROM day_rows WHERE CAST({_q(spec.id)} AS VARCHAR) IN (SELECT unnest($ids))",
-        {"day_rows": (ref, [day])},
-        {"ids": [str(i) for i in ids]},
-    )
-    if rows.empty:
-        return {}
-    contrib = saved.booster.predict(saved.encode(rows), pred_contrib=True)[:, :-1]
-    features = saved.feature_names
-    out: dict[str, list[tuple[str, float]]] = {}
-    for row_id, values in zip(rows[spec.id], contrib, strict=True):
-        order = values.argsort()[::-1][:k]
-        out[str(row_id)] = [(features[i], float(values[i])) for i in order if values[i] > 0]
-    return out
-
-
-def _model_threshold(project: Project, source: str) -> float | None:
-    """Decision threshold of the active version of the model that scores ``source``."""
-    for name in _scoring_models(project, source):
-        for meta in models.list_versions(project, name):
-            if meta["active"]:
-                return float(meta["threshold"])
-    return None
-
-
 def load_map_day(
     settings: Settings,
     store: ControlStore,
@@ -454,7 +313,7 @@ def load_map_day(
             "bundle of it there; its map appears once the node has activated it and a "
             "scenario has published a day.",
         )  # fmt: skip
-    choices = map_choices(settings, store, project, infra_id)
+    choices = map_catalog.map_choices(settings, store, project, infra_id)
     if not choices:
         return MapDay(
             **base, day=None, published_days=[], problem=NO_MAP,
@@ -511,7 +370,7 @@ def load_map_day(
         bundle_id=row["bundle_id"],
     )
     try:
-        spec = _spec(node, dashboard)
+        spec = map_catalog.map_spec(node, dashboard)
         info["spec"] = spec
         ref = node.dataset(spec.output)
         present = set(ref.partitions())
@@ -519,7 +378,7 @@ def load_map_day(
             raise ds.DatasetError(
                 f"the extract {ref.name!r} has no partition for {day} (looked in {ref.path})"
             )
-        model_threshold = _model_threshold(node, spec.source)
+        model_threshold = map_catalog.model_threshold(node, spec.source)
         flag_at = threshold if threshold is not None else spec.threshold
         if flag_at is None and not spec.flag:
             flag_at = model_threshold if model_threshold is not None else 0.5
@@ -558,7 +417,7 @@ def load_map_day(
         filter_options={c: _values(today.get(f"f{i}")) for i, c in enumerate(spec.filters)},
         max_amount=float(today.get("max_amount") or 0.0) if has_amount else 0.0,
         bounds=bounds,  # type: ignore[arg-type]
-        hot_spots=hot_spots(store, project, infra_id, day),
+        hot_spots=map_overlays.hot_spots(store, project, infra_id, day),
     )
 
 
@@ -579,98 +438,3 @@ def _published(store: ControlStore, project: str, dashboard: str, infra_id: str)
     with store.read() as conn:
         rows = conn.execute(q).mappings().all()
     return pd.DataFrame([dict(r) for r in rows], columns=[c.name for c in t.columns])
-
-
-def view_state(
-    bounds: tuple[float, float, float, float] | None,
-    width_px: float = 900,
-    height_px: float = 560,
-) -> tuple[float, float, float]:
-    """Latitude, longitude and web-map zoom that frame ``bounds`` (most of a day's rows).
-
-    Without bounds (no row has coordinates), the whole world.
-    """
-    if bounds is None:
-        return 20.0, 0.0, 1.0
-    lat_lo, lat_hi, lon_lo, lon_hi = bounds
-    lat_c, lon_c = (lat_lo + lat_hi) / 2, (lon_lo + lon_hi) / 2
-    lat_span = max(lat_hi - lat_lo, 0.5) * 1.2
-    lon_span = max(lon_hi - lon_lo, 0.5) * 1.2
-    stretch = 1 / max(math.cos(math.radians(lat_c)), 0.2)  # Mercator: degrees of latitude grow
-    zoom_x = math.log2(width_px * 360 / (512 * lon_span))
-    zoom_y = math.log2(height_px * 360 / (512 * lat_span * stretch))
-    zoom = min(max(min(zoom_x, zoom_y), 1.0), 12.0)
-    return lat_c, lon_c, round(zoom, 1)
-
-
-def hot_spots(store: ControlStore, project: str, infra_id: str, day: str) -> pd.DataFrame:
-    """The model evaluation's geographic alarms for ``day``, to mark on the map.
-
-    A jump in a place's share of rows (``location``) and, once labels land, more positives
-    than the model expected there (``missed_fraud``): a new fraud ring the model cannot see
-    lights up here before the model's own flags show it. Empty when the evaluated model
-    declares no location.
-    """
-    t = evaluation_metrics
-    q = sa.select(t.c.family, t.c.feature, t.c.metric, t.c.value, t.c.status, t.c.message).where(
-        t.c.node == infra_id,
-        t.c.project == project,
-        t.c.role == "champion",
-        t.c.day == day,
-        t.c.family.in_(["location", "missed_fraud"]),
-        t.c.status.in_(["WARNING", "ERROR"]),
-        t.c.metric.in_(["latitude", "longitude"]),
-    )
-    with store.read() as conn:
-        rows = pd.DataFrame([dict(r) for r in conn.execute(q).mappings()])
-    if rows.empty:
-        return pd.DataFrame(columns=HOT_SPOT_COLUMNS)
-    wide = rows.pivot_table(
-        index=["family", "feature", "status", "message"], columns="metric", values="value"
-    ).reset_index()
-    return wide.rename(columns={"latitude": "lat", "longitude": "lon", "feature": "place"})[
-        HOT_SPOT_COLUMNS
-    ]
-
-
-def _web_mercator_px(lat: float, lon: float, zoom: float) -> tuple[float, float]:
-    scale = 512 * 2**zoom / (2 * math.pi)
-    x = scale * (math.radians(lon) + math.pi)
-    y = scale * (math.pi - math.log(math.tan(math.pi / 4 + math.radians(lat) / 2)))
-    return x, y
-
-
-def city_labels(
-    zoom: float | None = None, char_px: float = 7.5, line_px: float = 14.0
-) -> pd.DataFrame:
-    """The gazetteer's US city names and centres, biggest first: orientation for the
-    offline basemap (outside the US, no label is in view).
-
-    With ``zoom`` (a web-map zoom level), labels are placed for that zoom: above the city,
-    else below it (``below`` is True), else left out when both places would overlap the
-    label of a bigger city. ``char_px`` and ``line_px`` are a label's character width and
-    line height in pixels.
-    """
-    frame = pd.DataFrame(
-        [(c.name, c.state, c.latitude, c.longitude, c.population) for c in US_CITIES],
-        columns=["name", "state", "lat", "lon", "population"],
-    ).sort_values("population", ascending=False, ignore_index=True)
-    frame["below"] = False
-    if zoom is None:
-        return frame
-    kept: list[int] = []
-    boxes: list[tuple[float, float, float, float]] = []
-    for i, city in frame.iterrows():
-        x, y = _web_mercator_px(city["lat"], city["lon"], zoom)
-        half = len(city["name"]) * char_px / 2
-        above = (x - half, y - line_px - 2, x + half, y - 2)
-        below = (x - half, y + 2, x + half, y + line_px + 2)
-        for box, is_below in ((above, False), (below, True)):
-            if not any(
-                box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in boxes
-            ):
-                kept.append(i)
-                boxes.append(box)
-                frame.loc[i, "below"] = is_below
-                break
-    return frame.loc[kept].reset_index(drop=True)

@@ -1,6 +1,6 @@
 """The daily map's data on the example: published days only, KPIs and points that match the
-extract, all read through the dashboard's declared roles (tests/engine/monitoring/
-test_map_other_vocabulary.py draws a project with other column names)."""
+extract, all read through the dashboard's declared roles (the second part draws a project
+with other column names)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from engine.automation.node import AutomationNode
 from engine.core.settings import load_settings
 from engine.core.us_cities import US_CITIES
-from engine.monitoring import fraudmap
+from engine.monitoring import map_catalog, map_overlays, maps
 from engine.storage.control import open_store
 from engine.storage.datasets import query_df
 from nodal_demo import demo
@@ -39,11 +39,11 @@ def _expected(settings, store, day: str, where: str = "is_flagged") -> dict:
 @pytest.fixture(scope="module")
 def two_days(demo_env, tmp_path_factory):
     """A copy of the demo home where the day before the latest published one is published too."""
-    return copy_with_previous_day(demo_env.settings, tmp_path_factory.mktemp("fraudmap"))
+    return copy_with_previous_day(demo_env.settings, tmp_path_factory.mktemp("maps"))
 
 
-def _load(settings, store, **kw) -> fraudmap.MapDay:
-    return fraudmap.load_map_day(settings, store, demo.PROJECT, demo.AUTOMATION_INFRA, **kw)
+def _load(settings, store, **kw) -> maps.MapDay:
+    return maps.load_map_day(settings, store, demo.PROJECT, demo.AUTOMATION_INFRA, **kw)
 
 
 def test_default_is_the_latest_published_day_with_kpis_from_the_extract(demo_env):
@@ -67,7 +67,7 @@ def test_default_is_the_latest_published_day_with_kpis_from_the_extract(demo_env
 def test_points_are_the_flagged_transactions_only_most_likely_first(demo_env):
     data = _load(demo_env.settings, demo_env.store)
     points = data.points
-    assert list(points.columns) == [*fraudmap.POINT_COLUMNS, "merchant_id"]  # + its details
+    assert list(points.columns) == [*maps.POINT_COLUMNS, "merchant_id"]  # + its details
     assert data.detail_columns == ["merchant_id"]
     assert len(points) == data.kpis.flagged and not data.points_truncated
     assert points["id"].is_unique
@@ -83,7 +83,7 @@ def test_points_are_the_flagged_transactions_only_most_likely_first(demo_env):
     assert points["lat"].between(18, 72).all() and points["lon"].between(-170, -60).all()
     assert points["category"].notna().all() and points["time"].str.match(r"\d{4}-").all()
     # The view frames the day's rows: the continental US here.
-    lat, lon, zoom = fraudmap.view_state(data.bounds)
+    lat, lon, zoom = map_overlays.view_state(data.bounds)
     assert 30 < lat < 45 and -105 < lon < -85 and 3 <= zoom <= 4.5
 
 
@@ -109,7 +109,7 @@ def test_filters_on_the_declared_columns_and_the_amount(demo_env):
     wanted = tuple(categories[:2])
     where = "proba >= 0.05 AND merchant_category IN ('" + "', '".join(wanted) + "')"
     where += " AND amount BETWEEN 10 AND 500"
-    filters = fraudmap.MapFilters({"merchant_category": wanted}, min_amount=10, max_amount=500)
+    filters = maps.MapFilters({"merchant_category": wanted}, min_amount=10, max_amount=500)
     data = _load(settings, store, threshold=0.05, filters=filters)
     expected = _expected(settings, store, data.day, where)
     assert data.kpis.flagged == expected["flagged"] == len(data.points) > 0
@@ -141,15 +141,15 @@ def test_change_is_against_the_previous_published_day(two_days):
 
 def test_a_day_not_published_is_a_clear_problem_not_an_exception(demo_env):
     data = _load(demo_env.settings, demo_env.store, day="1999-01-01")
-    assert data.problem == fraudmap.DAY_NOT_PUBLISHED and not data.ok
+    assert data.problem == maps.DAY_NOT_PUBLISHED and not data.ok
     assert "1999-01-01 is not a published day" in data.message
     assert data.published_days and data.points.empty and data.kpis is None
 
 
 def test_an_empty_home_has_nothing_active(tmp_path):
     settings = load_settings(environ={}, home=tmp_path / "var", data_dir=tmp_path / "data")
-    data = fraudmap.load_map_day(settings, open_store(settings.control_store_url), "shop", "node")
-    assert data.problem == fraudmap.NOT_ACTIVE
+    data = maps.load_map_day(settings, open_store(settings.control_store_url), "shop", "node")
+    assert data.problem == maps.NOT_ACTIVE
     assert data.published_days == [] and data.day is None and data.kpis is None
     assert "'shop' is not active on node" in data.message
 
@@ -161,12 +161,12 @@ def test_nothing_published_names_the_projects_own_scenario(demo_env, tmp_path):
     with store.write() as conn:
         conn.execute(published_days.delete())
     data = _load(settings, store)
-    assert data.problem == fraudmap.NOTHING_PUBLISHED and data.publishers == ["daily_scoring"]
+    assert data.problem == maps.NOTHING_PUBLISHED and data.publishers == ["daily_scoring"]
     assert (
         "nodal scenario run daily_scoring --project fraud --infra automation-prod" in data.message
     )
     other = _load(settings, store, dashboard="nope")
-    assert other.problem == fraudmap.UNKNOWN_DASHBOARD and "its maps: fraud_map" in other.message
+    assert other.problem == maps.UNKNOWN_DASHBOARD and "its maps: fraud_map" in other.message
 
 
 def test_a_published_day_whose_extract_is_gone_says_so(demo_env, tmp_path):
@@ -175,26 +175,26 @@ def test_a_published_day_whose_extract_is_gone_says_so(demo_env, tmp_path):
     node = AutomationNode(settings, store, demo.AUTOMATION_INFRA)
     shutil.rmtree(node.home / "projects" / demo.PROJECT / "data" / "fraud_map" / f"day={day}")
     data = _load(settings, store)
-    assert data.problem == fraudmap.NOT_READABLE
+    assert data.problem == maps.NOT_READABLE
     assert day in data.message and "no partition" in data.message
 
 
 def test_city_labels_cover_every_city_and_declutter_without_overlaps():
-    every = fraudmap.city_labels()
+    every = map_overlays.city_labels()
     assert len(every) == len(US_CITIES) and every["name"].iloc[0] == "New York"
-    placed = fraudmap.city_labels(zoom=3.4)
+    placed = map_overlays.city_labels(zoom=3.4)
     assert 30 < len(placed) < len(US_CITIES)
     assert {"New York", "Los Angeles", "Chicago", "Miami", "Seattle"} <= set(placed["name"])
     boxes = []
     for _, c in placed.iterrows():
-        x, y = fraudmap._web_mercator_px(c["lat"], c["lon"], 3.4)
+        x, y = map_overlays.web_mercator_px(c["lat"], c["lon"], 3.4)
         half = len(c["name"]) * 7.5 / 2
         top = y + 2 if c["below"] else y - 16
         boxes.append((x - half, top, x + half, top + 14))
     for i, a in enumerate(boxes):
         for b in boxes[i + 1 :]:
             assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3])
-    zoomed = fraudmap.city_labels(zoom=6)
+    zoomed = map_overlays.city_labels(zoom=6)
     assert len(zoomed) > len(placed)
 
 
@@ -214,12 +214,12 @@ def test_a_map_in_another_vocabulary_defaults_to_the_newest_published_dashboard(
     from tests.engine.small_project import CLAIMS_INFRA, CLAIMS_PROJECT
 
     settings, store = claims_env.settings, claims_env.store
-    choices = fraudmap.map_choices(settings, store, CLAIMS_PROJECT, CLAIMS_INFRA)
+    choices = map_catalog.map_choices(settings, store, CLAIMS_PROJECT, CLAIMS_INFRA)
     assert [(c.dashboard, c.newest_day) for c in choices] == [
         ("payout_map", claims_env.payout_day),
         ("claims_map", claims_env.nightly_days[-1]),
     ]
-    data = fraudmap.load_map_day(settings, store, CLAIMS_PROJECT, CLAIMS_INFRA)
+    data = maps.load_map_day(settings, store, CLAIMS_PROJECT, CLAIMS_INFRA)
     assert data.ok, data.message
     assert (data.dashboard, data.day, data.spec.title) == (
         "payout_map",
@@ -236,7 +236,7 @@ def test_a_map_in_another_vocabulary_defaults_to_the_newest_published_dashboard(
     assert data.points["id"].isna().all() and data.points["amount"].isna().all()
     assert data.filter_options == {} and data.max_amount == 0.0
     assert (
-        fraudmap.top_reasons(
+        map_overlays.top_reasons(
             settings, store, CLAIMS_PROJECT, CLAIMS_INFRA, "payout_map", ["x"], data.day
         )
         == {}
@@ -248,9 +248,7 @@ def test_a_map_in_another_vocabulary_reads_its_declared_roles(claims_env):
 
     settings, store = claims_env.settings, claims_env.store
     day, previous = claims_env.nightly_days[-1], claims_env.nightly_days[-2]
-    data = fraudmap.load_map_day(
-        settings, store, CLAIMS_PROJECT, CLAIMS_INFRA, dashboard="claims_map"
-    )
+    data = maps.load_map_day(settings, store, CLAIMS_PROJECT, CLAIMS_INFRA, dashboard="claims_map")
     assert data.ok, data.message
     assert data.day == day and data.publishers == ["nightly"]
     assert data.spec.label("rows") == "Claims" and data.spec.label("currency") == "€"
@@ -265,12 +263,12 @@ def test_a_map_in_another_vocabulary_reads_its_declared_roles(claims_env):
     flagged = set(query_df(f"SELECT claim_ref FROM {src} WHERE is_flagged")["claim_ref"])
     points = data.points
     assert set(points["id"]) == flagged and points["score"].is_monotonic_decreasing
-    assert list(points.columns) == [*fraudmap.POINT_COLUMNS, "adjuster"]
+    assert list(points.columns) == [*maps.POINT_COLUMNS, "adjuster"]
     assert set(points["category"]) <= {"north", "south", "east", "west"}
     assert points["time"].str.startswith(day).all()
     assert data.filter_options == {"branch": ["east", "north", "south", "west"]}
-    east = fraudmap.MapFilters({"branch": ("east",)})
-    only = fraudmap.load_map_day(
+    east = maps.MapFilters({"branch": ("east",)})
+    only = maps.load_map_day(
         settings, store, CLAIMS_PROJECT, CLAIMS_INFRA, filters=east, dashboard="claims_map"
     )
     expected = query_df(f"SELECT count(*) AS f FROM {src} WHERE is_flagged AND branch = 'east'")
@@ -278,11 +276,11 @@ def test_a_map_in_another_vocabulary_reads_its_declared_roles(claims_env):
         "east"
     }
     # The view frames France, where its sites are.
-    lat, lon, zoom = fraudmap.view_state(data.bounds)
+    lat, lon, zoom = map_overlays.view_state(data.bounds)
     assert 44 < lat < 49 and 0 < lon < 5 and zoom >= 4
     # Top reasons are keyed by the declared id, computed from the model's features.
     ids = points["id"].head(3).tolist()
-    reasons = fraudmap.top_reasons(
+    reasons = map_overlays.top_reasons(
         settings, store, CLAIMS_PROJECT, CLAIMS_INFRA, "claims_map", ids, day
     )
     assert set(reasons) == set(ids)
@@ -293,13 +291,13 @@ def test_a_deployment_with_nothing_published_names_its_own_scenarios(claims_env)
     from tests.engine.small_project import CLAIMS_PROJECT, CLAIMS_TEST_INFRA
 
     settings, store = claims_env.settings, claims_env.store
-    data = fraudmap.load_map_day(
+    data = maps.load_map_day(
         settings, store, CLAIMS_PROJECT, CLAIMS_TEST_INFRA, dashboard="claims_map"
     )
-    assert data.problem == fraudmap.NOTHING_PUBLISHED
+    assert data.problem == maps.NOTHING_PUBLISHED
     assert "nodal scenario run nightly --project claims --infra claims-test" in data.message
     assert "daily_scoring" not in data.message
     from engine.deployer import deployments as deployer
 
-    newest = fraudmap.newest_map_days(settings, store, deployer.list_deployments(store))
+    newest = map_catalog.newest_map_days(settings, store, deployer.list_deployments(store))
     assert newest == {("claims-prod", CLAIMS_PROJECT): claims_env.payout_day}

@@ -1,0 +1,180 @@
+"""The evaluation's performance metrics, once the delayed labels of scored days land.
+
+Part of the evaluate step (:mod:`engine.automation.evaluation` calls it per model role):
+the scored rows of recent days are joined with the labels that arrived by the evaluated day
+(:func:`labelled_days`); :func:`performance_metrics` measures every matured day, pools the
+last ones against the model's validation metrics (``performance_decay``) and, with a
+declared location, looks for the cell where positives most exceed the model's expectation
+(``missed_fraud``).
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from engine.automation import drift
+from engine.automation.evaluation_plan import CHAMPION, INFO, Metric, Plan, missing_columns
+from engine.models.saved import SavedModel
+from engine.project.project import Project
+from engine.storage import datasets as ds
+
+LABEL = "__nodal_label"  # the joined label, under a name no project column has
+
+
+def _performance(
+    y: np.ndarray, p: np.ndarray, amount: np.ndarray | None, threshold: float
+) -> dict[str, float]:
+    flagged = p >= threshold
+    positive = y == 1
+    out = {
+        "labelled_rows": float(len(y)),
+        "frauds": float(positive.sum()),
+        "recall": float((flagged & positive).sum() / max(positive.sum(), 1)),
+        "precision": float((flagged & positive).sum() / max(flagged.sum(), 1)),
+    }
+    if amount is not None:
+        out["fraud_caught_amount"] = float(amount[flagged & positive].sum())
+        out["fraud_missed_amount"] = float(amount[~flagged & positive].sum())
+    if 0 < positive.sum() < len(y):
+        out["roc_auc"] = float(roc_auc_score(y, p))
+        out["pr_auc"] = float(average_precision_score(y, p))
+    return out
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def labelled_days(project: Project, plan: Plan, day: str, scored_days: list[str]) -> pd.DataFrame:
+    """Scored rows of recent days joined with the labels that arrived by ``day``.
+
+    The label comes back as column :data:`LABEL` (1.0, 0.0, or missing when not arrived).
+    """
+    mon = plan.monitoring
+    if not mon.measures_performance:
+        return pd.DataFrame()
+    labels = project.dataset(str(mon.labels))
+    arrived = [d for d in labels.partitions() if d <= day] if labels.exists() else []
+    window_start = str(
+        date.fromisoformat(day) - timedelta(days=int(plan.options["performance_window_days"]))
+    )
+    days = [d for d in scored_days if window_start <= d < day]
+    if not arrived or not days:
+        return pd.DataFrame()
+    key, label, when = _q(str(mon.id_column)), _q(str(mon.label_column)), _q(plan.day_column)
+    return ds.query_df(
+        f"""
+        SELECT s.* REPLACE (CAST(s.{when} AS VARCHAR) AS {when}), l.{LABEL}
+        FROM day_rows s LEFT JOIN (
+            SELECT {key} AS __nodal_id, max(CAST({label} AS DOUBLE)) AS {LABEL}
+            FROM known GROUP BY 1
+        ) l ON s.{key} = l.__nodal_id
+        """,
+        {"day_rows": (project.dataset(plan.input), days), "known": (labels, arrived)},
+    )
+
+
+def performance_metrics(
+    role: str,
+    saved: SavedModel,
+    day: str,
+    rows: pd.DataFrame,
+    proba: np.ndarray,
+    plan: Plan,
+) -> list[Metric]:
+    """Per matured day (label coverage ≥ min), then pooled over the last ones vs validation."""
+    out: list[Metric] = []
+    if rows.empty:
+        return out
+    options, mon = plan.options, plan.monitoring
+    amount = rows[mon.amount].to_numpy(float) if mon.amount and mon.amount in rows.columns else None
+    labelled = rows[LABEL].notna().to_numpy()
+    y = rows[LABEL].fillna(0).to_numpy(int)
+    matured: list[str] = []
+    for d, idx in rows.groupby(plan.day_column).indices.items():
+        coverage = float(labelled[idx].mean())
+        keep = idx[labelled[idx]]
+        if coverage < float(options["min_label_coverage"]) or len(set(y[keep])) < 2:
+            continue
+        matured.append(str(d))
+        perf = _performance(
+            y[keep], proba[keep], None if amount is None else amount[keep], saved.threshold
+        )
+        perf["label_coverage"] = coverage
+        msg = (
+            f"{int(perf['frauds'])} positives in {int(perf['labelled_rows']):,} labelled rows: recall "
+            f"{perf['recall']:.2f}, precision {perf['precision']:.2f}, ROC AUC {perf.get('roc_auc', float('nan')):.3f}"
+        )
+        out += [
+            Metric(role, saved.version, str(d), "performance", "", k, v, INFO, msg)
+            for k, v in perf.items()
+        ]
+    recent = sorted(matured)[-int(options["decay_window_days"]) :]
+    if not recent:
+        return out
+    mask = rows[plan.day_column].isin(recent).to_numpy() & labelled
+    pooled = _performance(
+        y[mask], proba[mask], None if amount is None else amount[mask], saved.threshold
+    )
+    valid = saved.meta.get("metrics", {})
+    auc_drop = float(valid.get("roc_auc", np.nan)) - pooled.get("roc_auc", np.nan)
+    recall_drop = float(valid.get("recall_at_fpr", np.nan)) - pooled["recall"]
+    enough = pooled["frauds"] >= int(options["min_frauds"])
+    status = drift.OK
+    if not enough:
+        status = INFO
+    elif auc_drop >= float(options["max_roc_auc_drop"]) or recall_drop >= float(
+        options["max_recall_drop"]
+    ):
+        status = drift.ERROR
+    elif (
+        auc_drop >= float(options["max_roc_auc_drop"]) / 2
+        or recall_drop >= float(options["max_recall_drop"]) / 2
+    ):
+        status = drift.WARNING
+    msg = (
+        f"over {len(recent)} labelled days ({recent[0]}..{recent[-1]}, {int(pooled['frauds'])} positives): "
+        f"ROC AUC {pooled.get('roc_auc', float('nan')):.3f} vs {valid.get('roc_auc', float('nan')):.3f} at validation, "
+        f"recall {pooled['recall']:.2f} vs {valid.get('recall_at_fpr', float('nan')):.2f}"
+        + ("" if enough else f" (fewer than {options['min_frauds']} positives: not judged)")
+    )
+    pooled["expected_frauds"] = float(proba[mask].sum())
+    for k, v in (("roc_auc_drop", auc_drop), ("recall_drop", recall_drop), *pooled.items()):
+        out.append(
+            Metric(
+                role,
+                saved.version,
+                day,
+                "performance_decay",
+                "",
+                k,
+                None if np.isnan(v) else float(v),
+                status,
+                msg,
+            )
+        )
+    if role == CHAMPION and mon.location and not missing_columns(list(mon.location), rows):
+        lat, lon = mon.location
+        h = drift.missed_fraud_hot_spot(
+            rows[lat].to_numpy(float)[mask], rows[lon].to_numpy(float)[mask], y[mask], proba[mask]
+        )
+        for k, v in (("observed_frauds", h.observed), ("expected_frauds", h.expected), ("p_value", h.p_value),
+                     ("latitude", h.latitude), ("longitude", h.longitude)):  # fmt: skip
+            out.append(
+                Metric(
+                    role,
+                    saved.version,
+                    day,
+                    "missed_fraud",
+                    h.city,
+                    k,
+                    float(v),
+                    h.status,
+                    h.message,
+                )
+            )
+    return out
