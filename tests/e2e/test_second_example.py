@@ -13,11 +13,6 @@ import pytest
 
 from engine.automation import runs
 from engine.automation.node import AutomationNode
-from engine.deployer import api_deployer, apipackages, bundles
-from engine.deployer import deployments as deployer
-from engine.design import projects as design
-from engine.models import saved as models
-from engine.project import flow
 from engine.storage import datasets as ds
 from engine.storage.control import open_store
 from nodal_demo import returns
@@ -40,26 +35,35 @@ RAW = [
 ]
 
 
+def _cli(args: list[str], env: dict[str, str]) -> str:
+    result = procs.nodal(args, env)
+    assert result.returncode == 0, (args, result.stdout, result.stderr)
+    return result.stdout
+
+
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory):
+    """The shop's release done from the command line as an analyst and ops would."""
     root = tmp_path_factory.mktemp("returns")
     settings = make_settings(root)
     store = open_store(settings.control_store_url)
+    env = {"NODAL_HOME": str(settings.home), "NODAL_DATA_DIR": str(settings.data_dir)}
     returns.generate(CONFIG, settings.data_dir)
     # The newest day lands after the release: the package's customer histories are "as of
     # now", which is what batch uses for that day.
     newest = settings.data_dir / "orders" / f"day={returns.last_day(CONFIG)}"
     aside = root / "later"
     newest.rename(aside)
-    project = design.import_project(settings, store, EXAMPLE)
-    flow.build(project, "training_rows")
-    models.train(project, MODEL, "analyst")
-    bundles.create_bundle(settings.home, store, project, "v1", "first", "analyst")
-    deployer.create_infra(store, BATCH_INFRA, "automation", "prod")
-    deployer.create_infra(store, API_INFRA, "apinode", "prod")
-    deployer.deploy_bundle(store, PROJECT, "v1", BATCH_INFRA, "ops")
-    apipackages.create_package(settings.home, store, project, SERVICE, "v1", "first", "analyst")
-    api_deployer.deploy_package(store, SERVICE, "v1", API_INFRA, "ops")
+    _cli(["project", "import", str(EXAMPLE)], env)
+    _cli(["project", "use", PROJECT], env)
+    _cli(["flow", "build", "training_rows"], env)
+    _cli(["model", "train"], env)  # the project's only model
+    _cli(["bundle", "create", "v1", "--notes", "first"], env)
+    _cli(["infra", "create", BATCH_INFRA, "--kind", "automation", "--stage", "prod"], env)
+    _cli(["deploy", "bundle", "v1", "--infra", BATCH_INFRA], env)
+    _cli(["api", "package", "v1"], env)  # the only service; refused if real time differed
+    _cli(["infra", "create", API_INFRA, "--kind", "apinode", "--stage", "prod"], env)
+    _cli(["api", "deploy", "v1", "--infra", API_INFRA], env)
     aside.rename(newest)
     node = AutomationNode(settings, store, BATCH_INFRA)
     node.sync()
@@ -115,3 +119,41 @@ def test_a_record_without_the_fields_its_recipe_reads_is_refused_by_name(shop, t
         assert resp.status_code == 400
         assert resp.json()["message"].startswith("missing feature(s): ")
         assert "placed_at" in resp.json()["message"] and "card" not in resp.json()["message"]
+
+
+ARTIFACTS = procs.REPO / "test-artifacts" / "returns"
+
+
+def test_its_map_and_model_quality_pages_show_its_data_in_a_browser(shop, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    settings, _, _ = shop
+    env = {
+        "NODAL_HOME": str(settings.home),
+        "NODAL_DATA_DIR": str(settings.data_dir),
+        "NODAL_BASEMAP": "none",
+    }
+    deployment = f"{PROJECT}-on-{BATCH_INFRA}"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with (
+        procs.streamlit_app("apps/monitoring/app.py", env, tmp_path / "monitoring.log") as (url, _),
+        sync_playwright() as pw,
+    ):
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=procs.CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1600})
+            page.goto(f"{url}/fraud_map?deployment={deployment}&dashboard=returns_map")
+            expect(page.get_by_text("Where today's likely returns ship to")).to_be_visible(
+                timeout=60_000
+            )
+            expect(page.get_by_test_id("stDeckGlJsonChart")).to_be_visible(timeout=30_000)
+            expect(page.get_by_text("Likely returns").first).to_be_visible()
+            page.wait_for_timeout(1500)
+            page.screenshot(path=str(ARTIFACTS / "returns-map.png"), full_page=True)
+            page.goto(f"{url}/model_quality?deployment={deployment}")
+            expect(page.get_by_test_id("stVegaLiteChart").first).to_be_visible(timeout=60_000)
+            expect(page.get_by_text("No model evaluation")).to_have_count(0)
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(ARTIFACTS / "returns-model-quality.png"), full_page=True)
+        finally:
+            browser.close()
