@@ -40,7 +40,7 @@ P_VALUE = 0.01
 TEST_SAMPLE = 5000
 BINS = 10
 UNSEEN_WARNING, UNSEEN_ALARM = 0.01, 0.05
-# A grid cell is a hot spot when its share of the day's transactions rose by at least this
+# A grid cell is a hot spot when its share of the day's rows rose by at least this
 # many percentage points AND at least this factor (warning, alarm).
 HOTSPOT_RISE = (0.005, 0.01)
 HOTSPOT_FACTOR = (1.5, 2.0)
@@ -212,7 +212,7 @@ def unseen_values(name: str, known: set[str], current: pd.Series) -> UnseenValue
 
 @dataclass(frozen=True)
 class HotSpot:
-    """The grid cell whose share of the day's transactions rose the most."""
+    """The grid cell whose share of the day's rows rose the most."""
 
     city: str
     latitude: float
@@ -240,7 +240,7 @@ def nearest_city(lat: float, lon: float) -> str:
 def hot_spot(
     ref_lat: np.ndarray, ref_lon: np.ndarray, cur_lat: np.ndarray, cur_lon: np.ndarray
 ) -> HotSpot:
-    """Where did the share of transactions jump? One-degree cells, reference vs today.
+    """Where did the share of rows jump? One-degree cells, reference vs today.
 
     A cell is a hot spot (warning / alarm) when its share rose by at least
     :data:`HOTSPOT_RISE` percentage points *and* by :data:`HOTSPOT_FACTOR`, and the rise is
@@ -258,7 +258,7 @@ def hot_spot(
     n_ref, n_cur = int(ref.sum()), int(cur.sum())
     frame = pd.DataFrame({"ref": ref, "cur": cur}).fillna(0)
     if frame.empty:
-        return HotSpot("", 0.0, 0.0, 0.0, 0.0, 0, 1.0, OK, "no located transactions")
+        return HotSpot("", 0.0, 0.0, 0.0, 0.0, 0, 1.0, OK, "no located rows")
     frame["ref_share"] = frame["ref"] / max(n_ref, 1)
     frame["cur_share"] = frame["cur"] / max(n_cur, 1)
     frame["rise"] = frame["cur_share"] - frame["ref_share"]
@@ -281,7 +281,7 @@ def hot_spot(
     city = nearest_city(lat, lon)
     return HotSpot(
         city, lat, lon, float(row["ref_share"]), float(row["cur_share"]), int(row["cur"]), p_value, status,
-        f"around {city}: {row['cur_share']:.2%} of the day's transactions vs "
+        f"around {city}: {row['cur_share']:.2%} of the day's rows vs "
         f"{row['ref_share']:.2%} in the reference (×{factor:.1f}, p={p_value:.2g})",
     )  # fmt: skip
 
