@@ -75,11 +75,19 @@ def resolve_variables(
     That day is the newest partition of the scenario's ``day_from`` or, without one, of the
     first partitioned dataset its steps name (for a dataset the flow builds, the newest
     partition its partitioned sources all have): :func:`scenario_spec.latest_day`.
+    A ``day`` given (a run parameter, a trigger, a node variable) must be a valid partition
+    of that dataset (an ISO date for days): :class:`ds.InvalidPartition` otherwise, before
+    any step runs.
     """
     variables = {**project.variables, **params}
-    if variables.get("day", "latest") != "latest":
-        return variables
     source = scenario_spec.day_source(project, spec)
+    if variables.get("day", "latest") != "latest":
+        day = variables["day"]
+        if source in project.datasets and project.datasets[source].partitioned_by:
+            project.dataset(source).check_partition(day)
+        else:
+            ds.check_partition_value(day, date=False, what="day")
+        return variables
     if source is None:
         return variables  # no step reads a day (validation refuses steps that would)
     day = scenario_spec.latest_day(project, spec)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -16,7 +17,7 @@ from engine.automation.runs import SUCCESS, WARNING
 from engine.automation.steps import RunContext, StepFailed, StepOutcome, partition_of
 from engine.models import scoring
 from engine.project import checks, flow
-from engine.project.project import substitute
+from engine.project.project import ProjectError, substitute
 from engine.project.scenario_spec import STEP_KINDS
 from engine.storage import datasets as ds
 from engine.storage.control import (
@@ -95,7 +96,36 @@ def _step_train(ctx: RunContext, step: dict[str, Any]) -> StepOutcome:
     return StepOutcome(SUCCESS, r.message, r.as_outputs())
 
 
-def _sql_text(ctx: RunContext, step: dict[str, Any]) -> str:
+# A quoted placeholder (``'{day}'``, ``DATE '{day}'``) is a value: bound as a parameter.
+_QUOTED_VARIABLE = re.compile(
+    r"(?:\b(?P<type>DATE|TIMESTAMP)\s+)?'\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)\}'", re.IGNORECASE
+)
+
+
+def _bind_quoted(text: str, variables: dict[str, str], where: str) -> tuple[str, dict[str, str]]:
+    """``text`` with each quoted placeholder outside ``--`` comments turned into a named
+    parameter (``$day``; ``DATE '{day}'`` → ``CAST($day AS DATE)``), and the values bound."""
+    params: dict[str, str] = {}
+
+    def repl(m: re.Match[str]) -> str:
+        name = m.group("name")
+        if name not in variables:
+            raise ProjectError(f"{where}: unknown variable {{{name}}}")
+        params[name] = str(variables[name])
+        typ = m.group("type")
+        return f"CAST(${name} AS {typ.upper()})" if typ else f"${name}"
+
+    lines = []
+    for line in text.split("\n"):
+        code, dash, comment = line.partition("--")
+        lines.append(_QUOTED_VARIABLE.sub(repl, code) + dash + comment)
+    return "\n".join(lines), params
+
+
+def _sql_text(ctx: RunContext, step: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    """The step's SQL and its bound parameters: quoted placeholders are parameters; other
+    ``{name}`` (a node's ``data_dir`` in a path…) are replaced in the text, and a run's own
+    ``day`` was validated as a partition value before the run started."""
     if step.get("file"):
         path = ctx.project.root / str(step["file"])
         if not path.is_file():
@@ -103,11 +133,13 @@ def _sql_text(ctx: RunContext, step: dict[str, Any]) -> str:
         text = path.read_text()
     else:
         text = str(step.get("sql", ""))
-    return substitute(text, ctx.variables, f"step {step['name']}").strip().rstrip(";")
+    where = f"step {step['name']}"
+    text, params = _bind_quoted(text, ctx.variables, where)
+    return substitute(text, ctx.variables, where).strip().rstrip(";"), params
 
 
 def _step_sql(ctx: RunContext, step: dict[str, Any]) -> StepOutcome:
-    sql = _sql_text(ctx, step)
+    sql, params = _sql_text(ctx, step)
     views = {
         name: ctx.project.dataset(name)
         for name in ctx.project.datasets
@@ -116,13 +148,13 @@ def _step_sql(ctx: RunContext, step: dict[str, Any]) -> StepOutcome:
     with ds.session(views) as con:
         if step.get("output"):
             ref = ctx.project.dataset(step["output"])
-            written = ds.write(ref, sql, con=con)
-            rows = con.execute(f"SELECT count(*) FROM ({sql})").fetchone()[0]
+            written = ds.write(ref, sql, con=con, params=params)
+            rows = con.execute(f"SELECT count(*) FROM ({sql}\n)", params).fetchone()[0]
             where = f" (partitions {', '.join(written)})" if written else ""
             return StepOutcome(
                 SUCCESS, f"{rows} rows written to {ref.name}{where}", {"rows": int(rows)}
             )
-        rel = con.sql(sql)
+        rel = con.sql(sql, params=params)
         if rel is None:
             return StepOutcome(SUCCESS, "statement executed", {})
         head = rel.limit(20).df()

@@ -50,3 +50,20 @@ def run_hint(scenarios: list[str], project: str, infra_id: str) -> str:
     return " or ".join(
         f"`nodal scenario run {name} --project {project} --infra {infra_id}`" for name in scenarios
     )
+
+
+def stray_partitions(project: Project | None) -> dict[str, list[str]]:
+    """Folders of ``project``'s partitioned datasets that are not valid partitions (ignored by
+    every reader, e.g. ``day=tmp``), by dataset; only datasets that have some."""
+    if project is None:
+        return {}
+    out: dict[str, list[str]] = {}
+    for name, d in sorted(project.datasets.items()):
+        if d.partitioned_by:
+            try:
+                stray = project.dataset(name).invalid_partitions()
+            except (ProjectError, OSError):
+                continue
+            if stray:
+                out[name] = stray
+    return out

@@ -248,6 +248,8 @@ def run_checks(
     of an unpartitioned one. ``only`` restricts to some check names.
     """
     ref = project.dataset(dataset)
+    if ref.partitioned_by and partition is not None:
+        ref.check_partition(partition)  # a requested partition must be one, before any SQL
     if ref.partitioned_by and partition is None:
         parts = ref.partitions()
         if not parts:

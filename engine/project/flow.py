@@ -174,33 +174,43 @@ def input_tables(
     restrict: list[str] | None,
     partition_key: str | None,
 ) -> dict[str, str]:
-    """A DuckDB table expression per input, read as its mode says (for Python recipes)."""
+    """A DuckDB table expression per input, read as its mode says (for Python recipes).
+
+    An unpartitioned input read ``same`` is filtered on ``partition_key`` by the partitions
+    bound to the connection that reads it (:func:`ds.bind_partitions`), not by SQL text.
+    """
     out: dict[str, str] = {}
     for name, mode in recipe_inputs.items():
         ref = project.dataset(name)
         if mode == "same" and restrict and ref.partitioned_by:
             out[name] = ds.scan_sql(ref, restrict)
         elif mode == "same" and restrict and partition_key:
-            days = ", ".join(f"'{p}'" for p in restrict)
             out[name] = (
-                f"(SELECT * FROM {ds.scan_sql(ref)} "
-                f"WHERE CAST({partition_key} AS VARCHAR) IN ({days}))"
+                f"(SELECT * FROM {ds.scan_sql(ref)} WHERE {ds.in_partitions_sql(partition_key)})"
             )
         else:
             out[name] = ds.scan_sql(ref)
     return out
 
 
-def _sql_list(values: list[str]) -> str:
-    return ", ".join("'" + str(v).replace("'", "''") + "'" for v in values)
+def _only_partitions(source: str, key: str) -> str:
+    """``source``'s rows of the partitions bound to the connection only (what a partial build
+    writes). The SQL keeps its line numbers (errors point at the analyst's lines) and may
+    end with a comment."""
+    return f"SELECT * FROM ({source}\n) WHERE {ds.in_partitions_sql(key)}"
 
 
-def _only_partitions(source: str, key: str, partitions: list[str]) -> str:
-    """``source``'s rows of ``partitions`` only (what a partial build writes). The SQL keeps
-    its line numbers (errors point at the analyst's lines) and may end with a comment."""
-    column = '"' + key.replace('"', '""') + '"'
-    where = f"CAST({column} AS VARCHAR) IN ({_sql_list(partitions)})"
-    return f"SELECT * FROM ({source}\n) WHERE {where}"
+def check_partitions(project: Project, datasets: list[str], partitions: list[str] | None) -> None:
+    """Refuse requested partitions that are not valid partitions of the partitioned
+    ``datasets`` (ISO dates for days), before any SQL runs: :class:`ds.InvalidPartition`."""
+    if partitions is None:
+        return
+    refs = [project.dataset(n) for n in datasets if project.datasets[n].partitioned_by]
+    for p in partitions:
+        for ref in refs:
+            ref.check_partition(p)
+        if not refs:
+            ds.check_partition_value(p, date=False)
 
 
 def _partial_note(
@@ -265,11 +275,13 @@ def _run_python(
                 Path(tmp),
                 project.root,
                 out_ref.partitioned_by,
+                partitions=restrict,
             )
             with ds.session() as con:
                 source = f"SELECT * FROM read_parquet('{outcome.parquet}')"
                 if restrict:
-                    source = _only_partitions(source, out_ref.partitioned_by, restrict)
+                    ds.bind_partitions(con, restrict)
+                    source = _only_partitions(source, out_ref.partitioned_by)
                 written = ds.write(
                     out_ref, source, con=con, replace_all=restrict is None, partitions=restrict
                 )
@@ -292,6 +304,7 @@ def run_recipe(
     recipe = project.recipes[recipe_name]
     out_ref = project.dataset(recipe.output)
     started = time.perf_counter()
+    check_partitions(project, [recipe.output], partitions)
     restrict = partitions if out_ref.partitioned_by else None
     before = out_ref.partitions() if restrict else []
     if python_recipes.is_python(recipe.sql_file):
@@ -301,19 +314,20 @@ def run_recipe(
         return RecipeRun(recipe_name, recipe.output, restrict, rows, seconds, note)
     try:
         with ds.session(_views(project, recipe.inputs, restrict)) as con:
+            if restrict:
+                ds.bind_partitions(con, restrict)  # a parameter: never SQL text
             for name, mode in recipe.inputs.items():
                 in_ref = project.dataset(name)
                 # An unpartitioned input read "same" is filtered on the partition column.
                 if mode == "same" and restrict and not in_ref.partitioned_by:
-                    key = out_ref.partitioned_by
-                    days = ", ".join(f"'{p}'" for p in restrict)
+                    where = ds.in_partitions_sql(out_ref.partitioned_by)
                     con.execute(
                         f'CREATE OR REPLACE VIEW "{name}" AS SELECT * FROM '
-                        f"{ds.scan_sql(in_ref)} WHERE CAST({key} AS VARCHAR) IN ({days})"
+                        f"{ds.scan_sql(in_ref)} WHERE {where}"
                     )
             sql = recipe.sql.strip().rstrip(";")
             if restrict:
-                sql = _only_partitions(sql, out_ref.partitioned_by, restrict)
+                sql = _only_partitions(sql, out_ref.partitioned_by)
             written = ds.write(
                 out_ref, sql, con=con, replace_all=restrict is None, partitions=restrict
             )
@@ -342,6 +356,7 @@ def _run_all(
     partitions: list[str] | None,
     progress: Progress | None,
 ) -> BuildResult:
+    check_partitions(project, [target, *order], partitions)
     result = BuildResult(target)
     for i, dataset in enumerate(order):
         recipe = project.recipe_for(dataset)

@@ -103,7 +103,7 @@ def _partition_of(ref: ds.DatasetRef, partition: str | None) -> str | None:
         if not parts:
             raise ds.DatasetError(f"dataset {ref.name!r} has no partition yet")
         return parts[-1]
-    return partition
+    return ref.check_partition(partition)
 
 
 def compute_value(

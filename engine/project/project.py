@@ -74,7 +74,8 @@ class Project:
             path = Path(substitute(d.path or "", self.variables, f"dataset {name}"))
         else:
             path = self.data_root / name
-        return DatasetRef(name, path, d.partitioned_by)
+        key_type = (d.schema or {}).get(d.partitioned_by or "") if d.partitioned_by else None
+        return DatasetRef(name, path, d.partitioned_by, key_type)
 
     def recipe_for(self, dataset: str) -> RecipeDef | None:
         return next((r for r in self.recipes.values() if r.output == dataset), None)

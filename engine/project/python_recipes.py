@@ -39,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,12 +133,15 @@ def run_to_parquet(
     cwd: Path,
     partition_column: str | None = None,
     timeout: float | None = None,
+    partitions: Sequence[str] | None = None,
 ) -> Outcome:
     """Run the recipe ``code`` in a child process; its output lands in ``workdir``.
 
     ``inputs`` maps each input name to a DuckDB table expression reading it. ``display`` is
     the name the analyst knows the file by (``recipes/x.py``), used in messages.
-    ``workdir`` must be a private temporary folder; the caller removes it.
+    ``workdir`` must be a private temporary folder; the caller removes it. ``partitions``
+    (a build of some partitions) are bound to the child's connection as a parameter
+    (:func:`engine.storage.datasets.bind_partitions`) before the inputs are read.
     """
     declared = check_code(code, display)
     limit = float(timeout if timeout is not None else declared)
@@ -154,6 +157,7 @@ def run_to_parquet(
         "output": str(out),
         "error": str(error),
         "partition_column": partition_column,
+        "partitions": list(partitions or []),
     }
     spec_path = workdir / "spec.json"
     spec_path.write_text(json.dumps(spec))
@@ -239,6 +243,7 @@ def _child(spec: dict[str, Any]) -> int:
 
     script, display = spec["script"], spec["display"]
     with ds.session() as con:
+        ds.bind_partitions(con, spec.get("partitions") or [])
         return _run_child(spec, con, script, display)
 
 

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import datetime as dt
+import logging
 import os
 import re
 import shutil
@@ -40,10 +42,74 @@ from engine.core.errors import NodalError
 
 DATA_FILE = "data.parquet"
 STAGING_DIR = ".staging"
+# The DuckDB variable a connection's requested partitions are bound to (see bind_partitions).
+PARTITIONS_VARIABLE = "nodal_partitions"
+# A partition value that is not a day: letters, digits, "-", "_", "." (not first), <= 64.
+_PARTITION_VALUE = re.compile(r"[0-9A-Za-z_-][0-9A-Za-z_.-]{0,63}")
+_NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"  # the folder DuckDB writes NULL keys to
+_ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+log = logging.getLogger("nodal.datasets")
 
 
 class DatasetError(NodalError):
     """A dataset is missing, empty or unreadable; the message says which and why."""
+
+
+class InvalidPartition(DatasetError):
+    """A partition value that is not one (a requested day that is not an ISO date, a
+    value with characters outside the strict pattern); refused before any SQL runs."""
+
+
+def partition_problem(value: object, date: bool) -> str | None:
+    """Why ``value`` cannot be a partition value (None if it can).
+
+    ``date``: the partition key holds days, so the value must be an ISO date ``YYYY-MM-DD``;
+    else letters, digits, ``-``, ``_`` and ``.`` (not first), at most 64 characters.
+    """
+    text = value if isinstance(value, str) else None
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        text = value.isoformat()
+    if date:
+        if text is not None and _ISO_DAY.fullmatch(text):
+            try:
+                dt.date.fromisoformat(text)
+                return None
+            except ValueError:
+                pass
+        return f"{value!r} is not an ISO date YYYY-MM-DD"
+    if text is not None and _PARTITION_VALUE.fullmatch(text):
+        return None
+    return (
+        f"{value!r} is not a valid partition value (letters, digits, '-', '_', '.'; "
+        "at most 64 characters)"
+    )
+
+
+def check_partition_value(value: object, date: bool, what: str = "partition") -> str:
+    """``value`` if it is a valid partition value, else :class:`InvalidPartition`."""
+    problem = partition_problem(value, date)
+    if problem:
+        raise InvalidPartition(f"invalid {what}: {problem}")
+    return str(value)
+
+
+_warned: set[tuple[str, str]] = set()
+_warned_lock = threading.Lock()
+
+
+def _warn_invalid(ref: DatasetRef, names: list[str]) -> None:
+    """Log once per folder that ``ref`` holds folders that are not valid partitions."""
+    with _warned_lock:
+        new = [n for n in names if (str(ref.path), n) not in _warned]
+        _warned.update((str(ref.path), n) for n in new)
+    if new:
+        log.warning(
+            "dataset %r: ignoring folder(s) that are not valid %s partitions: %s",
+            ref.name,
+            ref.partitioned_by,
+            ", ".join(repr(n) for n in new),
+        )
 
 
 class Interrupted(DatasetError):
@@ -148,11 +214,24 @@ def _close(con: duckdb.DuckDBPyConnection) -> None:
 
 @dataclass(frozen=True)
 class DatasetRef:
-    """Where a dataset lives and how it is laid out."""
+    """Where a dataset lives and how it is laid out.
+
+    ``partition_type`` is the declared type of the partition key (from the project's
+    schema): a dataset partitioned by ``day``, or by a key declared DATE, has ISO-date
+    partitions (:attr:`date_partitions`); other keys take the strict pattern of
+    :func:`partition_problem`. Folders whose name is not a valid partition are ignored
+    (:meth:`invalid_partitions` lists them).
+    """
 
     name: str
     path: Path
     partitioned_by: str | None = None
+    partition_type: str | None = None
+
+    @property
+    def date_partitions(self) -> bool:
+        """Whether partition values are days (ISO dates)."""
+        return self.partitioned_by == "day" or (self.partition_type or "").upper() == "DATE"
 
     @property
     def glob(self) -> str:
@@ -160,42 +239,90 @@ class DatasetRef:
             return str(self.path / "*" / "*.parquet")
         return str(self.path / DATA_FILE)
 
+    def check_partition(self, value: object) -> str:
+        """``value`` if it is a valid partition of this dataset, else :class:`InvalidPartition`."""
+        problem = partition_problem(value, self.date_partitions)
+        if problem:
+            kind = "an ISO date" if self.date_partitions else "a plain value"
+            raise InvalidPartition(
+                f"invalid partition for dataset {self.name!r} (partitioned by "
+                f"{self.partitioned_by}, {kind}): {problem}"
+            )
+        return value.isoformat() if isinstance(value, dt.date) else str(value)
+
     def partition_path(self, value: str) -> Path:
-        return self.path / f"{self.partitioned_by}={value}"
+        """The folder of partition ``value`` (refused unless it is a valid partition)."""
+        return self.path / f"{self.partitioned_by}={self.check_partition(value)}"
 
     def exists(self) -> bool:
         if self.partitioned_by:
-            return any(self.path.glob(f"{self.partitioned_by}=*/*.parquet"))
+            return bool(self.partitions())
         return (self.path / DATA_FILE).exists()
 
-    def partitions(self) -> list[str]:
-        """Partition values present on disk, sorted."""
+    def _scan_folders(self) -> tuple[list[str], list[str]]:
+        """(valid partition values, names of the other folders holding Parquet files)."""
         if not self.partitioned_by or not self.path.exists():
-            return []
+            return [], []
         prefix = f"{self.partitioned_by}="
-        return sorted(
-            p.name[len(prefix) :]
-            for p in self.path.iterdir()
-            if p.is_dir() and p.name.startswith(prefix) and any(p.glob("*.parquet"))
-        )
+        valid, invalid = [], []
+        for p in self.path.iterdir():
+            if not p.is_dir() or p.name.startswith(".") or not any(p.glob("*.parquet")):
+                continue
+            value = p.name[len(prefix) :] if p.name.startswith(prefix) else None
+            if value is not None and partition_problem(value, self.date_partitions) is None:
+                valid.append(value)
+            else:
+                invalid.append(p.name)
+        return sorted(valid), sorted(invalid)
+
+    def partitions(self) -> list[str]:
+        """Valid partition values present on disk, sorted (the last is the newest).
+
+        Folders that are not valid partitions (``day=tmp``, a name carrying quotes) are
+        ignored, and a warning names them once.
+        """
+        valid, invalid = self._scan_folders()
+        if invalid:
+            _warn_invalid(self, invalid)
+        return valid
+
+    def invalid_partitions(self) -> list[str]:
+        """Names of the folders holding Parquet files that :meth:`partitions` ignores."""
+        return self._scan_folders()[1]
 
 
 def _sql_str(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
+def _file_list(ref: DatasetRef, partitions: Sequence[str]) -> str:
+    """A DuckDB list of the Parquet globs of ``partitions`` (valid values: no glob or quote
+    character can reach it)."""
+    return (
+        "["
+        + ", ".join(_sql_str(str(ref.partition_path(p) / "*.parquet")) for p in partitions)
+        + "]"
+    )
+
+
 def scan_sql(ref: DatasetRef, partitions: Sequence[str] | None = None) -> str:
-    """A DuckDB table expression reading the dataset (optionally some partitions only)."""
-    if not ref.exists():
-        raise DatasetError(f"dataset {ref.name!r} has no data yet (looked in {ref.path})")
+    """A DuckDB table expression reading the dataset (optionally some partitions only).
+
+    A partitioned dataset is read from the files of its valid partitions only (a stray
+    folder is never read); requested partitions must be valid and present.
+    """
     if not ref.partitioned_by:
+        if not ref.exists():
+            raise DatasetError(f"dataset {ref.name!r} has no data yet (looked in {ref.path})")
         return f"read_parquet({_sql_str(ref.glob)})"
+    for p in partitions or []:
+        ref.check_partition(p)
+    present = ref.partitions()
+    if not present:
+        raise DatasetError(f"dataset {ref.name!r} has no data yet (looked in {ref.path})")
     if partitions is None:
-        files = ref.glob
-        src = f"read_parquet({_sql_str(files)}, hive_partitioning=true, union_by_name=true)"
-        return src
-    present = set(ref.partitions())
-    missing = [p for p in partitions if p not in present]
+        partitions = present
+    missing = [p for p in partitions if p not in set(present)]
     if missing:
         raise DatasetError(
             f"dataset {ref.name!r} has no partition {', '.join(missing)} "
@@ -203,12 +330,23 @@ def scan_sql(ref: DatasetRef, partitions: Sequence[str] | None = None) -> str:
         )
     if not partitions:
         raise DatasetError(f"no partition of dataset {ref.name!r} was asked for")
-    files = (
-        "["
-        + ", ".join(_sql_str(str(ref.partition_path(p) / "*.parquet")) for p in partitions)
-        + "]"
+    return (
+        f"read_parquet({_file_list(ref, partitions)}, hive_partitioning=true, union_by_name=true)"
     )
-    return f"read_parquet({files}, hive_partitioning=true, union_by_name=true)"
+
+
+def bind_partitions(con: duckdb.DuckDBPyConnection, partitions: Sequence[str]) -> None:
+    """Bind ``partitions`` (as a parameter) to the connection's :data:`PARTITIONS_VARIABLE`,
+    which :func:`in_partitions_sql` reads: values never become SQL text."""
+    con.execute(
+        f"SET VARIABLE {PARTITIONS_VARIABLE} = ?::VARCHAR[]", [[str(p) for p in partitions]]
+    )
+
+
+def in_partitions_sql(key: str) -> str:
+    """A SQL condition: column ``key`` is one of the partitions bound by :func:`bind_partitions`."""
+    column = '"' + key.replace('"', '""') + '"'
+    return f"CAST({column} AS VARCHAR) IN (SELECT unnest(getvariable('{PARTITIONS_VARIABLE}')))"
 
 
 @contextlib.contextmanager
@@ -255,8 +393,9 @@ def schema(ref: DatasetRef, partition: str | None = None) -> dict[str, str]:
     """Column name → DuckDB type, as stored (of one partition if given)."""
     with session() as con:
         if partition is not None:
-            src = f"read_parquet({_sql_str(str(ref.partition_path(partition) / '*.parquet'))})"
-            if not list(ref.partition_path(partition).glob("*.parquet")):
+            folder = ref.partition_path(partition)  # refuses an invalid value
+            src = f"read_parquet({_sql_str(str(folder / '*.parquet'))})"
+            if not list(folder.glob("*.parquet")):
                 raise DatasetError(f"dataset {ref.name!r} has no partition {partition}")
         else:
             src = scan_sql(ref)
@@ -279,23 +418,23 @@ def _install_file(staged: Path, target_dir: Path) -> None:
             other.unlink()
 
 
-# Partition values written straight to ``<key>=<value>/``: those DuckDB's PARTITION_BY
-# would name the same way (no character it escapes).
-_PLAIN_PARTITION = re.compile(r"[0-9A-Za-z_][0-9A-Za-z_.-]*")
-
-
 def _write_one_partition(
-    con: duckdb.DuckDBPyConnection, ref: DatasetRef, source: str, value: str, staging: Path
+    con: duckdb.DuckDBPyConnection,
+    ref: DatasetRef,
+    source: str,
+    value: str,
+    staging: Path,
+    params: Mapping[str, object] | None = None,
 ) -> list[str] | None:
     """Write ``source`` as partition ``value`` in one staged file and install it.
 
     Returns the partitions written (``[]`` when ``source`` has no rows: nothing is
     installed, as the general path writes nothing then), or None when ``source`` holds a row
-    of another partition (or ``value`` needs escaping): nothing was installed and the caller
-    writes the general way. The same rows, columns and types as the general path.
+    of another partition: nothing was installed and the caller writes the general way. The
+    same rows, columns and types as the general path. ``value`` must be a valid partition
+    (:class:`InvalidPartition` otherwise) and is bound as a parameter, never SQL text.
     """
-    if not _PLAIN_PARTITION.fullmatch(value):
-        return None
+    ref.check_partition(value)
     key = ref.partitioned_by
     staged = staging / DATA_FILE
     # error() stops the COPY at the first row of another partition (or a NULL key); the
@@ -305,9 +444,10 @@ def _write_one_partition(
     marker = f"nodal-outside-partition-{uuid.uuid4().hex}"
     try:
         (rows,) = con.execute(
-            f"COPY (SELECT CASE WHEN CAST({key} AS VARCHAR) = {_sql_str(value)} "
-            f"THEN COLUMNS(* EXCLUDE ({key})) ELSE error({_sql_str(marker)}) END "
-            f"FROM {source}) TO {_sql_str(str(staged))} (FORMAT parquet)"
+            f"COPY (SELECT CASE WHEN CAST({key} AS VARCHAR) = $nodal_partition "
+            f"THEN COLUMNS(* EXCLUDE ({key})) ELSE error($nodal_marker) END "
+            f"FROM {source}) TO {_sql_str(str(staged))} (FORMAT parquet)",
+            {**(params or {}), "nodal_partition": value, "nodal_marker": marker},
         ).fetchone()
     except duckdb.Error as exc:
         if marker not in str(exc):
@@ -327,6 +467,7 @@ def write(
     con: duckdb.DuckDBPyConnection | None = None,
     replace_all: bool = False,
     partitions: Sequence[str] | None = None,
+    params: Mapping[str, object] | None = None,
 ) -> list[str]:
     """Write ``data`` (a DataFrame, Arrow table or SQL query on ``con``) into the dataset.
 
@@ -336,8 +477,10 @@ def write(
     them): when it names one, the rows are written straight to that partition's staged file
     (no ``PARTITION_BY`` split, the daily case), checked on the way to all belong to it;
     data holding rows of other partitions is written the general way instead.
+    ``params``: named parameters (``$name``) the query ``data`` uses, bound, never text.
     Returns the partitions written (empty list for an unpartitioned dataset).
     """
+    params = dict(params or {})
     own = con is None
     con = con or _connect()
     staging = _staging_dir(ref)
@@ -350,13 +493,14 @@ def write(
         if not ref.partitioned_by:
             staged = staging / DATA_FILE
             con.execute(
-                f"COPY (SELECT * FROM {source}) TO {_sql_str(str(staged))} (FORMAT parquet)"
+                f"COPY (SELECT * FROM {source}) TO {_sql_str(str(staged))} (FORMAT parquet)",
+                params,
             )
             _install_file(staged, ref.path)
             return []
         key = ref.partitioned_by
         if partitions is not None and len(partitions) == 1:
-            single = _write_one_partition(con, ref, source, str(partitions[0]), staging)
+            single = _write_one_partition(con, ref, source, str(partitions[0]), staging, params)
             if single is not None:
                 if replace_all:
                     for old in ref.partitions():
@@ -366,11 +510,25 @@ def write(
         con.execute(
             f"COPY (SELECT * EXCLUDE ({key}), CAST({key} AS VARCHAR) AS {key} FROM {source}) "
             f"TO {_sql_str(str(staging / 'out'))} (FORMAT parquet, PARTITION_BY ({key}), "
-            f"FILENAME_PATTERN 'part_{{i}}', WRITE_PARTITION_COLUMNS false)"
+            f"FILENAME_PATTERN 'part_{{i}}', WRITE_PARTITION_COLUMNS false)",
+            params,
         )
         written: list[str] = []
         out = staging / "out"
-        for part_dir in sorted(out.iterdir()) if out.exists() else []:
+        part_dirs = sorted(out.iterdir()) if out.exists() else []
+        values = [d.name.split("=", 1)[1] for d in part_dirs]
+        bad = [
+            "NULL" if v == _NULL_PARTITION else repr(v)
+            for v in values
+            if partition_problem(v, ref.date_partitions)
+        ]
+        if bad:  # nothing is installed: such folders would be ignored by every reader
+            raise InvalidPartition(
+                f"cannot write dataset {ref.name!r}: rows with {key} value(s) "
+                f"{', '.join(bad[:5])} that are not valid partitions "
+                f"({'ISO dates YYYY-MM-DD' if ref.date_partitions else 'letters, digits, -, _, .'})"
+            )
+        for part_dir in part_dirs:
             files = sorted(part_dir.glob("*.parquet"))
             if len(files) > 1:
                 merged = part_dir / "merged.parquet.tmp"

@@ -21,6 +21,16 @@ if deployment is None:
     st.info(NOTHING_DEPLOYED, icon=":material/info:")
     st.stop()
 chosen = deployment.deployment_id
+stray = deployed.stray_partitions(
+    deployed.try_node_project(settings, store, deployment.infra_id, deployment.target)
+)
+for dataset, folders in stray.items():
+    st.warning(
+        f"Dataset {dataset} has folders that are not valid partitions, ignored by every run: "
+        + ", ".join(repr(f) for f in folders[:5])
+        + (f" and {len(folders) - 5} more" if len(folders) > 5 else ""),
+        icon=":material/warning:",
+    )
 runs = status.runs_frame(store)
 mine = runs[runs["deployment"] == chosen] if not runs.empty else runs
 if mine.empty:

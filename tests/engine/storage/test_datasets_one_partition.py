@@ -116,11 +116,14 @@ def test_rows_of_another_partition_are_written_the_general_way(tmp_path):
     _write(expected, two_days, None)
     for day in (OTHER, DAY):
         assert _rows(_file(ref, day)) == _rows(_file(expected, day))
-    # A NULL key is another partition too (the general write names it day=NULL).
+    # A NULL key is another partition too; the general write refuses it for a dataset of
+    # days (a NULL day is no ISO date: readers would ignore its folder) and installs nothing.
     one_day = _source(tmp_path / "src")
     with_null = f"SELECT id, CASE WHEN id = 3 THEN NULL ELSE day END AS day FROM ({one_day})"
-    written = _write(ds.DatasetRef("n", tmp_path / "n", "day"), with_null, [DAY])
-    assert DAY in written and len(written) == 2
+    nulls = ds.DatasetRef("n", tmp_path / "n", "day")
+    with pytest.raises(ds.InvalidPartition, match="NULL"):
+        _write(nulls, with_null, [DAY])
+    assert not nulls.path.exists() or list(nulls.path.iterdir()) == []
     assert list((tmp_path / ds.STAGING_DIR).iterdir()) == []
 
 
@@ -191,9 +194,15 @@ def test_an_interrupted_one_partition_write_leaves_the_old_file(tmp_path):
     assert list(staging.iterdir()) == []
 
 
-def test_a_value_duckdb_would_escape_is_written_the_general_way(tmp_path):
-    """PARTITION_BY names ``k=a:b`` as ``k=a%3Ab``: the direct write must not differ."""
+def test_a_value_duckdb_would_escape_is_refused_by_both_writes(tmp_path):
+    """PARTITION_BY would name ``k=a:b`` as ``k=a%3Ab``, which is no valid partition (readers
+    would ignore it): the direct write refuses the value, the general write its rows."""
     sql = "SELECT range AS x, 'a:b' AS k FROM range(10)"
     ref = ds.DatasetRef("t", tmp_path / "t", "k")
-    assert _write(ref, sql, ["a:b"]) == _write(ds.DatasetRef("g", tmp_path / "g", "k"), sql, None)
-    assert ref.partitions() == ["a%3Ab"]
+    with pytest.raises(ds.InvalidPartition, match="'a:b'"):
+        _write(ref, sql, ["a:b"])
+    general = ds.DatasetRef("g", tmp_path / "g", "k")
+    with pytest.raises(ds.InvalidPartition, match="a%3Ab"):
+        _write(general, sql, None)
+    assert ref.partitions() == [] and general.partitions() == []
+    assert not general.path.exists() or list(general.path.iterdir()) == []
