@@ -100,8 +100,8 @@ class ApiNode:
     def load_version(self, service: str, version: str) -> LoadedService:
         info = apipackages.get_package(self.store, service, version)
         dest = self.home / "packages" / service / version
-        try:
-            extract_verified(info.path, dest, apipackages.KIND)
+        try:  # the zip must be the one published: its digest recorded in the control store
+            extract_verified(info.path, dest, apipackages.KIND, sha256=info.sha256)
         except ArtifactError as exc:
             raise apipackages.PackageError(str(exc)) from None
         except OSError:
@@ -120,39 +120,73 @@ class ApiNode:
             self.keys = keys  # keep the verified-key cache while nothing changed
         services: dict[str, ServedService] = {}
         for dep in api_deployer.list_api_deployments(self.store, infra_id=self.infra_id):
-            current = self.services.get(dep.service)
-            loaded = dict(current.generations) if current else {}
-            errors = []
-            for gen in dep.generations:
-                if gen in loaded:
-                    continue
-                try:
-                    loaded[gen] = self.load_version(dep.service, gen)
-                    log.info("%s: loaded %s", dep.service, gen)
-                except (apipackages.PackageError, OSError, ValueError, KeyError) as exc:
-                    errors.append(f"cannot load {gen} ({exc})")
-            if errors:
-                served = current.described if current else None
-                message = "; ".join(errors) + f"; still serving {served or 'nothing'}"
-                log.error("%s: %s", dep.service, message)
+            try:
+                self._sync_one(dep, services)
+            except Exception as exc:  # noqa: BLE001 - one deployment must not stop the others
+                log.exception(
+                    "%s: syncing deployment %s failed", dep.service, dep.deployment.deployment_id
+                )
+                current = self.services.get(dep.service)
                 if current:
-                    services[dep.service] = current
-                deployer.report(self.store, dep.deployment.deployment_id, served, "ERROR", message)
-                continue
-            traffic = dep.traffic
-            services[dep.service] = ServedService(
-                dep.service,
-                {g: loaded[g] for g in dep.generations},
-                _cumulative(traffic),
-                dep.deployment.version,
-                dep.access_mode,
-                dep.primary,
-            )
-            deployer.report(
-                self.store,
-                dep.deployment.deployment_id,
-                dep.deployment.version,
-                "HEALTHY",
-                f"serving {api_deployer.describe(traffic)} ({dep.access_mode})",
-            )
+                    services[dep.service] = current  # keep serving what it served
+                message = (
+                    f"unexpected {type(exc).__name__}: {exc} (the node's log has the details); "
+                    f"still serving {current.described if current else 'nothing'}"
+                )
+                try:
+                    deployer.report(
+                        self.store,
+                        dep.deployment.deployment_id,
+                        current.described if current else None,
+                        "ERROR",
+                        message,
+                    )
+                except Exception:  # noqa: BLE001 - the control store itself may be what fails
+                    log.exception("%s: reporting the failure failed", dep.service)
         self.services = services  # one assignment: requests see the old or the new mapping
+
+    def _sync_one(
+        self, dep: api_deployer.ApiDeployment, services: dict[str, ServedService]
+    ) -> None:
+        """Load one deployment's generations into ``services`` and report how it went."""
+        current = self.services.get(dep.service)
+        loaded = dict(current.generations) if current else {}
+        errors = []
+        for gen in dep.generations:
+            if gen in loaded:
+                continue
+            try:
+                loaded[gen] = self.load_version(dep.service, gen)
+                log.info("%s: loaded %s", dep.service, gen)
+            except (apipackages.PackageError, OSError, ValueError, KeyError) as exc:
+                errors.append(f"cannot load {gen} ({exc})")
+            except Exception as exc:  # noqa: BLE001 - one package must not stop the others
+                log.exception("%s: loading package %s failed", dep.service, gen)
+                errors.append(
+                    f"cannot load {gen} (unexpected {type(exc).__name__}: {exc}; the "
+                    "node's log has the details)"
+                )
+        if errors:
+            served = current.described if current else None
+            message = "; ".join(errors) + f"; still serving {served or 'nothing'}"
+            log.error("%s: %s", dep.service, message)
+            if current:
+                services[dep.service] = current
+            deployer.report(self.store, dep.deployment.deployment_id, served, "ERROR", message)
+            return
+        traffic = dep.traffic
+        services[dep.service] = ServedService(
+            dep.service,
+            {g: loaded[g] for g in dep.generations},
+            _cumulative(traffic),
+            dep.deployment.version,
+            dep.access_mode,
+            dep.primary,
+        )
+        deployer.report(
+            self.store,
+            dep.deployment.deployment_id,
+            dep.deployment.version,
+            "HEALTHY",
+            f"serving {api_deployer.describe(traffic)} ({dep.access_mode})",
+        )

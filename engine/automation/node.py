@@ -183,10 +183,12 @@ class AutomationNode:
         Raises on any failure, before the pointer moves. Returns what the seeding did.
         """
         info = bundles.get_bundle(self.store, project, bundle_id)
-        bundles.verify_bundle(info.path, project=project, bundle_id=bundle_id)
+        # The zip must be the one published: the digest the control store recorded then, not
+        # only a manifest that agrees with itself (anyone who can write the folder can do that).
+        bundles.verify_bundle(info.path, project=project, bundle_id=bundle_id, sha256=info.sha256)
         try:
             manifest = extract_verified(
-                info.path, self.bundle_dir(project, bundle_id), bundles.KIND
+                info.path, self.bundle_dir(project, bundle_id), bundles.KIND, sha256=info.sha256
             )
         except ArtifactError as exc:
             raise ActivationError(str(exc)) from None
@@ -213,44 +215,74 @@ class AutomationNode:
         return seeded
 
     def sync(self) -> list[SyncResult]:
-        """Pull desired state; activate what changed; report every deployment's state."""
+        """Pull desired state; activate what changed; report every deployment's state.
+
+        Each deployment is synced on its own: whatever one raises (a bad bundle, a bug) is
+        logged with its traceback and reported to the deployer as ERROR, and the others go on.
+        """
         results = []
         for dep in deployer.list_deployments(self.store, infra_id=self.infra_id, kind="project"):
-            active = self.active_bundle(dep.target)
-            status, message = "HEALTHY", f"bundle {dep.version} active"
-            if active != dep.version:
-                try:
-                    seeded = self.activate(dep.target, dep.version)
-                    active = dep.version
-                    if seeded.added or seeded.replaced or seeded.kept:
-                        message += f"; {seeded.describe()}"
-                except (ActivationError, bundles.BundleError, ProjectError) as exc:
-                    status = "ERROR"
-                    message = f"activation of {dep.version} failed, {active or 'nothing'} stays active: {exc}"
-            if status == "HEALTHY":
-                last = [
-                    r
-                    for r in runs.list_runs(self.store, self.infra_id, limit=20)
-                    if r["project"] == dep.target and r["status"] not in ("QUEUED", "RUNNING")
-                ][:1]
-                if last and last[0]["status"] == runs.ABORTED:
-                    status, message = (
-                        "WARNING",
-                        f"last run of {last[0]['scenario']} was aborted: {last[0]['message']}",
-                    )
-                elif last and last[0]["status"] == runs.FAILED:
-                    status, message = (
-                        "UNHEALTHY",
-                        f"last run of {last[0]['scenario']} failed: {last[0]['message']}",
-                    )
-                elif last and last[0]["status"] == runs.WARNING:
-                    status, message = (
-                        "WARNING",
-                        f"last run of {last[0]['scenario']} ended with warnings",
-                    )
-            deployer.report(self.store, dep.deployment_id, active, status, message)
-            results.append(SyncResult(dep.target, dep.version, active, status, message))
+            try:
+                result = self._sync_one(dep)
+            except Exception as exc:  # noqa: BLE001 - one deployment must not stop the others
+                log.exception("%s: syncing deployment %s failed", dep.target, dep.deployment_id)
+                result = self._report_failure(dep, exc)
+            results.append(result)
         return results
+
+    def _report_failure(self, dep: deployer.Deployment, exc: Exception) -> SyncResult:
+        active = None
+        with contextlib.suppress(Exception):
+            active = self.active_bundle(dep.target)
+        what = (
+            f"bundle {dep.version} active, but checking it failed"
+            if active == dep.version
+            else f"activation of {dep.version} failed, {active or 'nothing'} stays active"
+        )
+        message = f"{what}: unexpected {type(exc).__name__}: {exc} (the node's log has the details)"
+        try:
+            deployer.report(self.store, dep.deployment_id, active, "ERROR", message)
+        except Exception:  # noqa: BLE001 - the control store itself may be what fails
+            log.exception("%s: reporting the failure of %s failed", dep.target, dep.version)
+        return SyncResult(dep.target, dep.version, active, "ERROR", message)
+
+    def _sync_one(self, dep: deployer.Deployment) -> SyncResult:
+        active = self.active_bundle(dep.target)
+        status, message = "HEALTHY", f"bundle {dep.version} active"
+        if active != dep.version:
+            try:
+                seeded = self.activate(dep.target, dep.version)
+                active = dep.version
+                if seeded.added or seeded.replaced or seeded.kept:
+                    message += f"; {seeded.describe()}"
+            except (ActivationError, bundles.BundleError, ProjectError) as exc:
+                status = "ERROR"
+                message = (
+                    f"activation of {dep.version} failed, {active or 'nothing'} stays active: {exc}"
+                )
+        if status == "HEALTHY":
+            last = [
+                r
+                for r in runs.list_runs(self.store, self.infra_id, limit=20)
+                if r["project"] == dep.target and r["status"] not in ("QUEUED", "RUNNING")
+            ][:1]
+            if last and last[0]["status"] == runs.ABORTED:
+                status, message = (
+                    "WARNING",
+                    f"last run of {last[0]['scenario']} was aborted: {last[0]['message']}",
+                )
+            elif last and last[0]["status"] == runs.FAILED:
+                status, message = (
+                    "UNHEALTHY",
+                    f"last run of {last[0]['scenario']} failed: {last[0]['message']}",
+                )
+            elif last and last[0]["status"] == runs.WARNING:
+                status, message = (
+                    "WARNING",
+                    f"last run of {last[0]['scenario']} ended with warnings",
+                )
+        deployer.report(self.store, dep.deployment_id, active, status, message)
+        return SyncResult(dep.target, dep.version, active, status, message)
 
     # --- scenario runs -----------------------------------------------------------------------
 
@@ -374,38 +406,47 @@ class AutomationNode:
         """
         queued = []
         for project_name in self.active_projects():
-            project = self.project(project_name)
-            for scenario, index, trig in self.enabled_triggers(project_name):
-                if trig.get("type") != "dataset_changed":
-                    continue
-                ref = project.dataset(str(trig["dataset"]))
-                key = f"dataset:{project_name}:{scenario}:{index}:{ref.name}"
-                if ref.partitioned_by:
-                    now: list[str] = ref.partitions()
-                else:
-                    f = ref.path / "data.parquet"
-                    now = [str(f.stat().st_mtime_ns)] if f.exists() else []
-                before = self.get_state(key)
-                self.set_state(key, json.dumps(now))
-                if before is None:
-                    continue
-                for part in sorted(set(now) - set(json.loads(before))):
-                    params = {"day": part} if ref.partitioned_by else {}
-                    queued.append(
-                        runs.request_run(
-                            self.store,
-                            self.infra_id,
-                            project_name,
-                            scenario,
-                            f"dataset {ref.name} changed" + (f" ({part})" if params else ""),
-                            params,
-                        )
-                    )
-                    log.info(
-                        "%s/%s: new data in %s (%s): run queued",
+            try:
+                queued += self._watch(project_name)
+            except Exception:  # noqa: BLE001 - one project must not stop the others' watch
+                log.exception("%s: watching its datasets failed", project_name)
+        return queued
+
+    def _watch(self, project_name: str) -> list[int]:
+        """The runs :meth:`watch_datasets` queues for one active project."""
+        queued = []
+        project = self.project(project_name)
+        for scenario, index, trig in self.enabled_triggers(project_name):
+            if trig.get("type") != "dataset_changed":
+                continue
+            ref = project.dataset(str(trig["dataset"]))
+            key = f"dataset:{project_name}:{scenario}:{index}:{ref.name}"
+            if ref.partitioned_by:
+                now: list[str] = ref.partitions()
+            else:
+                f = ref.path / "data.parquet"
+                now = [str(f.stat().st_mtime_ns)] if f.exists() else []
+            before = self.get_state(key)
+            self.set_state(key, json.dumps(now))
+            if before is None:
+                continue
+            for part in sorted(set(now) - set(json.loads(before))):
+                params = {"day": part} if ref.partitioned_by else {}
+                queued.append(
+                    runs.request_run(
+                        self.store,
+                        self.infra_id,
                         project_name,
                         scenario,
-                        ref.name,
-                        part,
+                        f"dataset {ref.name} changed" + (f" ({part})" if params else ""),
+                        params,
                     )
+                )
+                log.info(
+                    "%s/%s: new data in %s (%s): run queued",
+                    project_name,
+                    scenario,
+                    ref.name,
+                    part,
+                )
         return queued

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 import yaml
 
 from engine.core import home as layout
-from engine.core.artifacts import ArtifactError, read_verified, write_zip
+from engine.core.artifacts import ArtifactError, read_verified, verify, write_zip
 from engine.core.errors import NodalError
 from engine.deployer.bundles import check_id
 from engine.models import feature_parity
@@ -212,10 +212,15 @@ def list_packages(store: ControlStore, service: str | None = None) -> list[Packa
 
 
 def verify_package(
-    path: Path, service: str | None = None, version: str | None = None
+    path: Path,
+    service: str | None = None,
+    version: str | None = None,
+    sha256: str | None = None,
 ) -> dict[str, Any]:
+    """Check every member and the package's identity; ``sha256``: the zip's digest recorded
+    at publish (:attr:`PackageInfo.sha256`), a zip that differs is refused."""
     try:
-        manifest, _ = read_verified(path, "API package")
+        manifest = verify(path, "API package", sha256)
     except ArtifactError as exc:
         raise PackageError(str(exc)) from None
     if manifest.get("kind") != KIND:

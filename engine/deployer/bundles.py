@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine.core import home as layout
-from engine.core.artifacts import MANIFEST, ArtifactError, read_verified, write_zip
+from engine.core.artifacts import MANIFEST, ArtifactError, verify, write_zip
 from engine.core.errors import NodalError
 from engine.project.project import ACTIVE_FILE, SAVED_MODELS_DIR, Project, definition_files
 from engine.storage.control import ControlStore, bundles, now_iso
@@ -189,11 +189,18 @@ def list_bundles(store: ControlStore, project: str | None = None) -> list[Bundle
 
 
 def verify_bundle(
-    path: Path, project: str | None = None, bundle_id: str | None = None
+    path: Path,
+    project: str | None = None,
+    bundle_id: str | None = None,
+    sha256: str | None = None,
 ) -> dict[str, Any]:
-    """Check every member's SHA-256 and that the bundle is the one expected; return its manifest."""
+    """Check every member's SHA-256 and that the bundle is the one expected; return its manifest.
+
+    ``sha256``: the zip's digest recorded at publish (:attr:`BundleInfo.sha256`); a zip that
+    differs, however self-consistent its manifest, is refused.
+    """
     try:
-        manifest, _ = read_verified(path, KIND)
+        manifest = verify(path, KIND, sha256)
     except ArtifactError as exc:
         raise BundleError(str(exc)) from None
     if manifest.get("kind") != KIND:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.core.artifacts import ArtifactError, read_verified
+from engine.core.artifacts import ArtifactError, check_member_name, read_verified
 from engine.deployer import bundles
 from engine.models.saved import set_active
 from engine.project import definitions
@@ -189,7 +189,7 @@ def diff_contents(
 def _read(store: ControlStore, project: str, bundle_id: str) -> tuple[dict, dict]:
     info = bundles.get_bundle(store, project, bundle_id)
     try:
-        return read_verified(info.path, bundles.KIND)
+        return read_verified(info.path, bundles.KIND, sha256=info.sha256)
     except ArtifactError as exc:
         raise BundleError(str(exc)) from None
 
@@ -240,6 +240,7 @@ def revert(store: ControlStore, project: Project, bundle_id: str) -> BundleDiff:
     the bundle carries get their data back. Returns what changed.
     """
     manifest, members = _read(store, project.name, bundle_id)
+    _check_paths(bundle_id, manifest, members)
     current_members = {
         str(rel): (project.root / rel).read_bytes() for rel in definition_files(project.root)
     }
@@ -267,6 +268,28 @@ def revert(store: ControlStore, project: Project, bundle_id: str) -> BundleDiff:
     for name in manifest.get("datasets") or {}:
         _restore_dataset(project, name, members)
     return changed
+
+
+def _check_paths(bundle_id: str, manifest: dict[str, Any], members: dict[str, bytes]) -> None:
+    """Refuse, before anything is written, a path that would leave the project: a member's,
+    or one the manifest names (a model, its version, a dataset). The check extraction uses."""
+    where = f"bundle {bundle_id}"
+    paths = list(members)
+    paths += [
+        f"{SAVED_MODELS_DIR}/{model}/{version}"
+        for model, version in (manifest.get("models") or {}).items()
+    ]
+    paths += [f"{MANAGED_DATA_DIR}/{name}" for name in manifest.get("datasets") or {}]
+    try:
+        for path in paths:
+            check_member_name(str(path), where)
+    except ArtifactError as exc:
+        raise BundleError(str(exc)) from None
+    names = [*(manifest.get("models") or {}).values(), *(manifest.get("models") or {})]
+    names += list(manifest.get("datasets") or {})
+    for name in names:  # one folder level each: not empty, not "." (the folder above)
+        if not isinstance(name, str) or name in ("", ".") or "/" in name or "\\" in name:
+            raise BundleError(f"{where}: {name!r} is not a valid model, version or dataset name")
 
 
 def _restore_dataset(project: Project, name: str, members: dict[str, bytes]) -> None:
