@@ -98,9 +98,11 @@ def ab_compare(table: str, service: str, endpoint: str) -> pd.DataFrame:
     Only the time span where every compared generation answered queries is used, so a
     generation is not judged on a quieter or busier hour than the other. Also gives the
     mean positive-class probability answered (from ``result``) to compare the models' outputs.
+    Refused queries that no generation answered (no key, invalid JSON…) are not compared.
     """
     sql = f"""
-        WITH q AS (SELECT * FROM {table} WHERE service = $service AND endpoint = $endpoint),
+        WITH q AS (SELECT * FROM {table}
+                   WHERE service = $service AND endpoint = $endpoint AND generation IS NOT NULL),
         spans AS (SELECT generation, min(ts) AS first, max(ts) AS last FROM q GROUP BY 1),
         common AS (SELECT max(first) AS start, min(last) AS stop FROM spans)
         SELECT generation, {_latency_cols()},
@@ -116,14 +118,23 @@ def endpoint_health(table: str | None, window_minutes: int = 60) -> list[Endpoin
     """Status per endpoint from its last ``window_minutes`` of traffic (worst-of input).
 
     Judged on server errors (5xx) only: a caller sending bad records or unknown keys (4xx)
-    does not make an endpoint unhealthy; its client error rate is in the message.
+    does not make an endpoint unhealthy; its client error rate is in the message. Queries to
+    names the node does not serve are not an endpoint's (the Errors table shows them).
     """
     if table is None:
         return []
+    # A query to a name nothing serves (404 UnknownService/UnknownEndpoint: any client can
+    # make names up) or a line without names judges no endpoint.
+    named = (
+        "service IS NOT NULL AND endpoint IS NOT NULL "
+        "AND error_type IS DISTINCT FROM 'UnknownService' "
+        "AND error_type IS DISTINCT FROM 'UnknownEndpoint'"
+    )
     frame = ds.query_df(
-        f"""WITH last AS (SELECT max(ts) AS t FROM {table})
+        f"""WITH last AS (SELECT max(ts) AS t FROM {table} WHERE {named})
             SELECT service, endpoint, {_latency_cols()}
-            FROM {table}, last WHERE ts >= last.t - INTERVAL {int(window_minutes)} MINUTE
+            FROM {table}, last
+            WHERE {named} AND ts >= last.t - INTERVAL {int(window_minutes)} MINUTE
             GROUP BY ALL ORDER BY ALL"""
     )
     out = []

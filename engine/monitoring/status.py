@@ -102,6 +102,7 @@ def endpoint_statuses(store: ControlStore, home: Path) -> list[Status]:
             health = {
                 h.endpoint: h
                 for h in apihealth.endpoint_health(apihealth.source(home, dep.infra_id))
+                if h.service == dep.target  # the infrastructure's other services are theirs
             }
         except Exception as exc:  # noqa: BLE001 - an unreadable log is a status, not a crash
             health, problem = {}, f"query log unreadable: {exc}"

@@ -9,6 +9,7 @@ from apps.common.context import get_settings, get_store
 from engine.deployer import deployments as deployer
 from engine.monitoring import apihealth
 
+NONE = "(none)"  # a NULL name in the query log: a refused query has no generation
 settings = get_settings()
 store = get_store(settings)
 
@@ -38,10 +39,13 @@ group = c_group.selectbox("By", ["endpoint", "generation", "service"], index=1, 
 over = apihealth.over_time(
     table, bucket, ("service", "endpoint", group) if group != "service" else ("service",)
 )
+# A refused query has no generation (NULL): name it, as "/".join takes only strings.
 over["series"] = (
-    over[["service", "endpoint", group]].astype(str).agg("/".join, axis=1)
-    if group != "service"
-    else over["service"]
+    over[["service", "endpoint", group] if group != "service" else ["service"]]
+    .astype(object)
+    .fillna(NONE)
+    .astype(str)
+    .agg("/".join, axis=1)
 )
 
 summary = apihealth.summary(table)
@@ -102,12 +106,17 @@ else:
     st.dataframe(errors, hide_index=True, width="stretch", key="api_errors")
 
 st.subheader("A/B: generations on the same traffic")
-endpoints = summary[["service", "endpoint"]].drop_duplicates().to_dict("records")
+# Only named endpoints that some generation answered (a refused query has no generation).
+answered = summary.dropna(subset=["service", "endpoint", "generation"])
+endpoints = answered[["service", "endpoint"]].drop_duplicates().to_dict("records")
 labels = [f"{e['service']}/{e['endpoint']}" for e in endpoints]
+if not labels:
+    st.caption("No query was answered by a generation yet: every one was refused.")
+    st.stop()
 pick = st.selectbox("Endpoint", labels, key="api_ab_endpoint")
 chosen = endpoints[labels.index(pick)]
 ab = apihealth.ab_compare(table, chosen["service"], chosen["endpoint"])
-if len(ab) < 2:
+if ab["generation"].nunique() < 2:
     st.caption(
         "Only one generation answered this endpoint: deploy a second package version with a "
         "traffic split to compare them here."

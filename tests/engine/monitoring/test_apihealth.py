@@ -120,3 +120,32 @@ def test_client_errors_never_turn_an_endpoint_status_to_error(demo_env, tmp_path
     assert refused.status == "UNKNOWN" and refused.reasons == ["node: unknown (no report yet)"]
     # Then 50 answers 500: half the last hour failed on the server side.
     assert endpoint_status(500).status == "ERROR"
+
+
+def test_refused_queries_judge_no_endpoint_and_are_no_generation(tmp_path):
+    """Queries no generation answered (no key, made-up names) stay out of the A/B table and
+    of the endpoints' statuses; a made-up endpoint name is not an endpoint."""
+    log = querylog.QueryLog(tmp_path, "api-test")
+    for i in range(20):
+        log.record(
+            service="fraud_detection", endpoint="predict_fraud", generation="v1",
+            method="predict", status=200, error_type=None, duration_us=1000, n_records=1,
+            result={"probas": {"1": 0.2}},
+        )  # fmt: skip
+        log.record(
+            service="fraud_detection", endpoint="predict_fraud", generation=None,
+            method="predict", status=401, error_type="Unauthorized", duration_us=10,
+            n_records=1,
+        )  # fmt: skip
+        log.record(
+            service="fraud_detection", endpoint=f"made_up_{i}", generation=None,
+            method="predict", status=404, error_type="UnknownEndpoint", duration_us=10,
+            n_records=1,
+        )  # fmt: skip
+    log.close()
+    table = apihealth.source(tmp_path, "api-test")
+    ab = apihealth.ab_compare(table, "fraud_detection", "predict_fraud")
+    assert ab["generation"].tolist() == ["v1"] and ab["queries"].tolist() == [20]
+    health = apihealth.endpoint_health(table)
+    assert [(h.endpoint, h.queries) for h in health] == [("predict_fraud", 40)]
+    assert health[0].client_error_rate == 0.5
