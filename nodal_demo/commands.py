@@ -16,6 +16,13 @@ from engine.cli.common import add
 from engine.core.settings import Settings
 
 
+def _config(cls: Any, a: argparse.Namespace) -> Any:
+    """A generator's config dataclass with the options given on the command line."""
+    return cls(
+        **{f.name: getattr(a, f.name) for f in fields(cls) if getattr(a, f.name, None) is not None}
+    )
+
+
 def cmd_data_generate(s: Settings, a: argparse.Namespace) -> int:
     from nodal_demo import datagen
 
@@ -23,12 +30,7 @@ def cmd_data_generate(s: Settings, a: argparse.Namespace) -> int:
     if a.if_missing and (out / datagen.META_FILE).exists():
         print(f"example data already in {out} (kept)")
         return 0
-    overrides = {
-        f.name: getattr(a, f.name)
-        for f in fields(datagen.GeneratorConfig)
-        if getattr(a, f.name, None) is not None
-    }
-    summary = datagen.generate(datagen.GeneratorConfig(**overrides), out)
+    summary = datagen.generate(_config(datagen.GeneratorConfig, a), out)
     print(
         f"{summary.n_transactions} transactions over {len(summary.days)} days "
         f"({summary.fraud_rate:.2%} fraud) written to {out} in {summary.seconds:.1f}s"
@@ -40,12 +42,7 @@ def cmd_data_returns(s: Settings, a: argparse.Namespace) -> int:
     from nodal_demo import returns
 
     out = Path(a.out) if a.out else s.data_dir
-    overrides = {
-        f.name: getattr(a, f.name)
-        for f in fields(returns.ReturnsConfig)
-        if getattr(a, f.name, None) is not None
-    }
-    summary = returns.generate(returns.ReturnsConfig(**overrides), out)
+    summary = returns.generate(_config(returns.ReturnsConfig, a), out)
     print(
         f"{summary.n_orders} orders ({summary.return_rate:.1%} returned) written to {out} "
         f"in {summary.seconds:.1f}s (orders, customers, returns; for examples/returns)"
