@@ -223,6 +223,7 @@ class _Compiler:
         self.join_aliases = join_aliases
         self.request_fields = request_fields
         self.read: list[str] = []  # request fields this expression reads, in order
+        self.row_alias: str | None = None  # a join whose columns read ``row`` (ON terms)
 
     def column(self, node: exp.Column, where: str) -> str:
         table, name = node.table, node.name
@@ -241,6 +242,13 @@ class _Compiler:
             if name not in self.read:
                 self.read.append(name)
             return f"r.get({name!r})"
+        if table == self.row_alias:
+            return f"row.get({name!r})"
+        if self.row_alias is not None and table in self.join_aliases:
+            raise FeatureSqlError(
+                f"{where}: a JOIN condition may compare the joined dataset's columns with "
+                f"request columns only, not with {table}.{name}"
+            )
         if table in self.join_aliases:
             return f"e[{self.join_aliases.index(table)}].get({name!r})"
         raise FeatureSqlError(f"{where}: unknown table alias {table!r}")
@@ -450,9 +458,11 @@ def _key_pair(term: exp.Expression, request_alias: str, alias: str) -> tuple[str
 
 def _join_term(compile_: _Compiler, term: exp.Expression, alias: str, where: str) -> str:
     """A non-key ON term as Python over ``r`` and ``row`` (the candidate enrichment row)."""
-    source = compile_(term, f"{where}, JOIN {alias}")
-    index = compile_.join_aliases.index(alias)
-    return source.replace(f"e[{index}].get(", "row.get(")
+    compile_.row_alias = alias
+    try:
+        return compile_(term, f"{where}, JOIN {alias}")
+    finally:
+        compile_.row_alias = None
 
 
 def model_inputs_plan(numeric: list[str], categorical: list[str]) -> FeaturePlan:

@@ -276,6 +276,10 @@ def test_a_feature_named_like_the_examples_gets_its_own_formula():
         ("SELECT t.a AS x FROM t GROUP BY t.a", "cannot use GROUP BY"),
         ("SELECT t.a AS x FROM t JOIN u ON u.k = t.k", "LEFT JOIN"),
         ("SELECT t.a AS x FROM t LEFT JOIN u ON u.v > t.a", "needs at least one equality"),
+        (
+            "SELECT t.a AS x FROM t LEFT JOIN u ON u.k = t.k LEFT JOIN w ON w.k = t.k AND w.v = u.v",
+            "request columns only",
+        ),
         ("SELECT t.b AS x FROM t", "no column 'b'"),
         ("SELECT t.a AS y FROM t", "outputs no column 'x'"),
         ("SELECT * FROM t", "columns instead of [*]"),
