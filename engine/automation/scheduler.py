@@ -77,9 +77,20 @@ class Runner:
     def reconcile_schedules(self) -> None:
         wanted: dict[str, tuple[str, str, str]] = {}
         for project in self.node.active_projects():
-            for name, index, trig in self.node.enabled_triggers(project):
-                if trig.get("type") == "time":
-                    wanted[f"{project}:{name}:{index}"] = (project, name, triggers.cron_of(trig))
+            try:
+                found = {
+                    f"{project}:{name}:{index}": (project, name, triggers.cron_of(trig))
+                    for name, index, trig in self.node.enabled_triggers(project)
+                    if trig.get("type") == "time"
+                }
+            except Exception:  # noqa: BLE001 - one broken project must not stop the others
+                log.exception("%s: its triggers cannot be read; its schedule is kept", project)
+                found = {
+                    job_id: (project, job_id.split(":")[1], cron)
+                    for job_id, cron in self._triggers.items()
+                    if job_id.startswith(f"{project}:")
+                }
+            wanted.update(found)
         for job_id in list(self._triggers):
             if job_id not in wanted or wanted[job_id][2] != self._triggers[job_id]:
                 self.scheduler.remove_job(job_id)

@@ -162,7 +162,8 @@ def deploy(
     traffic = normalise(split)
     for t in traffic:
         info = apipackages.get_package(store, service, t["generation"])
-        apipackages.verify_package(info.path, service, t["generation"])
+        apipackages.verify_package(info.path, service, t["generation"])  # names a member
+        apipackages.verify_package(info.path, service, t["generation"], sha256=info.sha256)
     if access_mode is not None and access_mode not in ACCESS_MODES:
         raise DeployerError(f"access mode must be one of {', '.join(ACCESS_MODES)}")
     infra = deployer.get_infra(store, infra_id)

@@ -438,7 +438,10 @@ def deploy_bundle(
     project, or holds scenarios the node would refuse (:func:`check_scenarios`).
     """
     info = bundles.get_bundle(store, project, bundle_id)
+    # First the members (a changed member is named), then the file against the digest recorded
+    # at publish (a swapped zip whose manifest agrees with itself); deploys are rare.
     bundles.verify_bundle(info.path, project=project, bundle_id=bundle_id)
+    bundles.verify_bundle(info.path, project=project, bundle_id=bundle_id, sha256=info.sha256)
     check_scenarios(info.path, bundle_id)
     if action == "deploy":
         with store.read() as conn:

@@ -484,7 +484,7 @@ def run_package_tests_locally(store: Any, service_id: str, version: str) -> list
     with tempfile.TemporaryDirectory() as tmp:
         dest = Path(tmp) / "pkg"
         try:
-            extract_verified(info.path, dest, apipackages.KIND)
+            extract_verified(info.path, dest, apipackages.KIND, sha256=info.sha256)
         except ArtifactError as exc:
             raise apipackages.PackageError(str(exc)) from None
         _, endpoints = load_service(dest)

@@ -133,3 +133,37 @@ def test_one_broken_deployment_does_not_stop_the_others_nor_their_queued_runs(
         if h["outcome"] == "ERROR"
     ]
     assert len(errors) == 1
+
+
+def test_the_deployer_refuses_to_deploy_a_swapped_bundle(tmp_path):
+    settings, store, infos = _two_projects(tmp_path)
+    depot = infos["depot"]
+    swap(depot.path, {"scenarios/hello.yaml": HELLO.replace("SELECT 1", "SELECT 2").encode()})
+    with pytest.raises(bundles.BundleError, match="recorded in the control store"):
+        deployer.deploy_bundle(store, "depot", "d1", INFRA, "ops", action="update")
+
+
+def test_a_project_whose_triggers_cannot_be_read_keeps_its_schedule_and_spares_the_others(
+    tmp_path, monkeypatch
+):
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    settings, store, _ = _two_projects(tmp_path)
+    node = AutomationNode(settings, store, INFRA)
+    node.sync()
+    runner = Runner(node, BackgroundScheduler(timezone="UTC"))
+    monkeypatch.setattr(
+        node, "enabled_triggers", lambda p: [("hello", 0, {"type": "time", "cron": "0 6 * * *"})]
+    )
+    runner.reconcile_schedules()
+    assert set(runner._triggers) == {"depot:hello:0", "shop:hello:0"}
+    real = [("hello", 0, {"type": "time", "cron": "0 7 * * *"})]
+
+    def broken(project):
+        if project == "depot":
+            raise OSError("bundle folder damaged")
+        return real
+
+    monkeypatch.setattr(node, "enabled_triggers", broken)
+    runner.reconcile_schedules()  # used to raise, and the tick skipped every queued run
+    assert runner._triggers == {"depot:hello:0": "0 6 * * *", "shop:hello:0": "0 7 * * *"}
