@@ -105,23 +105,7 @@ def sample_transaction(settings: Settings) -> dict:
     rec["ts"] = rec["ts"].isoformat()
     rec["card_present"] = bool(rec["card_present"])
     rec["amount"] = float(rec["amount"])
-    return {
-        k: v
-        for k, v in rec.items()
-        if k
-        in (
-            "transaction_id",
-            "ts",
-            "card_id",
-            "merchant_id",
-            "merchant_category",
-            "amount",
-            "channel",
-            "card_present",
-            "merchant_latitude",
-            "merchant_longitude",
-        )
-    }
+    return {k: v for k, v in rec.items() if k in datagen.TRANSACTION_COLUMNS}
 
 
 @dataclass

@@ -24,18 +24,7 @@ from tests.e2e import procs
 
 DAYS = 20
 CONFIG = dataclasses.replace(SMALL, n_days=DAYS)
-RAW_FIELDS = [
-    "transaction_id",
-    "ts",
-    "card_id",
-    "merchant_id",
-    "merchant_category",
-    "amount",
-    "channel",
-    "card_present",
-    "merchant_latitude",
-    "merchant_longitude",
-]
+RAW_FIELDS = list(datagen.TRANSACTION_COLUMNS)
 
 
 def _records(frame) -> list[dict]:

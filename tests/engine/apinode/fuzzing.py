@@ -20,21 +20,10 @@ from typing import Any
 from hypothesis import strategies as st
 
 from nodal_demo import demo
+from tests.engine.apinode.test_api_serving import GOOD
 
 SERVICE, ENDPOINT, LOOKUP = demo.SERVICE, demo.ENDPOINT, "card_profile"
 PREFIX = "/public/api/v1"
-GOOD = {
-    "transaction_id": "T1",
-    "ts": "2026-11-10T02:13:00",
-    "card_id": "C0000042",
-    "merchant_id": "M000017",
-    "merchant_category": "electronics",
-    "amount": 1299.99,
-    "channel": "online",
-    "card_present": False,
-    "merchant_latitude": 25.76,
-    "merchant_longitude": -80.19,
-}
 CANARY = re.compile(r"qzx\d{6}qzx")
 canaries = st.integers(0, 999_999).map(lambda n: f"qzx{n:06d}qzx")
 
