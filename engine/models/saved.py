@@ -192,6 +192,23 @@ def list_versions(project: Project, model: str) -> list[dict[str, Any]]:
     return sorted(out, key=lambda m: int(m["version"][1:]), reverse=True)
 
 
+def _canonical_order(
+    frame: pd.DataFrame, columns: list[str], categorical: list[str]
+) -> pd.DataFrame:
+    """``frame``'s rows sorted on every column training reads.
+
+    A recipe's JOIN or a parallel scan returns the same rows in another order from one
+    build to the next, and bagging draws rows by position: without one order, the same data
+    would train a different model each time. Rows equal on every sorted column are
+    interchangeable for training, so their relative order does not matter.
+    """
+    keys = frame[list(dict.fromkeys(columns))].copy()
+    for column in {columns[0], *categorical}:
+        keys[column] = keys[column].astype("string")
+    order = keys.sort_values(list(keys.columns), kind="stable", na_position="last").index
+    return frame.loc[order].reset_index(drop=True)
+
+
 def train(
     project: Project,
     model: str,
@@ -215,6 +232,7 @@ def train(
     missing = [c for c in [*numeric, *categorical, target, time_col] if c not in frame.columns]
     if missing:
         raise TrainingError(f"training data lacks columns: {', '.join(missing)}")
+    frame = _canonical_order(frame, [time_col, *numeric, *categorical, target], categorical)
     days = sorted(frame[time_col].astype(str).unique())
     n_valid = int(spec.get("validation_days", 7))
     if len(days) <= n_valid:
@@ -235,6 +253,11 @@ def train(
     rounds = int(params.pop("num_boost_round", 300))
     early = int(params.pop("early_stopping_rounds", 30))
     params.update({"verbose": -1, "num_threads": 0})
+    # Same rows, same parameters, same core count: the same model, bit for bit (LightGBM
+    # asks for a forced histogram layout with `deterministic`).
+    params.setdefault("deterministic", True)
+    if not {"force_col_wise", "force_row_wise"} & params.keys():
+        params["force_col_wise"] = True
     skeleton = SavedModel(
         Path("."), {"numeric": numeric, "categorical": categorical, "vocab": vocab}, None
     )  # type: ignore[arg-type]

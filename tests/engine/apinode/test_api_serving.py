@@ -484,4 +484,6 @@ def test_the_example_service_ships_test_queries_that_pass(home):
         ("unknown card, scored without its profile", True),
     ], results
     normal, fraud, unknown = (r.proba for r in results)
-    assert fraud > 0.5 > normal and unknown != normal  # no profile: scored all the same
+    # the predictions above compare with the model's own threshold, tuned on validation
+    # days (not 0.5, which depends on how rare positives are in the training data)
+    assert fraud > 5 * normal and unknown != normal  # no profile: scored all the same
