@@ -13,6 +13,7 @@ import os
 import sys
 
 from engine.apinode.http.app import configure_logging, create_dev_app, server_options
+from engine.apinode.http.limits import add_limit_options, limit_environ
 from engine.core.settings import describe_settings, load_settings
 
 
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=12000, help="TCP port (default 12000)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    add_limit_options(parser)
     return parser
 
 
@@ -38,6 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging()
     os.environ["NODAL_API_INFRA"] = args.infra
+    os.environ.update(limit_environ(args))
+    try:
+        load_settings()  # a bad limit is a clear error here, not in every worker
+    except ValueError as exc:
+        print(f"nodal serve: {exc}", file=sys.stderr)
+        return 2
     uvicorn.run(
         "engine.apinode.http.app:app_from_env",
         factory=True,

@@ -17,7 +17,7 @@ from typing import Any
 
 from engine.apinode.realtime import Endpoint, PredictionEndpoint, load_service
 from engine.core import home as layout
-from engine.core.artifacts import ArtifactError, extract_verified
+from engine.core.artifacts import ArtifactError, Caps, extract_verified
 from engine.core.settings import Settings
 from engine.deployer import api_deployer, apipackages
 from engine.deployer import deployments as deployer
@@ -94,6 +94,7 @@ class ApiNode:
         self.infra_id = infra_id
         self.home = layout.apinode_home(settings.home, infra_id)
         self.compiled_cache = settings.compiled_cache
+        self.artifact_caps = Caps.from_settings(settings)
         self.services: dict[str, ServedService] = {}
         self.keys = KeyChecker()
 
@@ -101,7 +102,9 @@ class ApiNode:
         info = apipackages.get_package(self.store, service, version)
         dest = self.home / "packages" / service / version
         try:  # the zip must be the one published: its digest recorded in the control store
-            extract_verified(info.path, dest, apipackages.KIND, sha256=info.sha256)
+            extract_verified(
+                info.path, dest, apipackages.KIND, sha256=info.sha256, caps=self.artifact_caps
+            )
         except ArtifactError as exc:
             raise apipackages.PackageError(str(exc)) from None
         except OSError:
@@ -183,10 +186,16 @@ class ApiNode:
             dep.access_mode,
             dep.primary,
         )
+        unset = dep.access_mode not in api_deployer.ACCESS_MODES
         deployer.report(
             self.store,
             dep.deployment.deployment_id,
             dep.deployment.version,
-            "HEALTHY",
-            f"serving {api_deployer.describe(traffic)} ({dep.access_mode})",
+            "WARNING" if unset else "HEALTHY",
+            f"serving {api_deployer.describe(traffic)} "
+            + (
+                "but refusing every request: no access mode is recorded (set public or keys)"
+                if unset
+                else f"({dep.access_mode})"
+            ),
         )

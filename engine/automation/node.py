@@ -33,7 +33,7 @@ import sqlalchemy as sa
 
 from engine.automation import reporters, runs, scenarios
 from engine.core import home as layout
-from engine.core.artifacts import ArtifactError, extract_verified, sha256_file
+from engine.core.artifacts import ArtifactError, Caps, extract_verified, sha256_file
 from engine.core.errors import NodalError
 from engine.core.settings import Settings
 from engine.deployer import bundles
@@ -185,10 +185,17 @@ class AutomationNode:
         info = bundles.get_bundle(self.store, project, bundle_id)
         # The zip must be the one published: the digest the control store recorded then, not
         # only a manifest that agrees with itself (anyone who can write the folder can do that).
-        bundles.verify_bundle(info.path, project=project, bundle_id=bundle_id, sha256=info.sha256)
+        caps = Caps.from_settings(self.settings)  # NODAL_ARTIFACT_MAX_*
+        bundles.verify_bundle(
+            info.path, project=project, bundle_id=bundle_id, sha256=info.sha256, caps=caps
+        )
         try:
             manifest = extract_verified(
-                info.path, self.bundle_dir(project, bundle_id), bundles.KIND, sha256=info.sha256
+                info.path,
+                self.bundle_dir(project, bundle_id),
+                bundles.KIND,
+                sha256=info.sha256,
+                caps=caps,
             )
         except ArtifactError as exc:
             raise ActivationError(str(exc)) from None

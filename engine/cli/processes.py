@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from engine.apinode.http.limits import LIMIT_OPTIONS, add_limit_options
 from engine.cli.common import add
 from engine.core.settings import Settings
 
@@ -18,9 +19,16 @@ def cmd_runner(s: Settings, a: argparse.Namespace) -> int:
 def cmd_serve(s: Settings, a: argparse.Namespace) -> int:
     from engine import serving
 
+    limits = [
+        x for k, v in vars(a).items() if k in LIMITS and v is not None for x in (LIMITS[k], str(v))
+    ]
     return serving.main(
         ["--infra", a.infra, "--port", str(a.port), "--host", a.host, "--workers", str(a.workers)]
+        + limits
     )
+
+
+LIMITS = {o.removeprefix("--").replace("-", "_"): o for o in LIMIT_OPTIONS}
 
 
 def register(top: Any) -> None:
@@ -33,3 +41,4 @@ def register(top: Any) -> None:
     p.add_argument("--port", type=int, default=12000)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--workers", type=int, default=1)
+    add_limit_options(p)  # --max-connections, --header-timeout, … (README: Limits)

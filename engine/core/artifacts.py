@@ -26,17 +26,39 @@ import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from engine.core.errors import NodalError
+from engine.core.settings import Settings
 
 MANIFEST = "manifest.json"
 
-# Caps on what one artifact may unpack to (bundles carry data: a day partition per file).
-MAX_TOTAL_BYTES = 2 * 1024**3  # all members together, uncompressed
-MAX_MEMBER_BYTES = 1024**3  # one member, uncompressed
-MAX_MEMBERS = 10_000  # members in the zip, the manifest included
+
+@dataclass(frozen=True)
+class Caps:
+    """What one artifact may unpack to (bundles carry data: a day partition per file).
+    Settings NODAL_ARTIFACT_MAX_BYTES, NODAL_ARTIFACT_MAX_MEMBER_BYTES,
+    NODAL_ARTIFACT_MAX_MEMBERS; processes that extract pass :meth:`from_settings`."""
+
+    total_bytes: int = 2 * 1024**3  # all members together, uncompressed
+    member_bytes: int = 1024**3  # one member, uncompressed
+    members: int = 10_000  # members in the zip, the manifest included
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Caps:
+        return cls(
+            settings.artifact_max_bytes,
+            settings.artifact_max_member_bytes,
+            settings.artifact_max_members,
+        )
+
+
+DEFAULT_CAPS = Caps()
+MAX_TOTAL_BYTES = DEFAULT_CAPS.total_bytes
+MAX_MEMBER_BYTES = DEFAULT_CAPS.member_bytes
+MAX_MEMBERS = DEFAULT_CAPS.members
 _CHUNK = 1 << 20
 # What reading a damaged or unsupported member raises (compression method, encryption, …).
 _UNREADABLE = (
@@ -111,10 +133,10 @@ def check_member_name(name: str, where: str) -> str:
 
 
 class _Budget:
-    """Uncompressed bytes read so far, against :data:`MAX_TOTAL_BYTES`."""
+    """Uncompressed bytes read so far, against the caps."""
 
-    def __init__(self) -> None:
-        self.total = 0
+    def __init__(self, caps: Caps) -> None:
+        self.total, self.caps = 0, caps
 
 
 def _copy_member(
@@ -126,14 +148,14 @@ def _copy_member(
 ) -> str:
     """Stream one member to ``sink``; return its SHA-256. Refuses a member that yields more
     than its header declared (or than the caps), before holding more than one chunk of it."""
-    limit = min(info.file_size, MAX_MEMBER_BYTES)
+    limit = min(info.file_size, budget.caps.member_bytes)
     digest, size = hashlib.sha256(), 0
     try:
         with zf.open(info) as src:
             while chunk := src.read(_CHUNK):
                 size += len(chunk)
                 budget.total += len(chunk)
-                if size > limit or budget.total > MAX_TOTAL_BYTES:
+                if size > limit or budget.total > budget.caps.total_bytes:
                     raise ArtifactError(
                         f"{where}: member {info.filename} holds more than the "
                         f"{info.file_size} bytes its header declares (a zip bomb?): refused"
@@ -146,11 +168,11 @@ def _copy_member(
     return digest.hexdigest()
 
 
-def _check_directory(infos: list[zipfile.ZipInfo], where: str) -> None:
+def _check_directory(infos: list[zipfile.ZipInfo], where: str, caps: Caps) -> None:
     """The caps and names, from the central directory alone (nothing is decompressed yet)."""
-    if len(infos) > MAX_MEMBERS:
+    if len(infos) > caps.members:
         raise ArtifactError(
-            f"{where} has {len(infos)} members, more than the {MAX_MEMBERS} allowed: refused"
+            f"{where} has {len(infos)} members, more than the {caps.members} allowed: refused"
         )
     seen: set[str] = set()
     total = 0
@@ -159,22 +181,22 @@ def _check_directory(infos: list[zipfile.ZipInfo], where: str) -> None:
         if info.filename in seen:
             raise ArtifactError(f"{where}: member {info.filename} appears twice: refused")
         seen.add(info.filename)
-        if info.file_size > MAX_MEMBER_BYTES:
+        if info.file_size > caps.member_bytes:
             raise ArtifactError(
                 f"{where}: member {info.filename} declares {info.file_size} bytes "
-                f"uncompressed, more than the {MAX_MEMBER_BYTES} allowed per member: refused"
+                f"uncompressed, more than the {caps.member_bytes} allowed per member: refused"
             )
         total += info.file_size
-    if total > MAX_TOTAL_BYTES:
+    if total > caps.total_bytes:
         raise ArtifactError(
-            f"{where} declares {total} bytes uncompressed, more than the {MAX_TOTAL_BYTES} "
+            f"{where} declares {total} bytes uncompressed, more than the {caps.total_bytes} "
             "allowed: refused"
         )
 
 
 @contextlib.contextmanager
 def _opened(
-    path: Path, kind: str, sha256: str | None
+    path: Path, kind: str, sha256: str | None, caps: Caps
 ) -> Iterator[tuple[zipfile.ZipFile, dict[str, Any], dict[str, str], _Budget]]:
     """The open, checked archive: its digest (when ``sha256`` is given), central directory,
     manifest and member list. Members are read by the caller, each against its checksum."""
@@ -201,11 +223,11 @@ def _opened(
             raise ArtifactError(f"{where} is not a readable zip archive: {exc}") from None
         with zf:
             infos = zf.infolist()
-            _check_directory(infos, where)
+            _check_directory(infos, where, caps)
             by_name = {i.filename: i for i in infos}
             if MANIFEST not in by_name:
                 raise ArtifactError(f"{where} has no {MANIFEST}")
-            budget, parts = _Budget(), []
+            budget, parts = _Budget(caps), []
             _copy_member(zf, by_name[MANIFEST], where, budget, parts.append)
             try:
                 manifest = json.loads(b"".join(parts))
@@ -239,12 +261,14 @@ def _verify_member(
         raise ArtifactError(f"{where}: member {name} fails its SHA-256 check")
 
 
-def verify(path: Path, kind: str, sha256: str | None = None) -> dict[str, Any]:
+def verify(
+    path: Path, kind: str, sha256: str | None = None, caps: Caps = DEFAULT_CAPS
+) -> dict[str, Any]:
     """Verify the artifact member by member without keeping its members; return the manifest.
 
     ``sha256``: the zip's digest recorded at publish; a file that differs is refused.
     """
-    with _opened(path, kind, sha256) as (zf, manifest, expected, budget):
+    with _opened(path, kind, sha256, caps) as (zf, manifest, expected, budget):
         where = f"{kind} {Path(path).name}"
         for name, digest in expected.items():
             _verify_member(zf, name, digest, where, budget, None)
@@ -252,14 +276,14 @@ def verify(path: Path, kind: str, sha256: str | None = None) -> dict[str, Any]:
 
 
 def read_verified(
-    path: Path, kind: str, sha256: str | None = None
+    path: Path, kind: str, sha256: str | None = None, caps: Caps = DEFAULT_CAPS
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Manifest and member bytes of a verified artifact, or :class:`ArtifactError`.
 
     ``sha256``: the zip's digest recorded at publish; a file that differs is refused.
     """
     members: dict[str, bytes] = {}
-    with _opened(path, kind, sha256) as (zf, manifest, expected, budget):
+    with _opened(path, kind, sha256, caps) as (zf, manifest, expected, budget):
         where = f"{kind} {Path(path).name}"
         for name, digest in expected.items():
             parts: list[bytes] = []
@@ -269,7 +293,7 @@ def read_verified(
 
 
 def extract_verified(
-    path: Path, dest: Path, kind: str, sha256: str | None = None
+    path: Path, dest: Path, kind: str, sha256: str | None = None, caps: Caps = DEFAULT_CAPS
 ) -> dict[str, Any]:
     """Verify, then materialise the artifact at ``dest`` (atomically; existing dest is kept).
 
@@ -278,8 +302,8 @@ def extract_verified(
     digest recorded at publish; a file that differs is refused before anything is read.
     """
     if dest.exists():
-        return verify(path, kind, sha256)
-    with _opened(path, kind, sha256) as (zf, manifest, expected, budget):
+        return verify(path, kind, sha256, caps)
+    with _opened(path, kind, sha256, caps) as (zf, manifest, expected, budget):
         where = f"{kind} {Path(path).name}"
         dest.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))

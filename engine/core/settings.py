@@ -73,6 +73,67 @@ class Settings:
         "and CPU), shared by the runner and API nodes; empty means <home>/cache/compiled.",
     )
 
+    api_max_connections: int = _setting(
+        1024,
+        "NODAL_API_MAX_CONNECTIONS",
+        "Open connections per API node worker; one more gets a 503 and is closed.",
+    )
+    api_max_pipeline: int = _setting(
+        8,
+        "NODAL_API_MAX_PIPELINE",
+        "Requests a connection may send ahead of their answers; beyond it the worker stops "
+        "reading that connection until its answers drain.",
+    )
+    api_header_timeout: float = _setting(
+        10.0,
+        "NODAL_API_HEADER_TIMEOUT",
+        "Seconds a client has to send a request's headers (from its first byte, or from "
+        "connecting); then 408 and the connection is closed.",
+    )
+    api_body_timeout: float = _setting(
+        60.0,
+        "NODAL_API_BODY_TIMEOUT",
+        "Seconds a client has to send a request's body after its headers, and to read "
+        "answers the worker is holding for it; then 408 (or close) and the connection is closed.",
+    )
+    artifact_max_bytes: int = _setting(
+        2 * 1024**3,
+        "NODAL_ARTIFACT_MAX_BYTES",
+        "Largest total uncompressed size of a bundle or API package a node extracts.",
+    )
+    artifact_max_member_bytes: int = _setting(
+        1024**3,
+        "NODAL_ARTIFACT_MAX_MEMBER_BYTES",
+        "Largest uncompressed size of one file in a bundle or API package.",
+    )
+    artifact_max_members: int = _setting(
+        10_000,
+        "NODAL_ARTIFACT_MAX_MEMBERS",
+        "Most files a bundle or API package may hold.",
+    )
+
+    session_hours: float = _setting(
+        12.0, "NODAL_SESSION_HOURS", "How long an app sign-in lasts before signing in again."
+    )
+    oidc_name_claim: str = _setting(
+        "preferred_username",
+        "NODAL_OIDC_NAME_CLAIM",
+        "OpenID Connect claim used as the nodal user name (then email, then sub).",
+    )
+    oidc_groups_claim: str = _setting(
+        "groups", "NODAL_OIDC_GROUPS_CLAIM", "OpenID Connect claim listing the person's groups."
+    )
+    oidc_groups: str = _setting(
+        "",
+        "NODAL_OIDC_GROUPS",
+        "Provider group -> nodal group, as 'provider=nodal,other=ops'; unmapped groups are "
+        "ignored (the provider itself is configured in Streamlit's secrets, [auth]).",
+    )
+
+    def oidc_group_map(self) -> dict[str, str]:
+        pairs = (item.partition("=") for item in self.oidc_groups.split(",") if item.strip())
+        return {k.strip(): v.strip() for k, _, v in pairs if k.strip() and v.strip()}
+
     @property
     def control_store_url(self) -> str:
         return self.control_url or f"sqlite:///{(self.home / 'control.db').resolve()}"
@@ -111,6 +172,10 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: object) ->
         raise ValueError(f"NODAL_CATCH_UP must be 'once' or 'skip', not {settings.catch_up!r}")
     if settings.basemap not in ("carto", "none"):
         raise ValueError(f"NODAL_BASEMAP must be 'carto' or 'none', not {settings.basemap!r}")
+    limits = ("api_max", "api_header", "api_body", "artifact_max", "session_hours")
+    for f in fields(Settings):
+        if f.name.startswith(limits) and not getattr(settings, f.name) > 0:
+            raise ValueError(f"{f.metadata['env']} must be a positive number")
     return settings
 
 

@@ -47,7 +47,7 @@ def served(demo_env, tmp_path_factory):
         columns=["credit_score"], rows="latest_day", on_missing="error",
     )  # fmt: skip
     project = design.open_project(settings, demo.PROJECT)
-    apipackages.create_package(settings.home, store, project, SERVICE, "v2", "lookup", "ops")
+    apipackages.create_package(settings.home, store, project, SERVICE, "v2", "lookup", "analyst")
     api_deployer.deploy(store, SERVICE, demo.API_INFRA, [("v1", 0.7), ("v2", 0.3)], "ops")
     _, secret = apikeys.create_key(store, SERVICE, "ops", infra_id=demo.API_INFRA)
     port, log = procs.free_port(), root / "api.log"

@@ -40,6 +40,7 @@ from litestar.types import ASGIApp
 from engine.apinode import querylog
 from engine.apinode.http.handlers import METHODS, Handlers
 from engine.apinode.http.lane import QueryLane, StaticNode
+from engine.apinode.http.limits import ConnectionLimits
 from engine.apinode.http.messages import (
     MAX_BODY_BYTES,
     Answer,
@@ -293,7 +294,7 @@ def create_app(
     app.state.node = node
     app.state.querylog = qlog
     app.state.housekeeping = housekeeping
-    return QueryLane(app, answer)
+    return QueryLane(app, answer, ConnectionLimits.from_settings(settings))
 
 
 def app_from_env() -> QueryLane:

@@ -11,6 +11,7 @@ from litestar import Litestar
 from litestar.types import Receive, Scope, Send
 
 from engine.apinode.http.handlers import METHODS
+from engine.apinode.http.limits import DEFAULT_LIMITS, ConnectionLimits
 from engine.apinode.http.messages import (
     MAX_BODY_BYTES,
     Answer,
@@ -68,8 +69,14 @@ class QueryLane:
 
     max_body = MAX_BODY_BYTES
 
-    def __init__(self, app: Litestar, answer: Callable[[QueryRequest, str, str, str], Answer]):
+    def __init__(
+        self,
+        app: Litestar,
+        answer: Callable[[QueryRequest, str, str, str], Answer],
+        limits: ConnectionLimits = DEFAULT_LIMITS,
+    ):
         self.app, self.answer = app, answer
+        self.limits = limits  # what the protocol grants a connection (http/protocol.py)
 
     @property
     def state(self) -> Any:  # the Litestar app's state (node, query log, housekeeping)
