@@ -45,6 +45,9 @@ UNSEEN_WARNING, UNSEEN_ALARM = 0.01, 0.05
 HOTSPOT_RISE = (0.005, 0.01)
 HOTSPOT_FACTOR = (1.5, 2.0)
 HOTSPOT_CELL_DEG = 1.0
+# Grids looked at, as offsets in cells (latitude, longitude): the plain grid and the grids
+# shifted by half a cell, so a place on a grid line falls inside some grid's cell whole.
+HOTSPOT_OFFSETS = ((0.0, 0.0), (0.5, 0.0), (0.0, 0.5), (0.5, 0.5))
 DOMAIN_AUC_WARNING, DOMAIN_AUC_ALARM = 0.65, 0.75
 _EPS = 1e-4
 
@@ -237,6 +240,18 @@ def nearest_city(lat: float, lon: float) -> str:
     return f"{best.name}, {best.state}"
 
 
+def cell_keys(
+    lat: np.ndarray, lon: np.ndarray, offset: tuple[float, float] = (0.0, 0.0)
+) -> np.ndarray:
+    """Each point's cell of the grid of :data:`HOTSPOT_CELL_DEG` shifted by ``offset`` cells."""
+    row = np.floor(np.asarray(lat, dtype=float) / HOTSPOT_CELL_DEG + offset[0]).astype(np.int64)
+    col = np.floor(np.asarray(lon, dtype=float) / HOTSPOT_CELL_DEG + offset[1]).astype(np.int64)
+    return row * 10_000 + col
+
+
+_RANK = {OK: 0, WARNING: 1, ERROR: 2}
+
+
 def hot_spot(
     ref_lat: np.ndarray, ref_lon: np.ndarray, cur_lat: np.ndarray, cur_lon: np.ndarray
 ) -> HotSpot:
@@ -246,19 +261,38 @@ def hot_spot(
     :data:`HOTSPOT_RISE` percentage points *and* by :data:`HOTSPOT_FACTOR`, and the rise is
     significant (binomial z-test, p < :data:`P_VALUE`, with today's count capped at
     :data:`TEST_SAMPLE` rows so that huge days do not make every wobble significant).
+
+    Where a grid line falls must not matter: a place on a line would split its rise
+    between two cells (four at a corner), each under the floors. The grid and its copies
+    shifted by half a cell (:data:`HOTSPOT_OFFSETS`) are each searched for their
+    fastest-rising cell, and the strongest of those is reported (the worst status, then the
+    largest rise). A place anywhere is then within a quarter cell of some cell's centre.
     """
+    best: tuple[tuple[int, float], HotSpot] | None = None
+    for offset in HOTSPOT_OFFSETS:
+        found, rise = _grid_hot_spot(ref_lat, ref_lon, cur_lat, cur_lon, offset)
+        key = (_RANK[found.status], rise)
+        if best is None or key > best[0]:
+            best = (key, found)
+    assert best is not None
+    return best[1]
 
-    def keys(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
-        row = np.floor(np.asarray(lat, dtype=float) / HOTSPOT_CELL_DEG).astype(np.int64)
-        col = np.floor(np.asarray(lon, dtype=float) / HOTSPOT_CELL_DEG).astype(np.int64)
-        return row * 10_000 + col
 
-    cur_keys = keys(cur_lat, cur_lon)
-    ref, cur = pd.Series(keys(ref_lat, ref_lon)).value_counts(), pd.Series(cur_keys).value_counts()
+def _grid_hot_spot(
+    ref_lat: np.ndarray,
+    ref_lon: np.ndarray,
+    cur_lat: np.ndarray,
+    cur_lon: np.ndarray,
+    offset: tuple[float, float],
+) -> tuple[HotSpot, float]:
+    """The fastest-rising cell of one grid, judged against the floors; and its rise."""
+    cur_keys = cell_keys(cur_lat, cur_lon, offset)
+    ref = pd.Series(cell_keys(ref_lat, ref_lon, offset)).value_counts()
+    cur = pd.Series(cur_keys).value_counts()
     n_ref, n_cur = int(ref.sum()), int(cur.sum())
     frame = pd.DataFrame({"ref": ref, "cur": cur}).fillna(0)
     if frame.empty:
-        return HotSpot("", 0.0, 0.0, 0.0, 0.0, 0, 1.0, OK, "no located rows")
+        return HotSpot("", 0.0, 0.0, 0.0, 0.0, 0, 1.0, OK, "no located rows"), -1.0
     frame["ref_share"] = frame["ref"] / max(n_ref, 1)
     frame["cur_share"] = frame["cur"] / max(n_cur, 1)
     frame["rise"] = frame["cur_share"] - frame["ref_share"]
@@ -283,7 +317,7 @@ def hot_spot(
         city, lat, lon, float(row["ref_share"]), float(row["cur_share"]), int(row["cur"]), p_value, status,
         f"around {city}: {row['cur_share']:.2%} of the day's rows vs "
         f"{row['ref_share']:.2%} in the reference (×{factor:.1f}, p={p_value:.2g})",
-    )  # fmt: skip
+    ), float(row["rise"])  # fmt: skip
 
 
 def domain_classifier_auc(reference: np.ndarray, current: np.ndarray, seed: int = 7) -> float:
@@ -345,24 +379,31 @@ def missed_fraud_hot_spot(
     correction over the cells (p < :data:`P_VALUE` / cells).
     """
     lat, lon = np.asarray(lat, dtype=float), np.asarray(lon, dtype=float)
-    frame = pd.DataFrame(
-        {
-            "cell": np.floor(lat / HOTSPOT_CELL_DEG).astype(np.int64) * 10_000
-            + np.floor(lon / HOTSPOT_CELL_DEG).astype(np.int64),
-            "y": np.asarray(label, dtype=float),
-            "p": np.asarray(proba, dtype=float),
-            "lat": lat,
-            "lon": lon,
-        }
-    )
-    if frame.empty:
+    if not len(lat):
         return MissedFraud("", 0.0, 0.0, 0, 0.0, 1.0, 0, OK, "no labelled transactions yet")
-    cells = frame.groupby("cell").agg(
-        observed=("y", "sum"), expected=("p", "sum"), lat=("lat", "mean"), lon=("lon", "mean")
-    )
+    # Every grid of HOTSPOT_OFFSETS (a place on a grid line is whole in a shifted cell); the
+    # correction counts the cells of one grid, as the shifted grids test the same places.
+    grids, n = [], 0
+    for offset in HOTSPOT_OFFSETS:
+        frame = pd.DataFrame(
+            {
+                "cell": cell_keys(lat, lon, offset),
+                "y": np.asarray(label, dtype=float),
+                "p": np.asarray(proba, dtype=float),
+                "lat": lat,
+                "lon": lon,
+            }
+        )
+        cells = frame.groupby("cell").agg(
+            observed=("y", "sum"), expected=("p", "sum"), lat=("lat", "mean"), lon=("lon", "mean")
+        )
+        n = max(n, len(cells))
+        grids.append(cells.reset_index(drop=True))
+    cells = pd.concat(grids, ignore_index=True)
     cells["p_value"] = stats.poisson.sf(cells["observed"] - 1, cells["expected"].clip(lower=1e-9))
-    best = cells.sort_values(["p_value", "observed"], ascending=[True, False]).iloc[0]
-    n = len(cells)
+    best = cells.sort_values(["p_value", "observed"], ascending=[True, False], kind="stable").iloc[
+        0
+    ]
     observed, expected, p_value = (
         int(best["observed"]),
         float(best["expected"]),

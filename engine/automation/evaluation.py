@@ -65,7 +65,7 @@ from engine.automation.evaluation_plan import (
     plan,
     scored_from,
 )
-from engine.automation.performance import labelled_days, performance_metrics
+from engine.automation.performance import labelled_days, needed_columns, performance_metrics
 from engine.models.saved import SavedModel
 from engine.project import flow
 from engine.project.project import Project, ProjectError
@@ -336,7 +336,8 @@ def evaluate_day(project: Project, day: str, options: dict[str, Any]) -> Evaluat
             result.metrics.append(
                 _not_applicable(champion.version, day, family, not_applicable[family])
             )
-    rows = labelled_days(project, p, day, scored.partitions())
+    extra = challenger.input_columns if challenger is not None else []
+    rows = labelled_days(project, p, day, scored.partitions(), needed_columns(p, extra))
     result.metrics += performance_metrics(
         CHAMPION,
         champion,

@@ -17,7 +17,7 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from engine.automation import drift
-from engine.automation.evaluation_plan import CHAMPION, INFO, Metric, Plan, missing_columns
+from engine.automation.evaluation_plan import CHAMPION, INFO, SCORE, Metric, Plan, missing_columns
 from engine.models.saved import SavedModel
 from engine.project.project import Project
 from engine.storage import datasets as ds
@@ -49,32 +49,64 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def labelled_days(project: Project, plan: Plan, day: str, scored_days: list[str]) -> pd.DataFrame:
+def needed_columns(plan: Plan, extra: list[str] | None = None) -> list[str]:
+    """The scored columns :func:`performance_metrics` reads (and ``extra``, e.g. a
+    challenger's features): the id, the day, the score, the amount and the location."""
+    mon = plan.monitoring
+    cols = [str(mon.id_column), plan.day_column, SCORE]
+    cols += [mon.amount] if mon.amount else []
+    cols += list(mon.location or ())
+    return list(dict.fromkeys([*cols, *(extra or [])]))
+
+
+def labelled_days(
+    project: Project,
+    plan: Plan,
+    day: str,
+    scored_days: list[str],
+    columns: list[str] | None = None,
+) -> pd.DataFrame:
     """Scored rows of recent days joined with the labels that arrived by ``day``.
 
     The label comes back as column :data:`LABEL` (1.0, 0.0, or missing when not arrived).
+    ``columns``: only these scored columns (those the scored dataset has; all when None).
+    What is read is bounded by the window, not by the history: the window's scored days,
+    and the labels that arrived from the window's first day on (a row's label cannot
+    arrive before the row's day).
     """
     mon = plan.monitoring
     if not mon.measures_performance:
         return pd.DataFrame()
     labels = project.dataset(str(mon.labels))
-    arrived = [d for d in labels.partitions() if d <= day] if labels.exists() else []
     window_start = str(
         date.fromisoformat(day) - timedelta(days=int(plan.options["performance_window_days"]))
     )
     days = [d for d in scored_days if window_start <= d < day]
+    arrived = (
+        [d for d in labels.partitions() if days and days[0] <= d <= day] if labels.exists() else []
+    )
     if not arrived or not days:
         return pd.DataFrame()
     key, label, when = _q(str(mon.id_column)), _q(str(mon.label_column)), _q(plan.day_column)
+    scored = project.dataset(plan.input)
+    if columns is None:
+        picked = f"s.* REPLACE (CAST(s.{when} AS VARCHAR) AS {when})"
+    else:
+        have = ds.schema(scored, days[-1])
+        keep = [c for c in dict.fromkeys(columns) if c in have or c == plan.day_column]
+        picked = ", ".join(
+            f"CAST(s.{when} AS VARCHAR) AS {when}" if c == plan.day_column else f"s.{_q(c)}"
+            for c in keep
+        )
     return ds.query_df(
         f"""
-        SELECT s.* REPLACE (CAST(s.{when} AS VARCHAR) AS {when}), l.{LABEL}
+        SELECT {picked}, l.{LABEL}
         FROM day_rows s LEFT JOIN (
             SELECT {key} AS __nodal_id, max(CAST({label} AS DOUBLE)) AS {LABEL}
             FROM known GROUP BY 1
         ) l ON s.{key} = l.__nodal_id
         """,
-        {"day_rows": (project.dataset(plan.input), days), "known": (labels, arrived)},
+        {"day_rows": (scored, days), "known": (labels, arrived)},
     )
 
 

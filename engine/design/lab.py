@@ -26,18 +26,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import yaml
 from sklearn.metrics import brier_score_loss, log_loss, precision_recall_curve, roc_curve
 
 from engine.design import lab_training
+from engine.models import maturity
 from engine.models.saved import (
     META_FILE,
     MODEL_FILE,
     SavedModel,
     TrainingError,
     _metrics,
+    canonical_order,
+    data_fingerprint,
     set_active,
 )
 from engine.project import definitions, model_spec
@@ -71,6 +75,9 @@ class LabSpec:
     # The row id (kept with the validation rows to join the truth); None: the model's
     # declared id_column, if any.
     id_column: str | None = None
+    # A time split leaves out the days whose labels are not mature by the model's
+    # label_maturity rule; False keeps them (the result then warns).
+    mature_only: bool = True
 
 
 def _is_feature_type(dtype: str) -> bool:
@@ -166,6 +173,55 @@ def _read(project: Project, spec: LabSpec) -> pd.DataFrame:
     return frame[frame[spec.target].notna()].reset_index(drop=True)
 
 
+def _mature_rows(
+    project: Project, spec: LabSpec, frame: pd.DataFrame, y: np.ndarray
+) -> tuple[pd.DataFrame, np.ndarray, maturity.Maturity | None, list[str]]:
+    """The rows of mature days only (a time split, ``mature_only``), each day's maturity
+    under the declaring model's rule, and what to warn about."""
+    if spec.split != "time" or not spec.time_column or spec.time_column not in frame:
+        return frame, y, None, []
+    day_of_row = frame[spec.time_column].map(maturity.day_key)
+    ripe = maturity.assess(
+        project, _declaring_model(project, spec), day_of_row.tolist(), y, spec.time_column
+    )
+    if not (spec.mature_only and ripe.immature_days):
+        return frame, y, ripe, []
+    keep = ~day_of_row.isin(set(ripe.immature_days)).to_numpy()
+    if len(set(day_of_row[keep])) < 2:
+        raise TrainingError(
+            f"only {len(set(day_of_row[keep]))} day(s) of {spec.dataset} have mature labels "
+            f"({ripe.rule.describe() if ripe.rule else ''}; {len(ripe.immature_days)} days "
+            f"from {ripe.immature_days[0]} do not): a time split needs at least 2"
+        )
+    note = (
+        f"{len(ripe.immature_days)} days with immature labels left out "
+        f"({ripe.immature_days[0]}..{ripe.immature_days[-1]}; {ripe.rule.describe() if ripe.rule else ''})"
+    )
+    return frame.loc[keep].reset_index(drop=True), y[keep], ripe, [note]
+
+
+def _validation_warnings(
+    spec: LabSpec, frame: pd.DataFrame, is_valid: np.ndarray, ripe: maturity.Maturity | None
+) -> list[str]:
+    """Validation days whose labels are immature, or look it (only positives, no rule)."""
+    if ripe is None:
+        return []
+    valid_days = set(frame.loc[is_valid, spec.time_column].map(maturity.day_key))
+    immature = sorted(valid_days & set(ripe.immature_days))
+    if immature:
+        return [
+            f"validation days {', '.join(immature)} have immature labels: the threshold and "
+            "the metrics are biased (train with mature days only)"
+        ]
+    suspicious = sorted(valid_days & set(ripe.only_positive_days()))
+    if suspicious and ripe.rule is None:
+        return [
+            f"validation days {', '.join(suspicious)} have only positive labels, as when the "
+            "negatives are not known yet: declare label_maturity in the model's YAML"
+        ]
+    return []
+
+
 def check_spec(spec: LabSpec) -> None:
     """Refuse (:class:`TrainingError`) a spec that cannot be trained, before reading data."""
     check_name(spec.model, "model name")
@@ -185,12 +241,23 @@ def train(
     project: Project, spec: LabSpec, user: str, progress: Progress | None = None
 ) -> dict[str, Any]:
     """Train one lab run; return its result (also saved under ``lab/<model>/r<N>``)."""
+    project.require("write")
     report = progress or (lambda _f, _m: None)
     check_spec(spec)
     report(0.0, f"reading {spec.dataset}")
     frame = _read(project, spec)
+    # One row order whatever order the dataset returns: a random split draws by position,
+    # LightGBM's bagging too. The fingerprint identifies what was trained on.
+    read = [*spec.features, spec.target]
+    if spec.split == "time" and spec.time_column:
+        read.insert(0, spec.time_column)
+    frame = canonical_order(frame, read)
     y = lab_training.labels(frame, spec)
+    frame, y, ripe, warnings = _mature_rows(project, spec, frame, y)
+    fingerprint = {"dataset": spec.dataset, **data_fingerprint(frame, read)}
     is_valid, valid_desc = lab_training.split(frame, spec)
+    if spec.split == "time" and spec.time_column:
+        warnings += _validation_warnings(spec, frame, is_valid, ripe)
     for part, mask in (("training", ~is_valid), ("validation", is_valid)):
         if len(set(y[mask])) < 2:
             raise TrainingError(
@@ -212,11 +279,12 @@ def train(
     report(0.05, "training")
     n_pos, n_neg = int(y[~is_valid].sum()), int((~is_valid).sum() - y[~is_valid].sum())
     if spec.algorithm == "lightgbm":
-        booster, p_valid, importance, params = lab_training.train_lightgbm(
+        booster, p_valid, importance, params, used = lab_training.train_lightgbm(
             X, y, is_valid, numeric, categorical, spec, n_neg / max(n_pos, 1), report
         )
     else:
         booster, importance, params = None, {}, {**lab_training.LOGREG_PARAMS, **spec.params}
+        used = params
         p_valid, importance = lab_training.train_logreg(
             X, y, is_valid, numeric, categorical, spec, params
         )
@@ -243,6 +311,10 @@ def train(
         "train_rows": int((~is_valid).sum()),
         "validation": valid_desc,
         "positives_train": n_pos,
+        "training_data": fingerprint,
+        "maturity": ripe.as_dicts() if ripe is not None else [],
+        "maturity_rule": ripe.rule.describe() if ripe is not None and ripe.rule else None,
+        "warnings": warnings,
         "roc": dict(zip(("fpr", "tpr"), lab_training.downsample(fpr, tpr), strict=True)),
         "pr": dict(
             zip(
@@ -274,6 +346,17 @@ def train(
             "train_rows": result["train_rows"],
             "validation_days": valid_desc,
             "best_iteration": booster.best_iteration,
+            "training_data": fingerprint,
+            "label_maturity": ripe.summary() if ripe is not None else None,
+            "settings": {
+                "params": used,
+                "num_boost_round": params["num_boost_round"],
+                "early_stopping_rounds": params["early_stopping_rounds"],
+                "split": spec.split,
+                "validation_share": spec.validation_share,
+                "operating_fpr": spec.operating_fpr,
+                "lightgbm": lgb.__version__,
+            },
         }
     run_id = _save_run(project, spec.model, result, y_valid, p_valid, booster, meta)
     result["run_id"] = run_id
@@ -360,6 +443,7 @@ def deploy(project: Project, model: str, run_id: str, user: str) -> str:
     Earlier versions are kept. A model the project does not define yet gets
     ``models/<model>.yaml`` (what it trains on, target, features, parameters).
     """
+    project.require("write")
     run_dir = _lab_dir(project, model) / run_id
     result = get_run(project, model, run_id)
     if not (run_dir / MODEL_FILE).is_file():

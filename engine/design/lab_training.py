@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from engine.models.saved import TrainingError
+from engine.models.saved import TrainingError, reproducible_params
 from engine.project.model_spec import Truth
 from engine.project.project import Project
 from engine.storage import datasets as ds
@@ -30,6 +30,11 @@ LGB_PARAMS = {
 }
 LOGREG_PARAMS = {"C": 1.0, "max_iter": 200}
 _CURVE_POINTS = 200
+_INTEGER_PARAMS = ("num_leaves", "min_data_in_leaf", "max_depth", "bagging_freq", "seed")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def split_types(frame: pd.DataFrame, features: list[str]) -> tuple[list[str], list[str]]:
@@ -155,12 +160,14 @@ def train_lightgbm(X, y, is_valid, numeric, categorical, spec, ratio, report):  
         # Leave a core to the other sessions of the Studio.
         "num_threads": max(1, (os.cpu_count() or 2) - 1),
         **{
-            k: (int(v) if k in ("num_leaves", "min_data_in_leaf", "max_depth") else float(v))
+            k: (int(v) if k in _INTEGER_PARAMS else float(v) if _is_number(v) else v)
             for k, v in params.items()
         },
     }
     if spec.imbalance == "balanced":
         lgb_params["scale_pos_weight"] = float(ratio)
+    # The same rows (lab.train puts them in canonical order) and settings: the same model file.
+    lgb_params = reproducible_params(lgb_params)
     names = numeric + categorical
     cat_idx = list(range(len(numeric), len(names)))
     train_set = lgb.Dataset(
@@ -190,6 +197,7 @@ def train_lightgbm(X, y, is_valid, numeric, categorical, spec, ratio, report):  
         p_valid,
         importance,
         {**params, "num_boost_round": rounds, "early_stopping_rounds": early},
+        lgb_params,
     )
 
 

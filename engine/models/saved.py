@@ -8,6 +8,7 @@ the version the project uses. The same :class:`SavedModel` scores batch and real
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from engine.core.errors import NodalError
+from engine.models import maturity
 from engine.models.compiled import CompiledForest, CompileError, load_or_compile
 from engine.project.project import ACTIVE_FILE, Project, ProjectError
 from engine.storage import datasets as ds
@@ -174,10 +176,13 @@ def set_active(project: Project, model: str, version: str) -> None:
     model_dir = project.saved_models_dir(model)
     if not (model_dir / version / MODEL_FILE).exists():
         raise ProjectError(f"model {model!r} has no version {version!r}")
+    project.require("write")
+    before = project.active_model_version(model)
     fd, tmp = tempfile.mkstemp(dir=model_dir, prefix=".active-")
     with os.fdopen(fd, "w") as fh:
         fh.write(version + "\n")
     os.replace(tmp, model_dir / ACTIVE_FILE)
+    project.record("model.activate", model, {"version": before}, {"version": version})
 
 
 def list_versions(project: Project, model: str) -> list[dict[str, Any]]:
@@ -192,21 +197,51 @@ def list_versions(project: Project, model: str) -> list[dict[str, Any]]:
     return sorted(out, key=lambda m: int(m["version"][1:]), reverse=True)
 
 
-def _canonical_order(
-    frame: pd.DataFrame, columns: list[str], categorical: list[str]
-) -> pd.DataFrame:
-    """``frame``'s rows sorted on every column training reads.
+def canonical_order(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """``frame``'s rows sorted on every column training reads (``columns``).
 
     A recipe's JOIN or a parallel scan returns the same rows in another order from one
     build to the next, and bagging draws rows by position: without one order, the same data
     would train a different model each time. Rows equal on every sorted column are
-    interchangeable for training, so their relative order does not matter.
+    interchangeable for training, so their relative order does not matter. Columns that are
+    not numbers (dates, categories) are compared as text.
     """
     keys = frame[list(dict.fromkeys(columns))].copy()
-    for column in {columns[0], *categorical}:
-        keys[column] = keys[column].astype("string")
+    for column in keys.columns:
+        if keys[column].dtype.kind not in "biuf":
+            keys[column] = keys[column].astype("string")
     order = keys.sort_values(list(keys.columns), kind="stable", na_position="last").index
     return frame.loc[order].reset_index(drop=True)
+
+
+def data_fingerprint(frame: pd.DataFrame, columns: list[str]) -> dict[str, Any]:
+    """What training read, as a checksum: SHA-256 over the columns' names and types and each
+    row's hash (pandas' ``hash_pandas_object``) in the frame's order, and the row count.
+
+    Call it on rows in :func:`canonical_order`: the same rows in any order give the same
+    fingerprint; one changed value, row or column gives another.
+    """
+    columns = list(dict.fromkeys(columns))
+    digest = hashlib.sha256()
+    digest.update(json.dumps([[c, str(frame[c].dtype)] for c in columns]).encode())
+    if len(frame):
+        rows = pd.util.hash_pandas_object(frame[columns], index=False)
+        digest.update(rows.to_numpy(dtype="uint64").tobytes())
+    return {"sha256": digest.hexdigest(), "rows": len(frame), "columns": columns}
+
+
+def reproducible_params(params: dict[str, Any]) -> dict[str, Any]:
+    """LightGBM parameters that give the same model, bit for bit, from the same rows.
+
+    Same rows in the same order, same parameters, same thread count: the same model file.
+    ``deterministic`` asks for a forced histogram layout, ``force_col_wise`` unless the
+    parameters choose one; a parameter set explicitly is kept.
+    """
+    out = dict(params)
+    out.setdefault("deterministic", True)
+    if not {"force_col_wise", "force_row_wise"} & out.keys():
+        out["force_col_wise"] = True
+    return out
 
 
 def train(
@@ -222,6 +257,7 @@ def train(
     ``should_stop`` is called before training and after every boosting iteration; whatever
     it raises stops the training and propagates (no version is written).
     """
+    project.require("write")
     spec = project.models.get(model)
     if spec is None:
         raise ProjectError(f"project {project.name!r} has no model {model!r}")
@@ -232,11 +268,30 @@ def train(
     missing = [c for c in [*numeric, *categorical, target, time_col] if c not in frame.columns]
     if missing:
         raise TrainingError(f"training data lacks columns: {', '.join(missing)}")
-    frame = _canonical_order(frame, [time_col, *numeric, *categorical, target], categorical)
+    read = [time_col, *numeric, *categorical, target]
+    frame = canonical_order(frame, read)
+    # Only days whose labels are mature (label_maturity): recent days hold the quick labels
+    # only (often positives only) and would skew the threshold and every baseline.
+    day_of_row = frame[time_col].map(maturity.day_key)
+    ripe = maturity.assess(
+        project, model, day_of_row.tolist(), frame[target].astype(int).to_numpy(), time_col
+    )
+    if ripe.immature_days:
+        keep = ~day_of_row.isin(set(ripe.immature_days)).to_numpy()
+        frame = frame.loc[keep].reset_index(drop=True)
+    fingerprint = {"dataset": spec["train_on"], **data_fingerprint(frame, read)}
     days = sorted(frame[time_col].astype(str).unique())
     n_valid = int(spec.get("validation_days", 7))
     if len(days) <= n_valid:
-        raise TrainingError(f"need more than {n_valid} labelled days to hold out, have {len(days)}")
+        left_out = (
+            f" ({len(ripe.immature_days)} more days have immature labels: "
+            f"{ripe.rule.describe() if ripe.rule else ''})"
+            if ripe.immature_days
+            else ""
+        )
+        raise TrainingError(
+            f"need more than {n_valid} labelled days to hold out, have {len(days)}{left_out}"
+        )
     valid_days = set(days[-n_valid:])
     is_valid = frame[time_col].astype(str).isin(valid_days).to_numpy()
     y = frame[target].astype(int).to_numpy()
@@ -253,11 +308,7 @@ def train(
     rounds = int(params.pop("num_boost_round", 300))
     early = int(params.pop("early_stopping_rounds", 30))
     params.update({"verbose": -1, "num_threads": 0})
-    # Same rows, same parameters, same core count: the same model, bit for bit (LightGBM
-    # asks for a forced histogram layout with `deterministic`).
-    params.setdefault("deterministic", True)
-    if not {"force_col_wise", "force_row_wise"} & params.keys():
-        params["force_col_wise"] = True
+    params = reproducible_params(params)
     skeleton = SavedModel(
         Path("."), {"numeric": numeric, "categorical": categorical, "vocab": vocab}, None
     )  # type: ignore[arg-type]
@@ -307,6 +358,16 @@ def train(
         "train_days": [days[0], days[-n_valid - 1]],
         "validation_days": [days[-n_valid], days[-1]],
         "best_iteration": booster.best_iteration,
+        "training_data": fingerprint,
+        "label_maturity": ripe.summary(),
+        "settings": {
+            "params": params,
+            "num_boost_round": rounds,
+            "early_stopping_rounds": early,
+            "validation_days": n_valid,
+            "operating_fpr": float(spec.get("operating_fpr", 0.01)),
+            "lightgbm": lgb.__version__,
+        },
         "trained_by": created_by,
         "trained_at": pd.Timestamp.now(tz="UTC").isoformat(),
     }

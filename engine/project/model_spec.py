@@ -15,6 +15,14 @@ here knows an example's names; the claims project of the tests reads)::
     best_possible:                     # optional, for the Lab: known true probabilities
       dataset: simulated_truth         #   (simulated data only), joined on id_column
       probability: true_probability
+    label_maturity:                    # optional: when a day's labels are complete
+      delay_days: 10                   #   10 days after it (as of the newest label day)
+      min_labelled_share: 0.95         #   and/or 95 % of its rows labelled ...
+      rows: claims                     #   ... of this dataset's rows that day
+
+Training and validation, hence the decision threshold and every baseline monitoring compares
+with, use only days whose labels are mature by ``label_maturity`` (:func:`label_maturity`);
+the Lab and retraining apply the same rule.
 
 Everything under ``monitoring`` is optional: without ``labels`` (or without ``id_column``)
 performance is not measured, without ``location`` no hot spot is looked for; the evaluation
@@ -27,9 +35,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.project.project import Project
+from engine.project.project import Project, ProjectError
 
 BEST_POSSIBLE = "best_possible"  # the model YAML key of the Lab's known true probabilities
+LABEL_MATURITY = "label_maturity"  # the model YAML key of when a day's labels are complete
+MATURITY_KEYS = ("delay_days", "min_labelled_share", "rows")
 MONITORING_KEYS = ("labels", "location", "amount", "unseen_ids", "expected_trends")
 # Numeric settings of the evaluate step and their defaults (the evaluation's thresholds).
 EVALUATE_THRESHOLDS: dict[str, Any] = {
@@ -55,6 +65,10 @@ EVALUATE_OPTIONS = (
 )
 
 
+class MaturityError(ProjectError):
+    """A model's ``label_maturity`` declaration is unusable; the message says why."""
+
+
 @dataclass(frozen=True)
 class Truth:
     """Known true probabilities of the rows (the Lab's "best possible AUC")."""
@@ -62,6 +76,30 @@ class Truth:
     dataset: str
     probability: str
     id_column: str
+
+
+@dataclass(frozen=True)
+class LabelMaturity:
+    """When a day's labels are complete enough to train, validate and set baselines on.
+
+    ``delay_days``: a day is mature once this many days have passed, counted to the newest
+    day labels are known for (the newest partition of the declared labels dataset, else the
+    newest day of the training rows). ``min_labelled_share``: at least this share of the
+    day's rows in dataset ``rows`` (every row, labelled or not) is labelled. Both, when both
+    are given.
+    """
+
+    delay_days: int | None = None
+    min_labelled_share: float | None = None
+    rows: str | None = None
+
+    def describe(self) -> str:
+        parts = []
+        if self.delay_days is not None:
+            parts.append(f"{self.delay_days} days old")
+        if self.min_labelled_share is not None:
+            parts.append(f"{self.min_labelled_share:.0%} of its {self.rows} rows labelled")
+        return "a day is mature when " + " and ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -148,6 +186,57 @@ def truth(project: Project, model: str) -> Truth | None:
     return Truth(str(t["dataset"]), str(t["probability"]), str(id_column))
 
 
+def maturity_problems(project: Project, model: str) -> list[str]:
+    """What is wrong with the model's ``label_maturity`` declaration (none: no problem)."""
+    spec = project.models.get(model) or {}
+    block = spec.get(LABEL_MATURITY)
+    if block is None:
+        return []
+    where = f"model {model}: {LABEL_MATURITY}"
+    if not isinstance(block, dict) or not block:
+        return [f"{where} must be a mapping with delay_days: and/or min_labelled_share:"]
+    out = []
+    unknown = sorted(set(block) - set(MATURITY_KEYS))
+    if unknown:
+        out.append(
+            f"{where}: unknown key(s) {', '.join(unknown)} (one of {', '.join(MATURITY_KEYS)})"
+        )
+    delay, share = block.get("delay_days"), block.get("min_labelled_share")
+    if delay is None and share is None:
+        out.append(f"{where} needs delay_days: and/or min_labelled_share:")
+    if delay is not None and (isinstance(delay, bool) or not isinstance(delay, int) or delay < 0):
+        out.append(f"{where}: delay_days must be a whole number of days >= 0, not {delay!r}")
+    if share is not None:
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share <= 1:
+            out.append(f"{where}: min_labelled_share must be in (0, 1], not {share!r}")
+        rows = block.get("rows")
+        if not rows:
+            out.append(f"{where}: min_labelled_share needs rows: (the dataset of every row)")
+        elif rows not in project.datasets:
+            out.append(f"{where}: rows {rows!r} is not a dataset of the project")
+    return out
+
+
+def label_maturity(project: Project, model: str) -> LabelMaturity | None:
+    """The model's ``label_maturity`` rule (None: every labelled day counts as mature).
+
+    Raises :class:`MaturityError` naming what is wrong with a bad declaration.
+    """
+    spec = project.models.get(model) or {}
+    block = spec.get(LABEL_MATURITY)
+    if block is None:
+        return None
+    wrong = maturity_problems(project, model)
+    if wrong:
+        raise MaturityError("; ".join(wrong))
+    share = block.get("min_labelled_share")
+    return LabelMaturity(
+        delay_days=block.get("delay_days"),
+        min_labelled_share=None if share is None else float(share),
+        rows=block.get("rows") if share is not None else None,
+    )
+
+
 def problems(project: Project, model: str, overrides: dict[str, Any] | None = None) -> list[str]:
     """What is wrong with the model's declaration as an evaluate step would read it."""
     spec = project.models.get(model)
@@ -180,6 +269,7 @@ def problems(project: Project, model: str, overrides: dict[str, Any] | None = No
         out.append(
             f"model {model}: labels need id_column: (the column joining labels to scored rows)"
         )
+    out += maturity_problems(project, model)
     t = spec.get(BEST_POSSIBLE)
     if t is not None:
         if not isinstance(t, dict) or not t.get("dataset") or not t.get("probability"):

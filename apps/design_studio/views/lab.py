@@ -10,7 +10,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from apps.common.context import get_settings
+from apps.common.auth import current_user
 from apps.design_studio.state import current_project
 from engine.core.errors import NodalError
 from engine.design import lab, lab_jobs
@@ -41,7 +41,7 @@ for record in lab_jobs.interrupted_jobs(project):
             disabled=busy,
         ):
             try:
-                job = lab_jobs.train_again(project, record["job_id"], get_settings().user)
+                job = lab_jobs.train_again(project, record["job_id"], current_user())
             except NodalError as exc:
                 st.error(f"Training not started: {exc}")
             else:
@@ -123,6 +123,16 @@ if split == "time":
         key=f"lab_time::{dataset}",
     )
 share = cols[2].slider("Validation share", 0.05, 0.5, 0.2, 0.05, key="lab_share")
+mature_only = True
+if split == "time":
+    mature_only = cols[2].checkbox(
+        "Mature labels only",
+        value=True,
+        key="lab_mature_only",
+        help="Leave out the days whose labels are not complete yet, by the model's "
+        "label_maturity rule (models/<name>.yaml): their late negatives would bias the "
+        "validation, the threshold and the baselines.",
+    )
 imbalance = cols[3].radio(
     "Class imbalance",
     lab.IMBALANCE,
@@ -177,9 +187,10 @@ if st.button(
         imbalance=imbalance,
         params={k: float(v) for k, v in params.items()},
         operating_fpr=default.operating_fpr,
+        mature_only=mature_only,
     )
     try:
-        job = lab_jobs.start(project, spec, get_settings().user)
+        job = lab_jobs.start(project, spec, current_user())
     except NodalError as exc:
         st.error(f"Training not started: {exc}")
     else:
@@ -256,6 +267,19 @@ st.caption(
     f"Validated on {first} – {last_v}: {m['validation_rows']:,} rows, {m['validation_frauds']:,} "
     f"positives; trained on {run['train_rows']:,} rows by {run['trained_by']}."
 )
+for warning in run.get("warnings", []):
+    st.warning(warning, icon=":material/schedule:")
+if run.get("maturity"):
+    with st.expander(
+        f"Label maturity by day ({run.get('maturity_rule') or 'no label_maturity rule declared'})"
+    ):
+        days = pd.DataFrame(run["maturity"])
+        days["mature"] = days["mature"].map({True: "mature", False: "immature"}).fillna("no rule")
+        st.dataframe(
+            days[["day", "labelled", "positives", "rows", "labelled_share", "mature", "why"]],
+            hide_index=True,
+            key="lab_maturity_table",
+        )
 
 roc = pd.DataFrame(run["roc"])
 pr = pd.DataFrame(run["pr"])
@@ -392,7 +416,7 @@ if st.button(
     disabled=run["spec"]["algorithm"] != "lightgbm",
 ):
     try:
-        version = lab.deploy(project, model, run_id, get_settings().user)
+        version = lab.deploy(project, model, run_id, current_user())
     except NodalError as exc:
         st.error(f"Not deployed: {exc}")
     else:

@@ -184,3 +184,51 @@ def test_a_training_running_in_this_process_is_not_reported_interrupted(small, m
         job.thread.join()
     assert job.status == "DONE"
     assert list((small.project().root / "lab" / ".jobs").glob("*")) == []
+
+
+def _lab_model_sha(project, model: str, run_id: str) -> str:
+    import hashlib
+
+    from engine.project.project import LAB_DIR
+
+    return hashlib.sha256(
+        (project.root / LAB_DIR / model / run_id / "model.txt").read_bytes()
+    ).hexdigest()
+
+
+def test_the_same_rows_in_any_order_train_a_byte_identical_lab_model(small):
+    # Bagging draws rows by position and the dataset may come back in another order (a
+    # recipe's JOIN, a parallel scan): the Lab must still train the same model file.
+    from engine.storage import datasets as ds
+
+    spec = _spec(params={"num_boost_round": 40, "bagging_fraction": 0.7, "bagging_freq": 1})
+    project = small.project()
+    first = lab.train(project, spec, "ann")
+    ref = project.dataset("labelled")
+    rows = ds.read_df(ref)
+    ds.write(ref, rows.sample(frac=1, random_state=5, ignore_index=True), replace_all=True)
+    assert not ds.read_df(ref).equals(rows)  # really another order
+    second = lab.train(project, spec, "ann")
+
+    assert second["run_id"] != first["run_id"]
+    assert _lab_model_sha(project, "risk", second["run_id"]) == _lab_model_sha(
+        project, "risk", first["run_id"]
+    )
+    # The metadata says what was trained on (the same rows → the same fingerprint) and how.
+    assert second["training_data"] == first["training_data"]
+    fp = first["training_data"]
+    assert fp["rows"] == 4000 and fp["dataset"] == "labelled" and len(fp["sha256"]) == 64
+    assert fp["columns"] == ["day", "x", "cat", "is_fraud"]
+    version = lab.deploy(project, "risk", second["run_id"], "ann")
+    meta = models.SavedModel.load(project.saved_models_dir("risk") / version).meta
+    assert meta["training_data"] == fp
+    used = meta["settings"]["params"]
+    assert used["deterministic"] is True and used["force_col_wise"] is True
+    assert used["bagging_fraction"] == 0.7 and used["seed"] == 7
+
+    # One label changed: another fingerprint.
+    changed = rows.copy()
+    changed.loc[0, "is_fraud"] = 1 - changed.loc[0, "is_fraud"]
+    ds.write(ref, changed, replace_all=True)
+    third = lab.train(project, spec, "ann")
+    assert third["training_data"]["sha256"] != fp["sha256"]
