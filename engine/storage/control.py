@@ -155,6 +155,27 @@ check_results = sa.Table(
     sa.Column("message", sa.Text, nullable=False, default=""),
     sa.Column("run_id", sa.Integer),
     _ts("at", False),
+    # JSON: what failed, in the user's words (engine/project/checks.py): check kind, column,
+    # failing rows, up to 5 failing values, and whether the check failed (learned checks
+    # learn only from partitions that passed, engine/project/check_baselines.py)
+    sa.Column("details", sa.Text),
+)
+
+# "Accept as the new baseline" (engine/project/check_baselines.py): a check learned from
+# history learns from this partition on, even though it failed; who accepted it and when.
+check_baselines = sa.Table(
+    "check_baselines",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("node", sa.String(100), nullable=False),
+    sa.Column("project", sa.String(100), nullable=False),
+    sa.Column("dataset", sa.String(100), nullable=False),
+    sa.Column("check_name", sa.String(100), nullable=False),
+    sa.Column("partition", sa.String(50)),  # null: an unpartitioned dataset's latest run
+    sa.Column("value", sa.Text),
+    sa.Column("actor", sa.String(100), nullable=False),
+    sa.Column("note", sa.Text, nullable=False, default=""),
+    _ts("at", False),
 )
 
 published_days = sa.Table(
@@ -401,4 +422,72 @@ metric_values = sa.Table(
     sa.Column("run_id", sa.Integer),
     _ts("at", False),
     sa.Index("ix_metric_values_lookup", "project", "dataset", "metric"),
+)
+
+
+# --- Who may do what: accounts, groups, rights, sessions, audit trail (issue 14) --------------
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("display_name", sa.String(200), nullable=False, default=""),
+    sa.Column("password_hash", sa.Text),  # null: signs in through OpenID Connect only
+    sa.Column("is_admin", sa.Boolean, nullable=False, default=False),
+    sa.Column("enabled", sa.Boolean, nullable=False, default=True),
+    sa.Column("source", sa.String(20), nullable=False, default="local"),  # local | oidc
+    sa.Column("failed_attempts", sa.Integer, nullable=False, default=0),
+    _ts("locked_until"),
+    sa.Column("created_by", sa.String(100), nullable=False),
+    _ts("created_at", False),
+)
+
+groups = sa.Table(
+    "groups",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("description", sa.Text, nullable=False, default=""),
+    sa.Column("created_by", sa.String(100), nullable=False),
+    _ts("created_at", False),
+)
+
+group_members = sa.Table(
+    "group_members",
+    metadata,
+    sa.Column("group_name", sa.String(100), primary_key=True),
+    sa.Column("user_name", sa.String(100), primary_key=True, index=True),
+)
+
+grants = sa.Table(
+    "grants",
+    metadata,
+    sa.Column("principal_kind", sa.String(10), primary_key=True),  # user | group
+    sa.Column("principal", sa.String(100), primary_key=True),
+    sa.Column("scope_kind", sa.String(20), primary_key=True),  # project | infra | stage | service
+    sa.Column("scope", sa.String(200), primary_key=True),  # a name, or * for every one
+    sa.Column("right_name", sa.String(20), primary_key=True),
+    sa.Column("granted_by", sa.String(100), nullable=False),
+    _ts("granted_at", False),
+)
+
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("token_sha256", sa.String(64), primary_key=True),  # the token itself is never kept
+    sa.Column("user_name", sa.String(100), nullable=False, index=True),
+    _ts("created_at", False),
+    _ts("expires_at", False),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    _ts("at", False),
+    sa.Column("actor", sa.String(100), nullable=False, index=True),
+    sa.Column("action", sa.String(60), nullable=False, index=True),
+    sa.Column("object_kind", sa.String(30), nullable=False),
+    sa.Column("object_id", sa.String(300), nullable=False, default=""),
+    sa.Column("before", sa.Text),  # JSON
+    sa.Column("after", sa.Text),  # JSON
 )

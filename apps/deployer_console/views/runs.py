@@ -9,12 +9,14 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from apps.common.auth import current_user
 from apps.common.context import get_settings, get_store
 from apps.common.status import status_badge, style_status
 from engine.automation import reporters, runs
 from engine.automation.node import AutomationNode
+from engine.core.errors import NodalError
 from engine.deployer import deployments as deployer
-from engine.project import triggers
+from engine.project import checks, triggers
 from engine.project.project import ProjectError
 
 settings = get_settings()
@@ -27,8 +29,8 @@ def _when(iso: str | None) -> str:
 
 def _abort(run_id: int) -> None:
     try:
-        status = runs.request_abort(store, run_id, settings.user)
-    except ProjectError as exc:
+        status = runs.request_abort(store, run_id, current_user())
+    except NodalError as exc:
         st.session_state["runs_outcome"] = ("error", f"Abort refused: {exc}")
         return
     st.session_state["runs_outcome"] = (
@@ -42,7 +44,11 @@ def _abort(run_id: int) -> None:
 
 def _run_now(infra: str, project: str) -> None:
     scenario = st.session_state.get("run_scenario")
-    run_id = runs.request_run(store, infra, project, scenario, f"manual ({settings.user})")
+    try:
+        run_id = runs.request_manual_run(store, current_user(), infra, project, scenario)
+    except NodalError as exc:
+        st.session_state["runs_outcome"] = ("error", str(exc))
+        return
     st.session_state["runs_outcome"] = (
         "success",
         f"Run {run_id} of {scenario} queued on {infra}; the runner starts it at its next poll.",
@@ -50,17 +56,19 @@ def _run_now(infra: str, project: str) -> None:
 
 
 def _toggle(dep_id: str, scenario: str, index: int, key: str) -> None:
-    deployer.set_trigger(store, dep_id, scenario, index, bool(st.session_state[key]), settings.user)
+    deployer.set_trigger(
+        store, dep_id, scenario, index, bool(st.session_state[key]), current_user()
+    )
 
 
 def _save_variables(dep_id: str, key: str) -> None:
     text = st.session_state.get(key) or "{}"
     try:
-        deployer.set_variables(store, dep_id, json.loads(text), settings.user)
+        deployer.set_variables(store, dep_id, json.loads(text), current_user())
     except json.JSONDecodeError as exc:
         st.session_state["variables_outcome"] = ("error", f"Not valid JSON: {exc.msg}")
         return
-    except deployer.DeployerError as exc:
+    except NodalError as exc:
         st.session_state["variables_outcome"] = ("error", f"Variables refused: {exc}")
         return
     st.session_state["variables_outcome"] = ("success", "Variables saved; the next run uses them.")
@@ -214,6 +222,15 @@ else:
             hide_index=True,
             width="stretch",
             key="reports_table",
+        )
+    run_checks = checks.run_results(store, run_id)  # what failed: rows and a few values
+    if not run_checks.empty:
+        st.markdown("**Data checks of this run**")
+        st.dataframe(
+            style_status(run_checks, "outcome"),
+            hide_index=True,
+            width="stretch",
+            key="run_checks_table",
         )
 
 if project is not None:

@@ -11,6 +11,7 @@ from engine.project.project import ProjectError, load_project
 from engine.storage.control import open_store
 from nodal_demo.datagen import GeneratorConfig, generate
 from tests.conftest import EXAMPLE
+from tests.homes import seed_test_actors
 
 CONFIG = GeneratorConfig(n_cards=300, n_merchants=150, n_days=12, txns_per_day=800)
 
@@ -23,6 +24,7 @@ def drifted(tmp_path_factory):
     summary = generate(cfg, root / "data")
     project = load_project(EXAMPLE, root / "managed", {"data_dir": str(root / "data")})
     store = open_store(f"sqlite:///{root / 'control.db'}")
+    seed_test_actors(store)
     return project, store, summary.days
 
 
