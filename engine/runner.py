@@ -6,6 +6,10 @@ trigger, looks for new partitions watched by ``dataset_changed`` triggers and ex
 queued runs; the same scenario never runs twice at once. What it schedules and when it
 catches up is :mod:`engine.automation.scheduler`.
 
+It also watches statuses (:func:`engine.monitoring.status.alert_changes`, every
+``poll_seconds``): a deployment's or endpoint's status change is alerted once (log, and
+``NODAL_STATUS_WEBHOOK``), by whichever runner claims it first; pages only read.
+
 Crash safety: runs left RUNNING by a runner that died are marked ABORTED at start-up; all
 data writes are atomic renames, so an interrupted run leaves nothing half-written.
 """
@@ -25,8 +29,9 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from engine.automation import runs
 from engine.automation.node import AutomationNode
 from engine.automation.scheduler import Runner
-from engine.core.settings import describe_settings, load_settings
-from engine.storage.control import open_store
+from engine.core.settings import Settings, describe_settings, load_settings
+from engine.monitoring import status
+from engine.storage.control import ControlStore, open_store
 
 log = logging.getLogger("nodal.runner")
 
@@ -45,6 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def watch_statuses(settings: Settings, store: ControlStore) -> None:
+    """Alert the status changes since the last look (a runner job; never raises)."""
+    try:
+        for s in status.alert_changes(store, settings.home, settings.status_webhook):
+            log.info("status of %s %s: now %s (%s)", s.kind, s.label, s.status, s.message)
+    except Exception:
+        log.exception("watching statuses failed; retrying at the next tick")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -61,6 +75,17 @@ def main(argv: list[str] | None = None) -> int:
         "interval",
         seconds=settings.poll_seconds,
         id="sync",
+        next_run_time=datetime.now(UTC),
+        max_instances=1,
+        coalesce=True,
+    )
+
+    scheduler.add_job(
+        watch_statuses,
+        "interval",
+        args=[settings, store],
+        seconds=settings.poll_seconds,
+        id="status",
         next_run_time=datetime.now(UTC),
         max_instances=1,
         coalesce=True,

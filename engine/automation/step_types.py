@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -14,10 +13,10 @@ from typing import Any
 
 from engine.automation import dashboards, evaluation, evaluation_plan
 from engine.automation.runs import SUCCESS, WARNING
+from engine.automation.sql_binding import SqlVariableError, bind_variables
 from engine.automation.steps import RunContext, StepFailed, StepOutcome, partition_of
 from engine.models import scoring
 from engine.project import checks, flow
-from engine.project.project import ProjectError, substitute
 from engine.project.scenario_spec import STEP_KINDS
 from engine.storage import datasets as ds
 from engine.storage.control import (
@@ -96,36 +95,9 @@ def _step_train(ctx: RunContext, step: dict[str, Any]) -> StepOutcome:
     return StepOutcome(SUCCESS, r.message, r.as_outputs())
 
 
-# A quoted placeholder (``'{day}'``, ``DATE '{day}'``) is a value: bound as a parameter.
-_QUOTED_VARIABLE = re.compile(
-    r"(?:\b(?P<type>DATE|TIMESTAMP)\s+)?'\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)\}'", re.IGNORECASE
-)
-
-
-def _bind_quoted(text: str, variables: dict[str, str], where: str) -> tuple[str, dict[str, str]]:
-    """``text`` with each quoted placeholder outside ``--`` comments turned into a named
-    parameter (``$day``; ``DATE '{day}'`` → ``CAST($day AS DATE)``), and the values bound."""
-    params: dict[str, str] = {}
-
-    def repl(m: re.Match[str]) -> str:
-        name = m.group("name")
-        if name not in variables:
-            raise ProjectError(f"{where}: unknown variable {{{name}}}")
-        params[name] = str(variables[name])
-        typ = m.group("type")
-        return f"CAST(${name} AS {typ.upper()})" if typ else f"${name}"
-
-    lines = []
-    for line in text.split("\n"):
-        code, dash, comment = line.partition("--")
-        lines.append(_QUOTED_VARIABLE.sub(repl, code) + dash + comment)
-    return "\n".join(lines), params
-
-
-def _sql_text(ctx: RunContext, step: dict[str, Any]) -> tuple[str, dict[str, str]]:
-    """The step's SQL and its bound parameters: quoted placeholders are parameters; other
-    ``{name}`` (a node's ``data_dir`` in a path…) are replaced in the text, and a run's own
-    ``day`` was validated as a partition value before the run started."""
+def _sql_text(ctx: RunContext, step: dict[str, Any]) -> tuple[str, dict[str, object]]:
+    """The step's SQL and its bound parameters: every ``{name}`` is a parameter, never text
+    (engine/automation/sql_binding.py)."""
     if step.get("file"):
         path = ctx.project.root / str(step["file"])
         if not path.is_file():
@@ -133,9 +105,11 @@ def _sql_text(ctx: RunContext, step: dict[str, Any]) -> tuple[str, dict[str, str
         text = path.read_text()
     else:
         text = str(step.get("sql", ""))
-    where = f"step {step['name']}"
-    text, params = _bind_quoted(text, ctx.variables, where)
-    return substitute(text, ctx.variables, where).strip().rstrip(";"), params
+    try:
+        sql, params = bind_variables(text, ctx.variables, f"step {step['name']}")
+    except SqlVariableError as exc:
+        raise StepFailed(str(exc)) from None
+    return sql.strip().rstrip(";"), params
 
 
 def _step_sql(ctx: RunContext, step: dict[str, Any]) -> StepOutcome:
@@ -145,7 +119,8 @@ def _step_sql(ctx: RunContext, step: dict[str, Any]) -> StepOutcome:
         for name in ctx.project.datasets
         if ctx.project.dataset(name).exists()
     }
-    with ds.session(views) as con:
+    # SQL a person wrote: it reads and writes only the project's data and the landing zone.
+    with ds.session(views, confine_to=flow.data_folders(ctx.project)) as con:
         if step.get("output"):
             ref = ctx.project.dataset(step["output"])
             written = ds.write(ref, sql, con=con, params=params)

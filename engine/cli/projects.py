@@ -22,7 +22,7 @@ def _hint_current(s: Settings, name: str) -> None:
 def cmd_project_import(s: Settings, a: argparse.Namespace) -> int:
     from engine.design import projects as design
 
-    project = design.import_project(s, store(s), Path(a.path), replace=a.replace)
+    project = design.import_project(s, store(s), Path(a.path), replace=a.replace, actor=s.user)
     print(f"project {project.name} imported into {project.root}")
     _hint_current(s, project.name)
     return 0
@@ -65,7 +65,7 @@ def cmd_project_use(s: Settings, a: argparse.Namespace) -> int:
 def cmd_project_create(s: Settings, a: argparse.Namespace) -> int:
     from engine.design import projects as design
 
-    project = design.create_project(s, store(s), a.name, a.description)
+    project = design.create_project(s, store(s), a.name, a.description, actor=s.user)
     print(f"project {project.name} created in {project.root}")
     _hint_current(s, project.name)
     return 0
@@ -77,7 +77,7 @@ def cmd_dataset_import(s: Settings, a: argparse.Namespace) -> int:
 
     fix = "--drop '' to leave it out, or --rename ''=NAME to name it"
     if a.infer_only:
-        schema = dataset_import.infer_schema(Path(a.path), a.format)
+        schema = dataset_import.infer_schema(Path(a.path), a.format, project=open_project(s, a))
         rows = [{"column": k or "''", "type": v} for k, v in schema.items()]
         print_rows(rows, ["column", "type"])
         if "" in schema:
@@ -200,7 +200,7 @@ def register(top: Any) -> None:
         "Import a CSV or Parquet file as a managed dataset (a broken row refuses the import, "
         "with its line number, and changes nothing).",
     )
-    p.add_argument("path")
+    p.add_argument("path", help="a file in the landing zone (NODAL_DATA_DIR); others are refused")
     p.add_argument("--name", help="dataset name (letters, digits, _); default: the file name")
     add_project(p)
     p.add_argument("--format", choices=("csv", "parquet"), help="default: from the file name")

@@ -18,6 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from engine.access import audit, rights
 from engine.deployer import apipackages
 from engine.deployer import deployments as deployer
 from engine.deployer.deployments import DeployerError
@@ -31,6 +32,9 @@ from engine.storage.control import (
 )
 
 ACCESS_MODES = ("public", "keys")
+# What a deployment's access mode reads as when the control store holds none (no
+# ``api_traffic`` row, or a value that is not a mode): API nodes refuse every request then.
+ACCESS_UNSET = "unset"
 
 
 @dataclass(frozen=True)
@@ -119,7 +123,9 @@ def _as_api(dep: deployer.Deployment, row: dict[str, Any] | None) -> ApiDeployme
     # (deployer.set_version alone), it wins: it is the desired state every tool shows.
     if not traffic or describe(traffic) != dep.version:
         traffic = parse_described(dep.version)
-    return ApiDeployment(dep, traffic, row["access_mode"] if row else "public")
+    # No recorded access mode is no access, never public (a node refuses every request).
+    mode = row["access_mode"] if row else None
+    return ApiDeployment(dep, traffic, mode if mode in ACCESS_MODES else ACCESS_UNSET)
 
 
 def list_api_deployments(store: ControlStore, infra_id: str | None = None) -> list[ApiDeployment]:
@@ -158,7 +164,14 @@ def deploy(
     """Serve ``service`` on ``infra_id`` with this traffic split (one version: ``[(v, 1)]``).
 
     Every version must be a verified package of the service; nothing changes otherwise.
+    ``access_mode`` None keeps the deployment's access mode (``public`` for a new one, ``keys``
+    for one that has none recorded): only a caller that names a mode changes it.
+    ``actor`` needs the ``deploy`` right on the infrastructure, and ``access`` on the
+    service to set an access mode.
     """
+    rights.require(store, actor, "deploy", infra=infra_id)
+    if access_mode is not None:
+        rights.require(store, actor, "access", service=service)
     traffic = normalise(split)
     for t in traffic:
         info = apipackages.get_package(store, service, t["generation"])
@@ -190,7 +203,11 @@ def deploy(
         before = None
         if row is not None:
             before = _as_api(deployer._to_deployment(row), dict(old) if old else None)
+        # The access mode changes only when the caller asks: a redeploy keeps it; a new
+        # deployment is public unless asked; one whose mode was never recorded needs keys.
         mode = access_mode or (before.access_mode if before else "public")
+        if mode not in ACCESS_MODES:
+            mode = "keys"
         if before and before.traffic == traffic and before.access_mode == mode:
             return before  # already the desired state: nothing to record
         deployer.upsert_desired(
@@ -204,6 +221,15 @@ def deploy(
                 sa.update(api_traffic).where(api_traffic.c.deployment_id == dep_id).values(**values)
             )
         from_traffic = before.traffic if before else None
+        audit.record(
+            conn,
+            actor,
+            f"api.{action}",
+            "deployment",
+            dep_id,
+            before={"traffic": from_traffic, "access": before.access_mode} if before else None,
+            after={"traffic": traffic, "access": mode},
+        )
         conn.execute(
             sa.insert(deployment_history).values(
                 deployment_id=dep_id,

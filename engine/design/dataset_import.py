@@ -9,6 +9,11 @@ not have refuse the import before anything is read. A row that does not fit (wro
 fields, a value that is not of its column's type) refuses the import with the line number,
 and nothing is written: the data is fully read before the dataset folder is touched, and the
 definition is saved only after the data is in place.
+
+Only files in the landing zone (the project's ``data_dir``) or in the Studio's upload folder
+can be imported or inspected (:func:`importable`): a path is taken with its symbolic links
+followed, and one naming ``..`` is refused, so "import a file by path" cannot read the host's
+other files (the control store, keys, ``/etc``…).
 """
 
 from __future__ import annotations
@@ -39,6 +44,11 @@ _SAMPLE_ROWS = 20_000
 
 class DatasetImportError(NodalError):
     """A file cannot be imported; the message names the file, line and problem."""
+
+
+class OutsideLandingZone(DatasetImportError):
+    """A file to import lies outside the landing zone (and is not an upload); the message
+    names the landing zone."""
 
 
 class UnnamedColumnError(DatasetImportError):
@@ -114,9 +124,43 @@ def _csv_scan(path: Path, types: list[str], delim: str) -> str:
     )
 
 
-def infer_schema(path: Path, fmt: str | None = None) -> dict[str, str]:
-    """Column → proposed type (one of :data:`TYPES` for CSV; as stored for Parquet)."""
-    path = Path(path)
+def _within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def importable(project: Project, path: Path | str) -> Path:
+    """``path`` as it will be read (absolute, symbolic links followed), if it is a file in
+    the landing zone (the project's ``data_dir``; a relative path starts from the current
+    folder) or a file this process staged from an upload (:func:`stage_upload`); else
+    :class:`OutsideLandingZone`.
+
+    A path naming ``..`` is refused outright, whatever it leads to.
+    """
+    given = Path(path)
+    landing = project.variables.get("data_dir")
+    where = f"the landing zone ({Path(landing).absolute()})" if landing else "the landing zone"
+    if ".." in given.parts:
+        raise OutsideLandingZone(f"{given}: a path with '..' is refused: give a file in {where}")
+    resolved = given.resolve()
+    # <home>/design/projects/<project> → <home>/design/uploads (see uploads_dir); only the
+    # folders this process staged (``<pid>-<random>``) hold its uploads.
+    uploads = Path(project.root).resolve().parent.parent / UPLOADS_DIR
+    uploaded = resolved.parent.parent == uploads and resolved.parent.name.startswith(
+        f"{os.getpid()}-"
+    )
+    if not uploaded and not (landing and _within(resolved, Path(landing).resolve())):
+        also = f" (it leads to {resolved})" if resolved != given.absolute() else ""
+        raise OutsideLandingZone(
+            f"{given} is outside {where}{also}: only files there can be imported by path; "
+            "copy the file into the landing zone, or upload it in the Studio"
+        )
+    return resolved
+
+
+def infer_schema(path: Path, fmt: str | None = None, *, project: Project) -> dict[str, str]:
+    """Column → proposed type (one of :data:`TYPES` for CSV; as stored for Parquet) of a
+    file :func:`importable` into ``project``."""
+    path = importable(project, path)
     if not path.is_file():
         raise DatasetImportError(f"no file at {path}")
     if file_format(path, fmt) == "parquet":
@@ -264,6 +308,7 @@ def import_file(
 ) -> ImportResult:
     """Import ``path`` as managed dataset ``name`` of ``project``.
 
+    ``path`` must be :func:`importable` (in the landing zone, or an upload).
     ``schema`` (column → type) overrides the inferred types; columns it leaves out keep
     theirs. ``drop`` leaves columns out and ``rename`` (file's name → dataset's name) names
     them anew, the column with an empty name (``''``) too; see :func:`column_plan` for what
@@ -271,12 +316,12 @@ def import_file(
     day into a ``day`` column. ``schema`` and ``partition_column`` name a column as the
     file does, or by its new name.
     """
-    path = Path(path)
+    path = importable(project, path)
     check_name(name, "dataset name")
     if name in project.datasets:
         raise DatasetImportError(f"project {project.name!r} already has a dataset {name!r}")
     fmt = file_format(path, fmt)
-    inferred = infer_schema(path, fmt)
+    inferred = infer_schema(path, fmt, project=project)
     columns = list(inferred)
     plan = column_plan(path.name, columns, drop, rename)
     renamed_to = {new: old for old, new in plan.items() if new != old}

@@ -8,6 +8,10 @@ its recent traffic (error rate, from the query log).
 :func:`check_and_alert` compares each status with the last one it saw (table
 ``monitored_status``) and sends one alert per change through the reporters (log, webhook;
 :mod:`engine.automation.reporters`), so ops hear once when something breaks and once when it recovers.
+Alerts are the automation runners' work (:func:`alert_changes`, at each tick), never a page
+view's: Monitoring's Status page only reads. Each change is claimed in the control store before
+it is sent (the row moves from the status seen before to the new one in one statement), so
+several runners, or a runner and ``check_and_alert`` called by hand, send it once.
 """
 
 from __future__ import annotations
@@ -159,10 +163,11 @@ def check_and_alert(
         before = known.get((s.kind, s.object_id))
         if before == s.status or (before is None and s.status == "HEALTHY"):
             if before is None:
-                _remember(store, s)
+                _claim(store, s, None)
             continue
+        if not _claim(store, s, before):
+            continue  # another process recorded (and alerts) this change
         changed.append(s)
-        _remember(store, s)
         summary = {
             "scenario": f"status of {s.kind} {s.label}",
             "infra_id": s.object_id,
@@ -180,19 +185,29 @@ def check_and_alert(
     return changed
 
 
-def _remember(store: ControlStore, s: Status) -> None:
+def _claim(store: ControlStore, s: Status, before: str | None) -> bool:
+    """Record ``s`` if the stored status is still ``before`` (None: no row yet); whether this
+    call recorded it (False: another process got there first)."""
     t = monitored_status
-    with store.write() as conn:
-        conn.execute(sa.delete(t).where(t.c.object_kind == s.kind, t.c.object_id == s.object_id))
-        conn.execute(
-            sa.insert(t).values(
-                object_kind=s.kind,
-                object_id=s.object_id,
-                status=s.status,
-                message=s.message[:2000],
-                changed_at=now_iso(),
-            )
-        )
+    values = {"status": s.status, "message": s.message[:2000], "changed_at": now_iso()}
+    mine = (t.c.object_kind == s.kind) & (t.c.object_id == s.object_id)
+    try:
+        with store.write() as conn:
+            if before is None:
+                conn.execute(
+                    sa.insert(t).values(object_kind=s.kind, object_id=s.object_id, **values)
+                )
+                return True
+            done = conn.execute(sa.update(t).where(mine, t.c.status == before).values(**values))
+            return done.rowcount == 1
+    except sa.exc.IntegrityError:  # a row appeared since we looked: its writer alerts
+        return False
+
+
+def alert_changes(store: ControlStore, home: Path, webhook_url: str) -> list[Status]:
+    """Compute every status and alert the changes (log, and the webhook if set): what the
+    automation runner does at each tick. Returns the statuses that changed."""
+    return check_and_alert(store, all_statuses(store, home), reporters_from_settings(webhook_url))
 
 
 def reporters_from_settings(webhook_url: str) -> list[dict[str, Any]]:

@@ -160,6 +160,16 @@ def describe_sql_error(sql: str, exc: Exception) -> str:
     return f"at line {line} ({text}): {message}"
 
 
+def data_folders(project: Project) -> list[Path]:
+    """The folders a recipe's SQL may read and write: the project's managed data on this node,
+    then the landing zone (the ``data_dir`` variable) when there is one."""
+    folders = [Path(project.data_root)]
+    landing = project.variables.get("data_dir")
+    if landing:
+        folders.append(Path(landing))
+    return folders
+
+
 def _views(project: Project, recipe_inputs: dict[str, str], partitions: list[str] | None):
     views: dict[str, object] = {}
     for name, mode in recipe_inputs.items():
@@ -312,8 +322,11 @@ def run_recipe(
         note = _partial_note(project, recipe, partitions, written, before)
         seconds = time.perf_counter() - started
         return RecipeRun(recipe_name, recipe.output, restrict, rows, seconds, note)
+    folders = data_folders(project)
     try:
-        with ds.session(_views(project, recipe.inputs, restrict)) as con:
+        ds.check_query(recipe.sql.strip().rstrip(";"), f"recipe {recipe_name!r}")
+        views = _views(project, recipe.inputs, restrict)
+        with ds.session(views, confine_to=folders) as con:
             if restrict:
                 ds.bind_partitions(con, restrict)  # a parameter: never SQL text
             for name, mode in recipe.inputs.items():
@@ -336,6 +349,11 @@ def run_recipe(
                 scan = ds.scan_sql(out_ref, written or None)
                 rows = con.execute(f"SELECT count(*) FROM {scan}").fetchone()[0]
     except duckdb.Error as exc:
+        outside = ds.outside_message(exc, folders)
+        if outside:
+            raise FlowError(
+                f"recipe {recipe_name!r} ({recipe.sql_file}) refused: {outside}"
+            ) from None
         detail = describe_sql_error(recipe.sql.strip().rstrip(";"), exc)
         raise FlowError(f"recipe {recipe_name!r} ({recipe.sql_file}) failed {detail}") from None
     except ds.DatasetError as exc:
@@ -356,6 +374,7 @@ def _run_all(
     partitions: list[str] | None,
     progress: Progress | None,
 ) -> BuildResult:
+    project.require("write")  # builds write data and may run the project's Python
     check_partitions(project, [target, *order], partitions)
     result = BuildResult(target)
     for i, dataset in enumerate(order):

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 from engine.core import yamltext
 from engine.core.errors import NodalError
-from engine.project import definitions
+from engine.project import definitions, flow
 from engine.project.project import Project, ProjectError, check_name
 from engine.storage import datasets as ds
 from engine.storage.control import ControlStore, metric_values, now_iso
@@ -113,12 +113,19 @@ def compute_value(
     ref = project.dataset(dataset)
     part = _partition_of(ref, partition)
     sql = value_sql(spec)
+    folders = flow.data_folders(project)  # a metric's SQL is a person's: confined as a recipe's
     try:
-        with ds.session({"dataset": (ref, [part] if part else None)}) as con:
+        if spec["type"] == "sql":
+            ds.check_query(sql, f"metric {spec.get('name')}")
+        views = {"dataset": (ref, [part] if part else None)}
+        with ds.session(views, confine_to=folders) as con:
             con.execute(f'CREATE VIEW {_ident(dataset)} AS SELECT * FROM "dataset"')
             row = con.execute(sql).fetchone()
-    except duckdb.Error as exc:
+    except ds.ForbiddenSQL as exc:
         raise MetricError(f"metric {spec.get('name')} on {dataset}: {exc}") from None
+    except duckdb.Error as exc:
+        detail = ds.outside_message(exc, folders) or exc
+        raise MetricError(f"metric {spec.get('name')} on {dataset}: {detail}") from None
     value = row[0] if row else None
     try:
         number = None if value is None else float(value)

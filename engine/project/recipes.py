@@ -65,10 +65,13 @@ def preview(
     """The first ``limit`` rows and the output schema of a recipe body over ``inputs``.
 
     Partitioned inputs read in "same" mode are restricted to their newest partition, as a
-    daily build would read them; others are read whole. A Python body runs in full, in its
+    daily build would read them; others are read whole. SQL must be one query, and it may
+    read files only in the project's data and the landing zone (:class:`RecipeError`
+    otherwise, before anything runs or is written). A Python body runs in full, in its
     own process, on those inputs (``output`` and ``name``, if given, name the dataset it
     would build and the recipe, for its checks and messages).
     """
+    project.require("write")  # runs or changes the project's code
     modes = dict.fromkeys(inputs, "all") if isinstance(inputs, list) else dict(inputs)
     if language == "python":
         display = sql_path(name, "python") if name else "the recipe"
@@ -83,12 +86,15 @@ def preview(
             raise RecipeError(f"input {name!r} has no data yet: build or import it first")
         latest = ref.partitions()[-1:] if (mode == "same" and ref.partitioned_by) else None
         views[name] = (ref, latest)
+    folders = flow.data_folders(project)
     try:
-        with ds.session(views) as con:
+        ds.check_query(sql, "a recipe")
+        with ds.session(views, confine_to=folders) as con:
             schema = {r[0]: r[1] for r in con.execute(f"DESCRIBE {sql}").fetchall()}
             rows = con.sql(f"SELECT * FROM ({sql}) LIMIT {int(limit)}").df()
     except duckdb.Error as exc:
-        raise RecipeError(flow.describe_sql_error(sql, exc)) from None
+        outside = ds.outside_message(exc, folders)
+        raise RecipeError(outside or flow.describe_sql_error(sql, exc)) from None
     except ds.DatasetError as exc:
         raise RecipeError(str(exc)) from None
     return Preview(rows, schema)
@@ -160,6 +166,7 @@ def save_recipe(
     default: the existing recipe's, or sql) cannot change for an existing recipe. SQL that fails on the current
     data is refused; Python is checked (syntax, a ``run(inputs, variables)``), not run.
     """
+    project.require("write")  # runs or changes the project's code
     check_name(name, "recipe name")
     check_name(output, "output dataset")
     existing = project.recipes.get(name)

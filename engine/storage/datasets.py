@@ -17,6 +17,13 @@ opens while it is current joins it, and ``scope.interrupt()`` stops their runnin
 statements (DuckDB ``interrupt()``) and refuses new connections with :class:`Interrupted`;
 work that is not DuckDB's (a Python recipe's child process) registers how to stop it with
 :func:`stop_on_interrupt`.
+
+SQL a person wrote (a recipe, its preview, a metric's ``sql``) runs in a *confined* session
+(``session(..., confine_to=[folders])``): DuckDB may read and write files only under those
+folders (``allowed_directories`` with ``enable_external_access`` off, Python replacement scans
+off, then ``lock_configuration`` so the SQL cannot undo it), and :func:`check_query` refuses
+anything but one query before it runs (``ATTACH``, ``COPY``, ``INSTALL``/``LOAD``, ``SET``,
+``PRAGMA``…).
 """
 
 from __future__ import annotations
@@ -110,6 +117,13 @@ def _warn_invalid(ref: DatasetRef, names: list[str]) -> None:
             ref.partitioned_by,
             ", ".join(repr(n) for n in new),
         )
+
+
+class ForbiddenSQL(DatasetError):
+    """SQL a person wrote that would do more than query (attach a database, install or load
+    an extension, copy to a file, change a setting…, or several statements); the message
+    says which. (A file outside a confined session's folders is refused by DuckDB itself:
+    ``duckdb.PermissionException``, explained by :func:`outside_message`.)"""
 
 
 class Interrupted(DatasetError):
@@ -349,26 +363,95 @@ def in_partitions_sql(key: str) -> str:
     return f"CAST({column} AS VARCHAR) IN (SELECT unnest(getvariable('{PARTITIONS_VARIABLE}')))"
 
 
+def check_query(sql: str, what: str = "the SQL") -> None:
+    """Refuse ``sql`` unless it is exactly one query (``SELECT``, ``WITH``, ``FROM``…).
+
+    :class:`ForbiddenSQL` names the statement kind refused (``ATTACH``, ``COPY``, ``SET``,
+    ``INSTALL``/``LOAD``, ``PRAGMA``, ``CREATE``…) or the number of statements; SQL that does
+    not parse raises DuckDB's parser error (its message has the line).
+    """
+    statements = duckdb.extract_statements(sql)
+    if len(statements) != 1:
+        raise ForbiddenSQL(f"{what} must be one query (SELECT …), not {len(statements)} statements")
+    kind = statements[0].type
+    if kind != duckdb.StatementType.SELECT:
+        raise ForbiddenSQL(
+            f"{what} may only query data (SELECT …): a {kind.name} statement is refused "
+            "(ATTACH, COPY, INSTALL/LOAD, SET, PRAGMA, CREATE… cannot run here)"
+        )
+
+
+def outside_message(exc: duckdb.Error, folders: Sequence[Path]) -> str | None:
+    """What a confined session's refusal to touch a file means (None for other errors)."""
+    if not isinstance(exc, duckdb.PermissionException):
+        return None
+    first = str(exc).strip().splitlines()[0]
+    where = ", ".join(str(Path(f).absolute()) for f in folders)
+    return (
+        f"this SQL may read and write only the project's data and the landing zone "
+        f"({where}): {first}"
+    )
+
+
+def _folder_forms(folders: Sequence[Path]) -> list[str]:
+    """Each folder as DuckDB compares it (absolute, and with symlinks resolved), with a
+    trailing ``/`` so that ``/data`` does not also allow ``/data2``."""
+    out: list[str] = []
+    for folder in folders:
+        for form in (Path(folder).absolute(), Path(folder).resolve()):
+            text = str(form).rstrip("/") + "/"
+            if text not in out:
+                out.append(text)
+    return out
+
+
+def _confine(con: duckdb.DuckDBPyConnection, folders: Sequence[Path]) -> Path:
+    """Let ``con`` touch files under ``folders`` only, for good (the configuration is locked).
+
+    DuckDB's spill folder is moved into the first folder's staging area (by default it is
+    ``.tmp`` in the working directory, which DuckDB would otherwise allow too); returns it,
+    for removal when the session ends.
+    """
+    if not folders:
+        raise ValueError("a confined session needs at least one folder")
+    spill = Path(folders[0]).absolute() / STAGING_DIR / f"duckdb-{uuid.uuid4().hex}"
+    con.execute(f"SET temp_directory = {_sql_str(str(spill))}")
+    con.execute("SET allowed_directories = ?", [_folder_forms(folders)])
+    con.execute("SET enable_external_access = false")
+    con.execute("SET python_enable_replacements = false")
+    con.execute("SET lock_configuration = true")
+    return spill
+
+
 @contextlib.contextmanager
 def session(
     views: Mapping[str, DatasetRef | tuple[DatasetRef, Sequence[str] | None]] | None = None,
     threads: int | None = None,
+    *,
+    confine_to: Sequence[Path] | None = None,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """An in-memory DuckDB connection with one view per dataset name.
 
     ``views`` maps a SQL name to a dataset, or to ``(dataset, partitions)`` to restrict the
-    view to some partitions. The connection is closed on exit.
+    view to some partitions. ``confine_to``: the only folders the connection may read or
+    write files in (for SQL a person wrote; its settings are then locked). The connection is
+    closed on exit.
     """
     con = _connect()
+    spill = None
     try:
         if threads:
             con.execute(f"SET threads = {int(threads)}")
+        if confine_to is not None:
+            spill = _confine(con, confine_to)
         for name, spec in (views or {}).items():
             ref, parts = spec if isinstance(spec, tuple) else (spec, None)
             con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM {scan_sql(ref, parts)}')
         yield con
     finally:
         _close(con)
+        if spill is not None:
+            shutil.rmtree(spill, ignore_errors=True)
 
 
 def query_df(

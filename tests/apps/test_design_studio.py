@@ -17,13 +17,13 @@ from engine.models import saved as models
 from engine.project import definitions
 from engine.storage import datasets as ds
 from engine.storage.datasets import query_df, scan_sql
-from tests.homes import copy_home, environ
+from tests.homes import copy_home, environ, sign_in_app
 
 APP = Path(__file__).resolve().parents[2] / "apps" / "design_studio" / "app.py"
 
 
 def _open(page: str) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=120)
+    at = sign_in_app(AppTest.from_file(str(APP), default_timeout=120))
     at.run()
     at.switch_page(page).run()
     assert not at.exception, at.exception
@@ -142,7 +142,7 @@ def test_a_failing_recipe_is_an_error_message_with_its_line(studio_copy):
 def test_an_empty_home_opens_on_projects_and_creates_one(tmp_path, monkeypatch):
     monkeypatch.setenv("NODAL_HOME", str(tmp_path / "var"))
     monkeypatch.setenv("NODAL_DATA_DIR", str(tmp_path / "data"))
-    at = AppTest.from_file(str(APP), default_timeout=60)
+    at = sign_in_app(AppTest.from_file(str(APP), default_timeout=60))
     at.run()
     assert not at.exception
     assert "no project on the design node yet" in at.info[0].value
@@ -172,7 +172,8 @@ STORES = "store_id,opened,city,monthly_sales\n1,2024-01-05,Austin,1200.5\n2,2024
 
 def test_import_a_csv_by_path_with_a_corrected_type_then_explore_it(studio_copy, tmp_path):
     settings, _ = studio_copy
-    csv = tmp_path / "stores.csv"
+    csv = settings.data_dir / tmp_path.name / "stores.csv"  # in the landing zone
+    csv.parent.mkdir()
     csv.write_text(STORES)
     at = _open("views/datasets.py")
     at.radio(key="import_source").set_value("A path on the design node").run()
@@ -196,7 +197,8 @@ def test_a_csv_with_a_broken_row_is_refused_with_its_line_and_changes_nothing(
 ):
     settings, _ = studio_copy
     before = (design.open_project(settings, "fraud").root / "datasets.yaml").read_text()
-    csv = tmp_path / "broken.csv"
+    csv = settings.data_dir / tmp_path.name / "broken.csv"  # in the landing zone
+    csv.parent.mkdir()
     csv.write_text(STORES + "3,2024-03-01,Dallas,700,surprise\n")
     at = _open("views/datasets.py")
     at.radio(key="import_source").set_value("A path on the design node").run()
@@ -214,7 +216,8 @@ def test_a_csv_with_an_unnamed_index_column_is_imported_once_it_is_named(studio_
     """A DataFrame saved with its index (header ",store_id,…"): refused while the first
     column has no name; named (and a column left out) in the schema step, it imports."""
     settings, _ = studio_copy
-    csv = tmp_path / "indexed.csv"
+    csv = settings.data_dir / tmp_path.name / "indexed.csv"  # in the landing zone
+    csv.parent.mkdir()
     csv.write_text(
         ",store_id,opened,city,monthly_sales\n"
         "0,1,2024-01-05,Austin,1200.5\n"

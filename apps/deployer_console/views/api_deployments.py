@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from apps.common.auth import current_user
 from apps.common.context import get_settings, get_store
 from apps.common.status import status_badge, style_status
 from engine.core.errors import NodalError
@@ -58,7 +59,7 @@ def _deploy() -> None:
             service,
             infra,
             split,
-            settings.user,
+            current_user(),
             access_mode=st.session_state.get("api_access"),
             tests=tests,
         )
@@ -74,7 +75,7 @@ def _deploy() -> None:
 
 def _rollback(dep_id: str) -> None:
     try:
-        dep = api_deployer.rollback(store, dep_id, settings.user)
+        dep = api_deployer.rollback(store, dep_id, current_user())
     except NodalError as exc:
         _outcome("error", f"Rollback refused: {exc}")
         return
@@ -87,7 +88,7 @@ def _switch(service: str, infra: str) -> None:
         tests = _tests_before(service, [newest])
         if tests is None:
             return
-        dep = api_deployer.switch_to_newest(store, service, infra, settings.user, tests=tests)
+        dep = api_deployer.switch_to_newest(store, service, infra, current_user(), tests=tests)
     except NodalError as exc:
         _outcome("error", f"Switch refused: {exc}")
         return
@@ -180,14 +181,24 @@ with st.container(border=True):
     else:
         c1, c2, c3 = st.columns(3)
         service = c1.selectbox("Service", sorted({p.service for p in packages}), key="api_service")
-        c2.selectbox(
+        infra = c2.selectbox(
             "API infrastructure",
             [i["infra_id"] for i in infras],
             format_func=lambda i: f"{i} ({stage_of.get(i, '?')})",
             key="api_infra",
         )
+        current = next(
+            (d for d in deployments if d.service == service and d.deployment.infra_id == infra),
+            None,
+        )
+        unchanged = f"unchanged ({current.access_mode})" if current else "public (new deployment)"
         c3.selectbox(
-            "Access", ["public", "keys"], key="api_access", help="keys: requests need an API key"
+            "Access",
+            [None, "public", "keys"],  # None: the deployment keeps its access mode
+            format_func=lambda mode: unchanged if mode is None else mode,
+            key="api_access",
+            help="keys: requests need an API key. A redeploy keeps the access mode unless "
+            "you choose one here.",
         )
         versions = st.multiselect(
             "Versions",

@@ -54,7 +54,7 @@ NO_NAME = "(no name)"
 
 def import_form(path: Path, form_id: str) -> None:
     try:
-        inferred = dataset_import.infer_schema(path)
+        inferred = dataset_import.infer_schema(path, project=project)
     except NodalError as exc:
         st.error(str(exc))
         return
@@ -155,7 +155,11 @@ with import_tab:
             st.caption(f"**{upload.name}** was imported: upload another file to import more.")
     else:
         _staged_upload(None)  # switching away from an upload drops its staged file
-        typed = st.text_input("Path of a .csv or .parquet file", key="import_path")
+        typed = st.text_input(
+            "Path of a .csv or .parquet file in the landing zone",
+            key="import_path",
+            help=f"Only files under {get_settings().data_dir.absolute()} can be imported by path.",
+        )
         path = Path(typed.strip()) if typed.strip() else None
         form_id = f"path:{path}"
 

@@ -1,7 +1,8 @@
 """Home: one worst-of status per project deployment and per API endpoint.
 
-Each render records the statuses; a change (e.g. HEALTHY → UNHEALTHY) is alerted once
-through the log and, when ``NODAL_STATUS_WEBHOOK`` is set, a webhook.
+The page only reads: a change (e.g. HEALTHY → UNHEALTHY) is alerted once, through the log and,
+when ``NODAL_STATUS_WEBHOOK`` is set, a webhook, by the automation runner (its tick calls
+``status.alert_changes``), never because someone opened this page.
 """
 
 from __future__ import annotations
@@ -18,9 +19,6 @@ store = get_store(settings)
 
 st.title("Status")
 statuses = status.all_statuses(store, settings.home)
-changed = status.check_and_alert(
-    store, statuses, status.reporters_from_settings(settings.status_webhook)
-)
 if not statuses:
     st.info(
         "Nothing is deployed yet, so there is nothing to watch. Deploy a bundle to an "
@@ -32,8 +30,6 @@ if not statuses:
 
 overall = status.worst([s.status for s in statuses])
 st.markdown(f"Overall: {status_badge(overall)}")
-for s in changed:
-    st.toast(f"{s.label}: now {s.status}", icon=":material/notifications:")
 
 for kind, title in (("deployment", "Project deployments"), ("endpoint", "API endpoints")):
     rows = [s for s in statuses if s.kind == kind]
@@ -48,7 +44,7 @@ for kind, title in (("deployment", "Project deployments"), ("endpoint", "API end
 st.caption(
     "Worst-of: a deployment is as bad as the worst of its node's report, its scenarios' last "
     "runs and its newest model evaluation; an endpoint, of its deployment and its last hour "
-    "of traffic. Changes are alerted once (log"
+    "of traffic. Changes are alerted once by the automation runner (log"
     + (", webhook" if settings.status_webhook else "; set NODAL_STATUS_WEBHOOK for a webhook")
     + ")."
 )

@@ -40,6 +40,13 @@ class Handlers:
                 "UnknownService",
                 f"service '{short_name(q.service)}' is not deployed on this node",
             )
+        if served.access_mode not in ("public", "keys"):  # none recorded: nobody, not everybody
+            raise ApiError(
+                403,
+                "AccessNotConfigured",
+                f"service '{short_name(q.service)}' has no access mode recorded on this node's "
+                "infrastructure: every request is refused until ops set one (public or keys)",
+            )
         if served.access_mode == "keys":
             key = api_key_of(req.authorization)
             if not self.node.keys.allows(key, q.service):

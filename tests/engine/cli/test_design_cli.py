@@ -43,7 +43,7 @@ def test_the_analyst_journey_from_the_command_line(tmp_path, monkeypatch, capsys
     add_labelled(small)
     monkeypatch.setenv("NODAL_HOME", str(small.settings.home))
     monkeypatch.setenv("NODAL_DATA_DIR", str(small.settings.data_dir))
-    csv = tmp_path / "shops.csv"
+    csv = small.settings.data_dir / "shops.csv"  # a file of the landing zone
     csv.write_text(SHOPS_CSV + "5,2024-01-08,Austin,oops,online\n")
     p = ["--project", "shop"]
     code, out = _run(["dataset", "import", str(csv), *p, "--type", "monthly_sales=DOUBLE"], capsys)
@@ -160,19 +160,20 @@ def test_dataset_import_drops_and_renames_columns_as_typed_in_a_shell(tmp_path):
     import sys
 
     small = make_small(tmp_path, with_shops=False)
-    csv = tmp_path / "indexed.csv"
+    csv = small.settings.data_dir / "indexed.csv"  # a file of the landing zone
     csv.write_text(",shop_id,opened,city\n0,1,2024-01-05,Austin\n1,2,2024-01-06,Boston\n")
     nodal = f"{shlex.quote(sys.executable)} -m engine.cli.main dataset import indexed.csv"
     env = {
         "PATH": "/usr/bin:/bin",
         "NODAL_HOME": str(small.settings.home),
         "NODAL_DATA_DIR": str(small.settings.data_dir),
+        "NODAL_USER": "test",
     }
 
     def shell(options: str) -> subprocess.CompletedProcess:
         return subprocess.run(
             ["sh", "-c", f"{nodal} --project shop {options}"],
-            cwd=tmp_path,
+            cwd=small.settings.data_dir,
             env={**env, "PYTHONPATH": str(REPO)},
             capture_output=True,
             text=True,

@@ -12,9 +12,10 @@ from tests.engine.small_project import SHOPS_CSV, make_small
 
 
 def test_the_inferred_schema_is_strict_about_numbers_and_dates(tmp_path):
-    csv = tmp_path / "s.csv"
+    small = make_small(tmp_path, with_shops=False)
+    csv = tmp_path / "data" / "s.csv"
     csv.write_text(SHOPS_CSV)
-    assert di.infer_schema(csv) == {
+    assert di.infer_schema(csv, project=small.project()) == {
         "shop_id": "BIGINT",
         "opened": "DATE",
         "city": "VARCHAR",
@@ -49,7 +50,7 @@ def test_a_broken_row_refuses_the_import_with_its_line_and_changes_nothing(
     small = make_small(tmp_path)
     project = small.project()
     before = (project.root / "datasets.yaml").read_text()
-    csv = tmp_path / "more.csv"
+    csv = tmp_path / "data" / "more.csv"
     csv.write_text(SHOPS_CSV + bad_line + "\n")
     with pytest.raises(di.DatasetImportError, match=expected) as caught:
         di.import_file(project, "more", csv, types)
@@ -60,7 +61,7 @@ def test_a_broken_row_refuses_the_import_with_its_line_and_changes_nothing(
 
 def test_parquet_import_with_a_corrected_type_and_a_taken_name(tmp_path):
     small = make_small(tmp_path)
-    path = tmp_path / "p.parquet"
+    path = tmp_path / "data" / "p.parquet"
     pd.DataFrame({"code": ["1", "2"], "v": [1.5, 2.5]}).to_parquet(path)
     result = di.import_file(small.project(), "codes", path, {"code": "BIGINT"})
     assert result.schema == {"code": "BIGINT", "v": "DOUBLE"}
@@ -112,9 +113,9 @@ INDEXED_CSV = (  # what DataFrame.to_csv writes by default: the index first, its
 
 def test_the_column_with_no_name_is_dropped_or_named_before_import(tmp_path):
     small = make_small(tmp_path, with_shops=False)
-    csv = tmp_path / "indexed.csv"
+    csv = tmp_path / "data" / "indexed.csv"
     csv.write_text(INDEXED_CSV)
-    assert di.infer_schema(csv) == {
+    assert di.infer_schema(csv, project=small.project()) == {
         "": "BIGINT",
         "shop_id": "BIGINT",
         "opened": "DATE",
@@ -151,7 +152,7 @@ def test_the_column_with_no_name_is_dropped_or_named_before_import(tmp_path):
 
 def test_a_parquet_file_s_columns_are_dropped_and_renamed_too(tmp_path):
     small = make_small(tmp_path, with_shops=False)
-    path = tmp_path / "p.parquet"
+    path = tmp_path / "data" / "p.parquet"
     pd.DataFrame({"code": ["1", "2"], "v": [1.5, 2.5], "note": ["a", "b"]}).to_parquet(path)
     result = di.import_file(
         small.project(),
@@ -187,7 +188,7 @@ def test_bad_drops_and_renames_are_refused_and_change_nothing(
 ):
     small = make_small(tmp_path, with_shops=False)
     before = (small.project().root / "datasets.yaml").read_text()
-    csv = tmp_path / "indexed.csv"
+    csv = tmp_path / "data" / "indexed.csv"
     csv.write_text(INDEXED_CSV)
     with pytest.raises(di.DatasetImportError, match=expected):
         di.import_file(
@@ -199,7 +200,7 @@ def test_bad_drops_and_renames_are_refused_and_change_nothing(
 
 def test_a_conversion_error_names_the_column_by_its_new_name(tmp_path):
     small = make_small(tmp_path, with_shops=False)
-    csv = tmp_path / "indexed.csv"
+    csv = tmp_path / "data" / "indexed.csv"
     csv.write_text(INDEXED_CSV + "2,3,2024-01-07,Austin,oops\n")
     with pytest.raises(di.DatasetImportError, match="line 4 .*column sales: Could not convert"):
         di.import_file(

@@ -107,7 +107,7 @@ def test_distinct_count_range_of_an_unpartitioned_dataset_is_learned_from_earlie
     small = make_small(tmp_path, with_shops=False)
     from engine.design import dataset_import
 
-    csv = tmp_path / "c.csv"
+    csv = small.settings.data_dir / "c.csv"
     csv.write_text("city\nAustin\nBoston\nDenver\n")
     dataset_import.import_file(small.project(), "cities", csv)
     checks.add_check(
