@@ -28,7 +28,7 @@ from engine.project import flow
 from engine.project.project import Project, ProjectError
 from engine.storage import datasets as ds
 from engine.storage.control import ControlStore, open_store
-from nodal_demo import datagen
+from nodal_demo import datagen, people
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "fraud"
@@ -44,7 +44,10 @@ def say(msg: str) -> None:
 def prepare(
     settings: Settings, store: ControlStore, generator: datagen.GeneratorConfig | None = None
 ) -> Project:
-    """Data → project → flow → model → bundle → deployments. Reuses whatever exists."""
+    """People → data → project → flow → model → bundle → deployments. Reuses whatever
+    exists. Everything is done as ``settings.user``, the home's first administrator."""
+    if people.create(store, settings.user):
+        say("created the demo's people: " + ", ".join(people.PASSWORDS))
     if not (settings.data_dir / datagen.META_FILE).exists():
         say(f"generating example data into {settings.data_dir} …")
         summary = datagen.generate(generator or datagen.GeneratorConfig(), settings.data_dir)
@@ -54,7 +57,7 @@ def prepare(
     try:
         project = design.open_project(settings, PROJECT)
     except ProjectError:
-        project = design.import_project(settings, store, EXAMPLE)
+        project = design.import_project(settings, store, EXAMPLE, actor=settings.user)
         say(f"imported project {PROJECT} into {project.root}")
     if project.active_model_version(MODEL) is None:
         say("building the flow …")
@@ -69,8 +72,10 @@ def prepare(
             settings.home, store, project, "v1", "First bundle, made by make demo.", settings.user
         )
         say("created bundle v1")
-    deployer.create_infra(store, AUTOMATION_INFRA, "automation", "prod", exist_ok=True)
-    deployer.create_infra(store, API_INFRA, "apinode", "prod", exist_ok=True)
+    deployer.create_infra(
+        store, AUTOMATION_INFRA, "automation", "prod", exist_ok=True, actor=settings.user
+    )
+    deployer.create_infra(store, API_INFRA, "apinode", "prod", exist_ok=True, actor=settings.user)
     if not deployer.list_deployments(store, AUTOMATION_INFRA, kind="project"):
         latest = bundles.list_bundles(store, PROJECT)[0].bundle_id
         deployer.deploy_bundle(store, PROJECT, latest, AUTOMATION_INFRA, settings.user)
@@ -249,7 +254,9 @@ def ensure_published_day(settings: Settings, store: ControlStore, timeout: float
     if not dashboards.published(store, PROJECT, "fraud_map", AUTOMATION_INFRA).empty:
         return
     say("asking the automation runner to score the newest day …")
-    run_id = runs.request_run(store, AUTOMATION_INFRA, PROJECT, "daily_scoring", "demo")
+    run_id = runs.request_manual_run(
+        store, settings.user, AUTOMATION_INFRA, PROJECT, "daily_scoring"
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         run = runs.get_run(store, run_id)
@@ -306,6 +313,9 @@ nodal is up (logs in {settings.home / "logs"}):
   Monitoring        http://127.0.0.1:{PORTS["monitoring"]}   (business: daily fraud map)
   API node          http://127.0.0.1:{PORTS["api"]}  (real-time scoring; OpenAPI at /schema)
   Automation runner {AUTOMATION_INFRA} (daily_scoring every day at 06:00 UTC)
+
+Sign in (demo accounts; create real ones with `nodal user create`):
+{people.sign_in_lines()}
 
 Score one transaction:
 {curl_command(settings)}

@@ -15,6 +15,7 @@ from engine.core.settings import Settings, load_settings
 from engine.project.project import Project
 from engine.storage.control import ControlStore, open_store
 from nodal_demo import datagen, demo
+from tests.homes import seed_test_actors
 
 EXAMPLE = demo.EXAMPLE
 SMALL = datagen.GeneratorConfig(n_cards=800, n_merchants=200, n_days=30, txns_per_day=1500)
@@ -51,6 +52,9 @@ def compiled_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     path = tmp_path_factory.mktemp("compiled")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("NODAL_COMPILED_CACHE", str(path))
+        # The CLI (in process and in subprocesses) acts as this person, an administrator of
+        # every test home (tests/homes.py seed_test_actors), whoever runs the suite.
+        mp.setenv("NODAL_USER", "test")
         yield path
 
 
@@ -65,6 +69,7 @@ def demo_env(tmp_path_factory: pytest.TempPathFactory) -> DemoEnv:
     (settings.home / "cache" / "compiled").symlink_to(settings.compiled_cache)
     store = open_store(settings.control_store_url)
     project = demo.prepare(settings, store, SMALL)
+    seed_test_actors(store)
     node = AutomationNode(settings, store, demo.AUTOMATION_INFRA)
     node.sync()
     run_id = runs.request_run(store, demo.AUTOMATION_INFRA, demo.PROJECT, "daily_scoring", "test")

@@ -10,6 +10,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+from engine.access import accounts
 from engine.automation import dashboards, runs
 from engine.automation.node import AutomationNode
 from engine.core.settings import Settings, load_settings
@@ -33,6 +34,55 @@ def copy_home(settings: Settings, dest: Path) -> tuple[Settings, ControlStore]:
         dst.close()
     copy = load_settings(environ={}, home=home, data_dir=settings.data_dir, basemap="none")
     return copy, open_store(copy.control_store_url)
+
+
+# The names tests act as when rights are not what they test: administrators on test homes.
+# (Tests of rights use the demo's people, who hold only their groups' rights, or make their
+# own accounts.)
+TEST_ACTORS = (
+    "test",
+    "t",
+    "ops",
+    "ops-on-call",
+    "analyst",
+    "dave",
+    "ann",
+    "ana",
+    "bob",
+    "carol",
+    "dana",
+    "paul",
+    "vera",
+    "alice",
+    "tom",
+    "tester",
+    "qa",
+    "ci",
+    "demo",
+    "studio",
+    "someone",
+    "me",
+)
+
+
+def seed_test_actors(store: ControlStore) -> None:
+    """Give a test home its first administrator ("root-test") and make every name of
+    ``TEST_ACTORS`` an administrator too (skipping any that exist)."""
+    accounts.bootstrap_admin(store, "root-test")
+    admin = next(u.name for u in accounts.list_users(store) if u.is_admin and u.enabled)
+    known = {u.name for u in accounts.list_users(store)}
+    for name in TEST_ACTORS:
+        if name not in known:
+            accounts.create_user(store, admin, name, admin=True)
+
+
+def sign_in_app(at, name: str = "test"):  # noqa: ANN001, ANN201 - an AppTest
+    """``at`` signed in as ``name`` (a session of the home NODAL_HOME names, as the apps
+    would open it after the sign-in form)."""
+    store = open_store(load_settings().control_store_url)
+    seed_test_actors(store)  # an empty home has nobody yet
+    at.session_state["nodal_session_token"] = accounts.open_session(store, name)
+    return at
 
 
 def environ(settings: Settings) -> dict[str, str]:

@@ -7,6 +7,8 @@ from collections.abc import Callable
 
 import streamlit as st
 
+from apps.common.auth import current_user
+from engine.access import rights
 from engine.deployer import deployments as deployer
 from engine.deployer.deployments import Deployment
 from engine.storage.control import ControlStore
@@ -52,7 +54,12 @@ def project_deployment(
     newest published day), else the first. With several, a select box lets the user switch
     and the URL follows. None when no project is deployed yet.
     """
-    deps = deployer.list_deployments(store, kind="project")
+    readable = rights.scopes_with(store, current_user(), "project", "read")
+    every = deployer.list_deployments(store, kind="project")
+    deps = [d for d in every if readable is None or d.target in readable]
+    if every and not deps:  # deployed, but nothing this person may read
+        st.info(NOTHING_GRANTED, icon=":material/lock:")
+        st.stop()
     if not deps:
         return None
     ids = [d.deployment_id for d in deps]
@@ -63,6 +70,10 @@ def project_deployment(
     return deps[ids.index(chosen)] if chosen else None
 
 
+NOTHING_GRANTED = (
+    "No deployed project you may read: an administrator grants `read` on a project "
+    "(`nodal grant read --user NAME --on project:NAME`)."
+)
 NOTHING_DEPLOYED = (
     "No project is deployed to an automation node yet. Create a bundle in the Design "
     "Studio and deploy it from the Deployer Console (or `nodal deploy bundle`)."

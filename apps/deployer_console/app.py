@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import streamlit as st
 
+from apps.common.auth import require_sign_in
 from apps.common.context import get_settings
 
 st.set_page_config(
     page_title="nodal · Deployer Console", page_icon=":material/rocket_launch:", layout="wide"
 )
+
+require_sign_in("Deployer Console")
 
 with st.sidebar:
     st.title("Deployer Console")
@@ -30,6 +33,8 @@ page = st.navigation(
         st.Page("views/api_keys.py", title="API keys", icon=":material/key:"),
         st.Page("views/infrastructures.py", title="Infrastructures", icon=":material/dns:"),
         st.Page("views/runs.py", title="Scenario runs", icon=":material/timeline:"),
+        st.Page("views/people.py", title="People & rights", icon=":material/group:"),
+        st.Page("views/audit.py", title="Audit trail", icon=":material/history:"),
     ]
 )
 page.run()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from apps.common.auth import current_user, require_sign_in
 from apps.common.context import get_settings, get_store
 from apps.design_studio.state import OPEN_REQUEST, PROJECT_KEY
 from engine.design import dataset_import
@@ -18,6 +19,7 @@ st.set_page_config(
     page_title="nodal · Design Studio", page_icon=":material/account_tree:", layout="wide"
 )
 
+require_sign_in("Design Studio")
 settings = get_settings()
 
 
@@ -28,7 +30,7 @@ def _once_per_process(home: str) -> int:
 
 
 _once_per_process(str(settings.home))
-projects = [p["name"] for p in design.list_projects(get_store(settings))]
+projects = [p["name"] for p in design.visible_projects(get_store(settings), current_user())]
 
 with st.sidebar:
     st.title("Design Studio")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from apps.common.context import get_settings
+from apps.common.auth import current_user
+from apps.common.context import get_settings, get_store
 from engine.design import projects as design
 from engine.project.definitions import DefinitionConflict
 from engine.project.project import Project, ProjectError
@@ -23,7 +24,7 @@ def current_project() -> Project:
         )
         st.stop()
     try:
-        return design.open_project(get_settings(), name)
+        return design.open_as(get_settings(), get_store(get_settings()), current_user(), name)
     except ProjectError as exc:
         st.error(f"The project cannot be read: {exc}")
         st.stop()

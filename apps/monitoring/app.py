@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import streamlit as st
 
+from apps.common.auth import require_sign_in
 from apps.common.context import get_settings
 
 st.set_page_config(
     page_title="nodal · Monitoring", page_icon=":material/monitoring:", layout="wide"
 )
+
+require_sign_in("Monitoring")
 
 with st.sidebar:
     st.title("Monitoring")

@@ -13,6 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from engine.access import audit, rights
 from engine.project.project import ProjectError
 from engine.storage.control import (
     ControlStore,
@@ -48,6 +49,36 @@ def request_run(
             )
         )
         return int(result.inserted_primary_key[0])
+
+
+def require_run_right(store: ControlStore, actor: str, infra_id: str, project: str) -> None:
+    """Running or aborting a scenario needs ``run`` on the infrastructure, or ``write`` on
+    the project for a run on the design node (which is no infrastructure)."""
+    rights.require_on_node(store, actor, infra_id, project, "run")
+
+
+def request_manual_run(
+    store: ControlStore,
+    actor: str,
+    infra_id: str,
+    project: str,
+    scenario: str,
+    params: dict[str, str] | None = None,
+) -> int:
+    """A person's request to run ``scenario`` now (the trigger says who); their right is
+    checked and the request is in the audit trail. Schedules and chained scenarios use
+    :func:`request_run` from inside the node."""
+    require_run_right(store, actor, infra_id, project)
+    run_id = request_run(store, infra_id, project, scenario, f"manual ({actor})", params)
+    audit.record_now(
+        store,
+        actor,
+        "run.request",
+        "run",
+        str(run_id),
+        after={"infra": infra_id, "project": project, "scenario": scenario, "params": params or {}},
+    )
+    return run_id
 
 
 def get_run(store: ControlStore, run_id: int) -> dict[str, Any]:
@@ -154,12 +185,22 @@ def request_abort(store: ControlStore, run_id: int, actor: str) -> str:
     RUNNING until the runner's abort watcher interrupts the step, within about
     ``ABORT_POLL_SECONDS``). Refused for a run that already ended.
     """
+    with store.read() as conn:
+        run = conn.execute(
+            sa.select(scenario_runs.c.infra_id, scenario_runs.c.project).where(
+                scenario_runs.c.run_id == run_id
+            )
+        ).first()
+    if run is None:
+        raise ProjectError(f"no scenario run {run_id}")
+    require_run_right(store, actor, run.infra_id, run.project)
     with store.write() as conn:
         run = conn.execute(
             sa.select(scenario_runs.c.status).where(scenario_runs.c.run_id == run_id)
         ).first()
         if run is None:
             raise ProjectError(f"no scenario run {run_id}")
+        audit.record(conn, actor, "run.abort", "run", str(run_id), before={"status": run.status})
         if run.status not in (QUEUED, RUNNING):
             raise ProjectError(f"run {run_id} already ended ({run.status}): nothing to abort")
         if (

@@ -11,9 +11,21 @@ from engine.core.settings import Settings
 
 
 def store(settings: Settings):  # noqa: ANN201 - keeps sqlalchemy out of --help
+    """The control store; on a home with no account yet, ``NODAL_USER`` becomes its first
+    administrator (said on stderr): the CLI then acts as that person, checked like anyone."""
+    import sys
+
+    from engine.access import accounts
     from engine.storage.control import open_store
 
-    return open_store(settings.control_store_url)
+    control = open_store(settings.control_store_url)
+    if not accounts.has_users(control) and accounts.bootstrap_admin(control, settings.user):
+        print(
+            f"nodal: this home had no account; {settings.user} (NODAL_USER) is now its "
+            "administrator",
+            file=sys.stderr,
+        )
+    return control
 
 
 def print_rows(rows: list[dict[str, Any]], columns: list[str]) -> None:
@@ -72,7 +84,9 @@ def open_project(s: Settings, a: argparse.Namespace):  # noqa: ANN201 - Project,
             f"the current project {name!r} is not on the design node any more: "
             "choose another with nodal project use NAME (or pass --project NAME)"
         )
-    return design.open_project(s, name)
+    if not layout.design_project(s.home, name).exists():
+        return design.open_project(s, name)  # names what is missing
+    return design.open_as(s, store(s), s.user, name)  # acts as NODAL_USER, checked
 
 
 def choose(how: str, fn: Callable[..., str], *args: Any) -> str:

@@ -13,7 +13,7 @@ from engine.core.settings import Settings
 def cmd_infra_create(s: Settings, a: argparse.Namespace) -> int:
     from engine.deployer import deployments as deployer
 
-    deployer.create_infra(store(s), a.infra_id, a.kind, a.stage, exist_ok=a.exist_ok)
+    deployer.create_infra(store(s), a.infra_id, a.kind, a.stage, exist_ok=a.exist_ok, actor=s.user)
     print(f"infrastructure {a.infra_id} ({a.kind}, stage {a.stage}) ready")
     return 0
 
@@ -33,7 +33,7 @@ def cmd_infra_list(s: Settings, a: argparse.Namespace) -> int:
 def cmd_stage_create(s: Settings, a: argparse.Namespace) -> int:
     from engine.deployer import deployments as deployer
 
-    deployer.create_stage(store(s), a.name, a.after, a.description)
+    deployer.create_stage(store(s), a.name, a.after, a.description, actor=s.user)
     stages = " < ".join(st["name"] for st in deployer.list_stages(store(s)))
     print(f"stage {a.name} created; stages in order: {stages}")
     return 0
@@ -49,7 +49,7 @@ def cmd_stage_list(s: Settings, a: argparse.Namespace) -> int:
 def cmd_stage_delete(s: Settings, a: argparse.Namespace) -> int:
     from engine.deployer import deployments as deployer
 
-    deployer.delete_stage(store(s), a.name)
+    deployer.delete_stage(store(s), a.name, actor=s.user)
     print(f"stage {a.name} deleted")
     return 0
 

@@ -21,6 +21,7 @@ from engine.cli import (
     deployer,
     flow,
     models,
+    people,
     processes,
     projects,
     quality,
@@ -40,6 +41,7 @@ COMMAND_MODULES = (
     scenarios,
     dashboards,
     api,
+    people,
     processes,
 )
 PLUGIN_GROUP = "nodal.commands"

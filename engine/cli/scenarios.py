@@ -26,7 +26,7 @@ def cmd_scenario_run(s: Settings, a: argparse.Namespace) -> int:
     control = store(s)
     params = {"day": a.day} if a.day else {}
     project = project_name(s, a)
-    run_id = runs.request_run(control, a.infra, project, a.scenario, "manual", params)
+    run_id = runs.request_manual_run(control, s.user, a.infra, project, a.scenario, params)
     if a.in_process:
         from engine.automation.node import AutomationNode
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from engine.access import audit, rights
 from engine.core.errors import NodalError
 from engine.storage.control import ControlStore, api_keys, now_iso
 
@@ -51,6 +52,7 @@ def create_key(
     """
     if not service:
         raise ApiKeyError("an API key belongs to a service: give its id")
+    rights.require(store, actor, "keys", service=service)
     key_id, secret, salt = secrets.token_hex(6), secrets.token_urlsafe(24), secrets.token_hex(16)
     now = now_iso()
     with store.write() as conn:
@@ -65,6 +67,14 @@ def create_key(
                 created_by=actor,
                 created_at=now,
             )
+        )
+        audit.record(
+            conn,
+            actor,
+            "key.create",
+            "service",
+            service,
+            after={"key_id": key_id, "infra": infra_id, "label": label},
         )
     return ApiKey(key_id, service, infra_id, label, actor, now, None), f"{PREFIX}_{key_id}_{secret}"
 
@@ -95,7 +105,11 @@ def revoke_key(store: ControlStore, key_id: str, actor: str) -> ApiKey:
         row = conn.execute(sa.select(api_keys).where(api_keys.c.key_id == key_id)).first()
         if row is None:
             raise ApiKeyError(f"no API key with id {key_id!r} (see `nodal api keys list`)")
+        rights.require(store, actor, "keys", service=row.service)
         if row.revoked_at is None:
+            audit.record(
+                conn, actor, "key.revoke", "service", row.service, before={"key_id": key_id}
+            )
             conn.execute(
                 sa.update(api_keys)
                 .where(api_keys.c.key_id == key_id)

@@ -13,6 +13,7 @@ import duckdb
 import sqlalchemy as sa
 import yaml
 
+from engine.access import audit, rights
 from engine.core import home as layout
 from engine.core.artifacts import ArtifactError, read_verified, verify, write_zip
 from engine.core.errors import NodalError
@@ -123,6 +124,7 @@ def create_package(
     created_by: str,
 ) -> PackageInfo:
     """Freeze the service's endpoints (active models, enrichment rows) as package ``version``."""
+    rights.require(store, created_by, "write", project=project.name)
     check_id(version, "package version")
     service = project.api_services.get(service_id)
     if service is None:
@@ -164,6 +166,14 @@ def create_package(
                 created_by=created_by,
                 created_at=created_at,
             )
+        )
+        audit.record(
+            conn,
+            created_by,
+            "package.create",
+            "service",
+            service_id,
+            after={"version": version, "sha256": digest},
         )
     return PackageInfo(
         service_id, version, project.name, path, digest, release_notes, created_by, created_at

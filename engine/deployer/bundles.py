@@ -12,8 +12,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from engine.access import audit, rights
 from engine.core import home as layout
-from engine.core.artifacts import MANIFEST, ArtifactError, verify, write_zip
+from engine.core.artifacts import DEFAULT_CAPS, MANIFEST, ArtifactError, Caps, verify, write_zip
 from engine.core.errors import NodalError
 from engine.project.project import ACTIVE_FILE, SAVED_MODELS_DIR, Project, definition_files
 from engine.storage.control import ControlStore, bundles, now_iso
@@ -70,7 +71,9 @@ def create_bundle(
     release_notes: str,
     created_by: str,
 ) -> BundleInfo:
-    """Snapshot ``project`` as bundle ``bundle_id`` and publish it to the deployer."""
+    """Snapshot ``project`` as bundle ``bundle_id`` and publish it to the deployer
+    (``created_by`` needs the ``write`` right on the project)."""
+    rights.require(store, created_by, "write", project=project.name)
     check_new_id(store, project.name, bundle_id)
     members, versions = _members(project)
     return publish(
@@ -135,6 +138,14 @@ def publish(
                     created_at=created_at,
                 )
             )
+            audit.record(
+                conn,
+                created_by,
+                "bundle.create",
+                "bundle",
+                f"{project}/{bundle_id}",
+                after={"sha256": digest, "release_notes": release_notes},
+            )
     except sa.exc.IntegrityError:
         raise BundleError(f"bundle id {bundle_id!r} is already used") from None
     return BundleInfo(project, bundle_id, path, digest, release_notes, created_by, created_at)
@@ -193,14 +204,16 @@ def verify_bundle(
     project: str | None = None,
     bundle_id: str | None = None,
     sha256: str | None = None,
+    caps: Caps = DEFAULT_CAPS,
 ) -> dict[str, Any]:
     """Check every member's SHA-256 and that the bundle is the one expected; return its manifest.
 
     ``sha256``: the zip's digest recorded at publish (:attr:`BundleInfo.sha256`); a zip that
-    differs, however self-consistent its manifest, is refused.
+    differs, however self-consistent its manifest, is refused. ``caps``: the size caps
+    (settings NODAL_ARTIFACT_MAX_*).
     """
     try:
-        manifest = verify(path, KIND, sha256)
+        manifest = verify(path, KIND, sha256, caps)
     except ArtifactError as exc:
         raise BundleError(str(exc)) from None
     if manifest.get("kind") != KIND:

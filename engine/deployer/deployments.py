@@ -19,6 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from engine.access import audit, rights
 from engine.core.errors import NodalError
 from engine.deployer import bundles
 from engine.storage.control import (
@@ -88,9 +89,16 @@ def list_stages(store: ControlStore) -> list[dict[str, Any]]:
 
 
 def create_stage(
-    store: ControlStore, name: str, after: str | None = None, description: str = ""
+    store: ControlStore,
+    name: str,
+    after: str | None = None,
+    description: str = "",
+    *,
+    actor: str,
 ) -> dict[str, Any]:
-    """Add a stage, placed right after ``after`` (default: last). Names are like bundle ids."""
+    """Add a stage, placed right after ``after`` (default: last). Names are like bundle ids.
+    Administrators only."""
+    rights.require_admin(store, actor)
     bundles.check_id(name, "stage name")
     existing = list_stages(store)
     names = [s["name"] for s in existing]
@@ -113,18 +121,20 @@ def create_stage(
                         .where(stages.c.name == s["name"])
                         .values(position=(j + 1) * 100)
                     )
-            return create_stage(store, name, after, description)
+            return create_stage(store, name, after, description, actor=actor)
     with store.write() as conn:
         conn.execute(
             sa.insert(stages).values(
                 name=name, position=position, description=description, created_at=now_iso()
             )
         )
+        audit.record(conn, actor, "stage.create", "stage", name, after={"after": after})
     return next(s for s in list_stages(store) if s["name"] == name)
 
 
-def delete_stage(store: ControlStore, name: str) -> None:
-    """Remove an unused stage (refused while an infrastructure is on it)."""
+def delete_stage(store: ControlStore, name: str, *, actor: str) -> None:
+    """Remove an unused stage (refused while an infrastructure is on it); administrators."""
+    rights.require_admin(store, actor)
     names = [s["name"] for s in list_stages(store)]
     if name not in names:
         raise DeployerError(f"unknown stage {name!r} (stages: {', '.join(names)})")
@@ -133,14 +143,23 @@ def delete_stage(store: ControlStore, name: str) -> None:
         raise DeployerError(f"stage {name!r} is used by {', '.join(used)}: move them first")
     with store.write() as conn:
         conn.execute(sa.delete(stages).where(stages.c.name == name))
+        audit.record(conn, actor, "stage.delete", "stage", name)
 
 
 # --- infrastructures ---------------------------------------------------------------------------
 
 
 def create_infra(
-    store: ControlStore, infra_id: str, kind: str, stage: str, exist_ok: bool = False
+    store: ControlStore,
+    infra_id: str,
+    kind: str,
+    stage: str,
+    exist_ok: bool = False,
+    *,
+    actor: str,
 ) -> None:
+    """Register an automation or API node on a stage; administrators only."""
+    rights.require_admin(store, actor)
     if kind not in KINDS:
         raise DeployerError(f"infrastructure kind must be one of {', '.join(KINDS)}, not {kind!r}")
     if not infra_id or not stage:
@@ -166,6 +185,9 @@ def create_infra(
             sa.insert(infrastructures).values(
                 infra_id=infra_id, kind=kind, stage=stage, variables_json="{}", created_at=now_iso()
             )
+        )
+        audit.record(
+            conn, actor, "infra.create", "infra", infra_id, after={"kind": kind, "stage": stage}
         )
 
 
@@ -299,6 +321,15 @@ def set_version(
         if previous == version:
             return _to_deployment(row)  # already the desired version: nothing to record
         upsert_desired(conn, row is not None, dep_id, kind, target, infra_id, version, now)
+        audit.record(
+            conn,
+            actor,
+            f"deployment.{action}",
+            "deployment",
+            dep_id,
+            before={"version": previous},
+            after={"version": version},
+        )
         conn.execute(
             sa.insert(deployment_history).values(
                 deployment_id=dep_id,
@@ -434,9 +465,12 @@ def deploy_bundle(
 ) -> Deployment:
     """Point ``project`` on ``infra_id`` at a verified bundle.
 
-    Refused, before anything changes, if the bundle is tampered with, belongs to another
-    project, or holds scenarios the node would refuse (:func:`check_scenarios`).
+    Refused, before anything changes, if ``actor`` may not deploy to ``infra_id``, the bundle
+    is tampered with, belongs to another project, or holds scenarios the node would refuse
+    (:func:`check_scenarios`).
     """
+    get_infra(store, infra_id)  # an unknown one is named as such, not as a missing right
+    rights.require(store, actor, "deploy", infra=infra_id)
     info = bundles.get_bundle(store, project, bundle_id)
     # First the members (a changed member is named), then the file against the digest recorded
     # at publish (a swapped zip whose manifest agrees with itself); deploys are rare.
@@ -503,6 +537,7 @@ def set_variables(
 ) -> Deployment:
     """Replace a deployment's variables (they override the project's on its node)."""
     dep = get_deployment(store, deployment_id)
+    rights.require(store, actor, "configure", infra=dep.infra_id)
     if not isinstance(variables, dict):
         raise DeployerError("variables must be a mapping of name to value")
     for key, value in variables.items():
@@ -521,6 +556,15 @@ def set_variables(
             sa.update(deployments)
             .where(deployments.c.deployment_id == deployment_id)
             .values(variables_json=json.dumps(new, sort_keys=True), updated_at=now)
+        )
+        audit.record(
+            conn,
+            actor,
+            "deployment.variables",
+            "deployment",
+            deployment_id,
+            before={k: str(v) for k, v in dep.variables.items()},
+            after=new,
         )
         conn.execute(
             sa.insert(deployment_history).values(
@@ -558,6 +602,7 @@ def set_trigger(
 ) -> None:
     """Switch one scenario trigger on or off for this deployment (recorded in the history)."""
     dep = get_deployment(store, deployment_id)
+    rights.require(store, actor, "configure", infra=dep.infra_id)
     now = now_iso()
     key = (
         deployment_triggers.c.deployment_id == deployment_id,
@@ -566,6 +611,18 @@ def set_trigger(
     )
     with store.write() as conn:
         conn.execute(sa.delete(deployment_triggers).where(*key))
+        audit.record(
+            conn,
+            actor,
+            "deployment.trigger",
+            "deployment",
+            deployment_id,
+            after={
+                "scenario": scenario,
+                "trigger": int(trigger_index) + 1,
+                "enabled": bool(enabled),
+            },
+        )
         conn.execute(
             sa.insert(deployment_triggers).values(
                 deployment_id=deployment_id,

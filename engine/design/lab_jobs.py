@@ -82,6 +82,7 @@ def _release_record(project: Project, job_id: str, fd: int) -> None:
 
 def start(project: Project, spec: lab.LabSpec, user: str) -> TrainingJob:
     """Start training in a background thread; the caller polls :func:`get_job`."""
+    project.require("write")
     lab.check_spec(spec)
     job = TrainingJob(uuid.uuid4().hex[:12], spec)
     fd = _hold_record(project, job, user)
@@ -156,6 +157,7 @@ def dismiss_job(project: Project, job_id: str) -> None:
 
 def train_again(project: Project, job_id: str, user: str) -> TrainingJob:
     """Start an interrupted training again, with the same settings; the old record goes."""
+    project.require("write")
     record = next((r for r in interrupted_jobs(project) if r["job_id"] == job_id), None)
     if record is None:
         raise ProjectError(f"there is no interrupted training {job_id!r}")

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from engine.access import audit, rights
 from engine.core import home as layout
 from engine.core.settings import Settings
 from engine.project.project import (
     MANAGED_DATA_DIR,
+    Acting,
     Project,
     ProjectError,
     check_name,
@@ -32,6 +34,31 @@ def open_project(settings: Settings, name: str) -> Project:
     return load_project(root, root / MANAGED_DATA_DIR, node_variables(settings))
 
 
+def open_as(settings: Settings, store: ControlStore, actor: str, name: str) -> Project:
+    """Project ``name`` as ``actor`` sees it: refused without the ``read`` right, and every
+    change through it (builds, recipes, previews, training, activating a model) checks that
+    they hold ``write`` (PermissionDenied otherwise)."""
+    rights.require(store, actor, "read", project=name)
+    project = open_project(settings, name)
+
+    def require(right: str) -> None:
+        rights.require(store, actor, right, project=name)
+
+    def record(action: str, object_id: str, before: object, after: object) -> None:
+        audit.record_now(
+            store, actor, action, "project", f"{name}/{object_id}", before=before, after=after
+        )
+
+    project.acting = Acting(actor, require, record)
+    return project
+
+
+def visible_projects(store: ControlStore, actor: str) -> list[dict[str, str]]:
+    """The projects ``actor`` may read."""
+    readable = rights.scopes_with(store, actor, "project", "read")
+    return [p for p in list_projects(store) if readable is None or p["name"] in readable]
+
+
 def list_projects(store: ControlStore) -> list[dict[str, str]]:
     with store.read() as conn:
         rows = conn.execute(sa.select(projects).order_by(projects.c.name)).mappings().all()
@@ -39,11 +66,14 @@ def list_projects(store: ControlStore) -> list[dict[str, str]]:
 
 
 def import_project(
-    settings: Settings, store: ControlStore, source: Path, replace: bool = False
+    settings: Settings, store: ControlStore, source: Path, replace: bool = False, *, actor: str
 ) -> Project:
-    """Copy a project folder (e.g. ``examples/fraud``) into the design node and register it."""
+    """Copy a project folder (e.g. ``examples/fraud``) into the design node and register it
+    (``actor`` needs ``write`` on a project of that name: a grant on ``project:*`` lets
+    someone create projects)."""
     source = Path(source)
     probe = load_project(source, source / MANAGED_DATA_DIR, node_variables(settings))
+    rights.require(store, actor, "write", project=probe.name)
     target = layout.design_project(settings.home, probe.name)
     if target.exists() and not replace:
         raise ProjectError(f"project {probe.name!r} already exists on the design node")
@@ -73,10 +103,12 @@ def _register(store: ControlStore, name: str, root: Path) -> None:
 
 
 def create_project(
-    settings: Settings, store: ControlStore, name: str, description: str = ""
+    settings: Settings, store: ControlStore, name: str, description: str = "", *, actor: str
 ) -> Project:
-    """Create an empty project (``project.yaml``, ``datasets.yaml``, ``flow.yaml``) and register it."""
+    """Create an empty project (``project.yaml``, ``datasets.yaml``, ``flow.yaml``) and
+    register it (``actor`` needs ``write`` on a project of that name)."""
     check_name(name, "project name")
+    rights.require(store, actor, "write", project=name)
     target = layout.design_project(settings.home, name)
     if target.exists():
         raise ProjectError(f"project {name!r} already exists on the design node")
@@ -265,10 +297,13 @@ def run_scenario_here(
     from engine.automation import runs, scenarios
     from engine.project import scenario_spec
 
+    runs.require_run_right(store, actor, DESIGN_NODE, project.name)
     problems = scenario_spec.validate(project, scenario)
     if problems:
         raise DefinitionInvalid(f"scenario {scenario}", problems)
-    run_id = runs.request_run(store, DESIGN_NODE, project.name, scenario, "studio", params)
+    run_id = runs.request_run(
+        store, DESIGN_NODE, project.name, scenario, f"studio ({actor})", params
+    )
     if not runs.claim_run(store, run_id, None):
         runs.finish_run(store, run_id, runs.ABORTED, "the same scenario is already running here")
         raise ProjectError(f"scenario {scenario} is already running on the design node")

@@ -8,6 +8,7 @@ it, the automation node runs it. Only *where managed data lives* and the node va
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,17 @@ class RecipeDef:
     output: str
 
 
+@dataclass(frozen=True)
+class Acting:
+    """The person acting on a design project: ``require(right)`` refuses a right they lack
+    (PermissionDenied), ``record(action, object_id, before, after)`` adds their change to the
+    audit trail."""
+
+    name: str
+    require: Callable[[str], None]
+    record: Callable[[str, str, Any, Any], None]
+
+
 @dataclass
 class Project:
     name: str
@@ -64,6 +76,19 @@ class Project:
     dashboards: dict[str, dict[str, Any]] = field(default_factory=dict)
     api_services: dict[str, dict[str, Any]] = field(default_factory=dict)
     metrics: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # Who acts on this copy: set by engine.design.projects.open_as. None on the nodes' own
+    # copies, which act for the deployer that put the bundle there.
+    acting: Acting | None = field(default=None, repr=False, compare=False)
+
+    def require(self, right: str) -> None:
+        """Refuse unless the acting person holds ``right`` (read, write, admin) here."""
+        if self.acting is not None:
+            self.acting.require(right)
+
+    def record(self, action: str, object_id: str, before: Any = None, after: Any = None) -> None:
+        """Add the acting person's change to the audit trail."""
+        if self.acting is not None:
+            self.acting.record(action, object_id, before, after)
 
     def dataset(self, name: str) -> DatasetRef:
         """Where dataset ``name`` lives on this node."""

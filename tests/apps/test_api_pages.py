@@ -14,7 +14,7 @@ from engine.deployer import deployments as deployer
 from engine.design import apidesigner
 from engine.design import projects as design
 from nodal_demo import demo
-from tests.homes import copy_home, environ
+from tests.homes import copy_home, environ, sign_in_app
 
 ROOT = Path(__file__).resolve().parents[2]
 CONSOLE = ROOT / "apps" / "deployer_console" / "app.py"
@@ -27,7 +27,7 @@ def api_copy(demo_env, tmp_path_factory):
     """A copy of the demo home with API package v2 next to v1."""
     settings, store = copy_home(demo_env.settings, tmp_path_factory.mktemp("api_pages"))
     project = design.open_project(settings, demo.PROJECT)
-    apipackages.create_package(settings.home, store, project, demo.SERVICE, "v2", "two", "ops")
+    apipackages.create_package(settings.home, store, project, demo.SERVICE, "v2", "two", "analyst")
     return settings, store
 
 
@@ -39,7 +39,7 @@ def seen(api_copy, monkeypatch):
 
 
 def _open(app: Path, page: str) -> AppTest:
-    at = AppTest.from_file(str(app), default_timeout=120)
+    at = sign_in_app(AppTest.from_file(str(app), default_timeout=120))
     at.run()
     at.switch_page(page).run()
     assert not at.exception, at.exception

@@ -15,14 +15,14 @@ from engine.deployer import deployments as deployer
 from engine.design import projects as design
 from engine.storage.control import bundles as bundles_table
 from nodal_demo import demo
-from tests.homes import copy_home, environ
+from tests.homes import copy_home, environ, sign_in_app
 
 APP = Path(__file__).resolve().parents[2] / "apps" / "deployer_console" / "app.py"
 DEPLOYMENT = deployer.deployment_id_for(demo.PROJECT, demo.AUTOMATION_INFRA)
 
 
 def _open(page: str) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=60)
+    at = sign_in_app(AppTest.from_file(str(APP), default_timeout=60))
     at.run()
     at.switch_page(page).run()
     assert not at.exception, at.exception
@@ -83,7 +83,7 @@ def test_deploying_a_new_bundle_changes_the_desired_version_and_the_history(cons
     assert (latest["from_version"], latest["to_version"], latest["actor"]) == (
         "v1",
         "v2",
-        settings.user,
+        "test",  # the signed-in person, not the process's user
     )
     assert at.checkbox(key="deploy_confirm").value is False  # confirm again for the next one
 
@@ -141,7 +141,7 @@ def test_an_empty_home_explains_what_to_do_on_both_pages(tmp_path, monkeypatch):
     at = _open("views/deployments.py")
     assert "Nothing is deployed yet" in at.info[0].value
     assert "automation infrastructure" in at.info[1].value
-    assert not at.dataframe and not at.button
+    assert not at.dataframe and [b.key for b in at.button] == ["nodal_sign_out"]
     at = _open("views/bundles.py")
     assert "No bundle yet" in at.info[0].value and "No API package yet" in at.info[1].value
 
@@ -151,7 +151,7 @@ def test_an_empty_home_explains_what_to_do_on_both_pages(tmp_path, monkeypatch):
 
 def test_promote_from_dev_to_prod_with_a_confirmation(console_copy):
     settings, store = console_copy
-    deployer.create_infra(store, "automation-dev", "automation", "dev")
+    deployer.create_infra(store, "automation-dev", "automation", "dev", actor="test")
     dev = deployer.deploy_bundle(store, demo.PROJECT, "v2", "automation-dev", "dana")
     at = _open("views/deployments.py")
     at.selectbox(key="promote_from").set_value(dev.deployment_id)
@@ -169,7 +169,7 @@ def test_promote_from_dev_to_prod_with_a_confirmation(console_copy):
         "promote",
         "v1",
         "v2",
-        settings.user,
+        "test",  # the signed-in person
     )
     table = at.dataframe[0].value.set_index("deployment")
     assert table.loc[DEPLOYMENT, "desired version"] == "v2"

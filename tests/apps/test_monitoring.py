@@ -14,13 +14,13 @@ from streamlit.testing.v1 import AppTest
 from engine.automation.node import AutomationNode
 from engine.storage.datasets import query_df
 from nodal_demo import demo
-from tests.homes import copy_with_previous_day, environ, latest_published
+from tests.homes import copy_with_previous_day, environ, latest_published, sign_in_app
 
 APP = Path(__file__).resolve().parents[2] / "apps" / "monitoring" / "app.py"
 
 
 def _run(day: str | None = None, **params: str) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=60)
+    at = sign_in_app(AppTest.from_file(str(APP), default_timeout=60))
     if day is not None:
         at.query_params["day"] = day
     for key, value in params.items():
@@ -124,7 +124,7 @@ def test_picking_another_day_updates_the_url(two_days):
 
 
 def test_an_unpublished_day_in_the_link_falls_back_to_the_latest_with_a_warning(demo_environ):
-    at = AppTest.from_file(str(APP), default_timeout=60)
+    at = sign_in_app(AppTest.from_file(str(APP), default_timeout=60))
     at.query_params["day"] = "1999-01-01"
     at.run()
     at.switch_page("views/fraud_map.py").run()
@@ -195,7 +195,7 @@ def evaluated_environ(evaluated, monkeypatch):
 
 
 def _page(path: str) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=60)
+    at = sign_in_app(AppTest.from_file(str(APP), default_timeout=60))
     at.run()
     at.switch_page(path).run()
     assert not at.exception, at.exception
@@ -203,7 +203,7 @@ def _page(path: str) -> AppTest:
 
 
 def test_the_home_page_shows_a_worst_of_status_per_deployment_and_endpoint(evaluated_environ):
-    at = AppTest.from_file(str(APP), default_timeout=60)
+    at = sign_in_app(AppTest.from_file(str(APP), default_timeout=60))
     at.run()
     assert not at.exception, at.exception
     assert at.title[0].value == "Status"
@@ -337,7 +337,7 @@ def test_model_quality_and_pipeline_health_pick_the_newest_activity(claims_envir
 
 
 def test_model_quality_and_pipeline_health_name_the_projects_scenarios(claims_environ):
-    at = AppTest.from_file(str(APP), default_timeout=60)
+    at = sign_in_app(AppTest.from_file(str(APP), default_timeout=60))
     at.query_params["deployment"] = "claims-on-claims-test"
     at.run()
     at.switch_page("views/model_quality.py").run()

@@ -18,7 +18,7 @@ from engine.apinode import querylog
 from engine.automation import runs
 from engine.automation.node import AutomationNode
 from nodal_demo import demo
-from tests.homes import copy_home, copy_with_previous_day, environ
+from tests.homes import copy_home, copy_with_previous_day, environ, sign_in_app
 
 APP = Path(__file__).resolve().parents[2] / "apps" / "monitoring" / "app.py"
 PAGES = [
@@ -117,7 +117,7 @@ def hostile_environ(hostile, monkeypatch):
 
 
 def _open(path: str, **params: str) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=60)
+    at = sign_in_app(AppTest.from_file(str(APP), default_timeout=60))
     for key, value in params.items():
         at.query_params[key] = value
     at.run()

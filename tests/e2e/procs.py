@@ -88,12 +88,17 @@ CHROMIUM_ARGS = [
 
 @contextlib.contextmanager
 def streamlit_app(
-    app: str, env: dict[str, str], log: Path
+    app: str,
+    env: dict[str, str],
+    log: Path,
+    port: int | None = None,
+    flags: tuple[str, ...] = (),
 ) -> Iterator[tuple[str, subprocess.Popen]]:
-    """A real Streamlit process for ``app`` (e.g. "apps/monitoring/app.py"): (url, process)."""
-    port = free_port()
+    """A real Streamlit process for ``app`` (e.g. "apps/monitoring/app.py"): (url, process).
+    ``flags``: more options (e.g. ``--secrets.files``); ``port``: a chosen one."""
+    port = port or free_port()
     flags = ["--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless",
-             "true", "--browser.gatherUsageStats", "false"]  # fmt: skip
+             "true", "--browser.gatherUsageStats", "false", *flags]  # fmt: skip
     proc = start(["-m", "streamlit", "run", app, *flags], env, log)
     try:
         url = f"http://127.0.0.1:{port}"

@@ -66,7 +66,7 @@ def api_home(demo_env, tmp_path_factory):
     project = design.open_project(settings, demo.PROJECT)
     for version in ("v2", "v3"):
         apipackages.create_package(
-            settings.home, store, project, SERVICE, version, f"{version} notes", "ops"
+            settings.home, store, project, SERVICE, version, f"{version} notes", "analyst"
         )
     api_deployer.deploy(store, SERVICE, demo.API_INFRA, [("v2", 1.0)], "ops")
     env = {**environ(settings), "NODAL_POLL_SECONDS": "0.5"}

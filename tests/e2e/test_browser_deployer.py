@@ -10,8 +10,9 @@ from playwright.sync_api import expect, sync_playwright
 from engine.deployer import bundles
 from engine.deployer import deployments as deployer
 from engine.design import projects as design
-from nodal_demo import demo
+from nodal_demo import demo, people
 from tests.e2e import procs
+from tests.e2e.browser import sign_in
 from tests.homes import copy_home, environ
 
 ARTIFACTS = procs.REPO / "test-artifacts" / "deployer"
@@ -25,9 +26,9 @@ def console(demo_env, tmp_path):
     settings, store = copy_home(demo_env.settings, tmp_path)
     project = design.open_project(settings, demo.PROJECT)
     bundles.create_bundle(settings.home, store, project, "v2", "Tuned checks.", "analyst")
-    deployer.create_infra(store, "automation-dev", "automation", "dev")
+    deployer.create_infra(store, "automation-dev", "automation", "dev", actor="test")
     deployer.deploy_bundle(store, demo.PROJECT, "v2", "automation-dev", "dana")
-    env = {**environ(settings), "NODAL_USER": "ops-browser"}
+    env = environ(settings)
     with procs.streamlit_app("apps/deployer_console/app.py", env, tmp_path / "console.log") as (
         url,
         _,
@@ -43,6 +44,7 @@ def test_promote_dev_to_prod_then_roll_back_in_the_browser(console):
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1800})
             page.goto(url)
+            sign_in(page, "ops", people.PASSWORDS["ops"])
             promote = page.get_by_role("button", name="Promote")
             expect(promote).to_be_visible(timeout=60_000)
             expect(promote).to_be_disabled()
@@ -73,6 +75,6 @@ def test_promote_dev_to_prod_then_roll_back_in_the_browser(console):
         for h in deployer.history(store, PROD)[:2]
     ]
     assert actions == [
-        ("rollback", "v2", "v1", "ops-browser"),
-        ("promote", "v1", "v2", "ops-browser"),
+        ("rollback", "v2", "v1", "ops"),
+        ("promote", "v1", "v2", "ops"),
     ]

@@ -11,6 +11,7 @@ from engine.automation.node import AutomationNode
 from engine.storage.datasets import query_df
 from nodal_demo import demo
 from tests.e2e import procs
+from tests.e2e.browser import with_session
 from tests.homes import copy_with_previous_day, environ
 
 ARTIFACTS = procs.REPO / "test-artifacts" / "monitoring"
@@ -43,6 +44,7 @@ def test_a_shared_link_opens_its_day_with_kpis_matching_duckdb(monitoring):
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=procs.CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1800})
+            with_session(page, url, settings, "viewer")
             page.goto(
                 f"{url}/fraud_map?deployment={demo.PROJECT}-on-{demo.AUTOMATION_INFRA}"
                 f"&dashboard=fraud_map&day={day}"

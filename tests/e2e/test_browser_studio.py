@@ -18,6 +18,7 @@ from engine.deployer import bundles
 from engine.design import lab
 from engine.design import projects as design
 from tests.e2e import procs
+from tests.e2e.browser import with_session
 from tests.homes import copy_home, environ
 
 ARTIFACTS = procs.REPO / "test-artifacts" / "design_studio"
@@ -34,7 +35,7 @@ RISK_CSV = (
 @contextlib.contextmanager
 def design_studio(settings: Settings, log: Path) -> Iterator[str]:
     """A real Design Studio process on ``settings``' home; yields its URL."""
-    env = {**environ(settings), "NODAL_USER": "analyst-browser"}
+    env = environ(settings)
     with procs.streamlit_app("apps/design_studio/app.py", env, log) as (url, proc):
         yield url, proc
 
@@ -94,6 +95,7 @@ def test_an_analyst_imports_prepares_trains_checks_and_bundles_in_the_browser(st
     broken.write_text(RISK_CSV + "toys,low,2026-10-03,unexpected\n")
     with chromium() as page:
         # 1. Import: the broken file is refused with its line, the good one lands.
+        with_session(page, url, settings, "analyst")
         page.goto(f"{url}/?project=fraud")
         expect(page.get_by_text("Flow of fraud")).to_be_visible(timeout=60_000)
         go(page, "Datasets")
@@ -147,7 +149,7 @@ def test_an_analyst_imports_prepares_trains_checks_and_bundles_in_the_browser(st
         page.get_by_role("tab", name="Add a check").click()
         type_in(page, "Name", "known_risk_levels", commit=False)
         choose(page, "Type", "value_in_set")
-        choose(page, "Column (value in set, distinct count)", "risk_level")
+        choose(page, "Column (column checks)", "risk_level")
         type_in(
             page, "Allowed values (value in set), comma-separated", "high,medium,low", commit=False
         )
@@ -179,7 +181,7 @@ def test_an_analyst_imports_prepares_trains_checks_and_bundles_in_the_browser(st
         "2026-10-02",
         "2026-10-03",
     ]
-    assert lab.list_runs(project, "fraud_model")[0]["trained_by"] == "analyst-browser"
+    assert lab.list_runs(project, "fraud_model")[0]["trained_by"] == "analyst"
     checks_yaml = yaml.safe_load((project.root / "checks.yaml").read_text())
     assert checks_yaml["category_risk"][0]["values"] == ["high", "medium", "low"]
     manifest = bundles.verify_bundle(bundles.get_bundle(store, "fraud", "v2").path)

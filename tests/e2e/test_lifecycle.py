@@ -21,6 +21,7 @@ from engine.storage.control import open_store
 from nodal_demo import datagen, demo
 from tests.conftest import SMALL, make_settings
 from tests.e2e import procs
+from tests.homes import seed_test_actors
 
 DAYS = 20
 CONFIG = dataclasses.replace(SMALL, n_days=DAYS)
@@ -41,7 +42,8 @@ def lifecycle(tmp_path_factory):
     root = tmp_path_factory.mktemp("lifecycle")
     settings = make_settings(root)
     store = open_store(settings.control_store_url)
-    demo.prepare(settings, store, CONFIG)  # data for DAYS days, model, bundle v1, API package v1
+    demo.prepare(settings, store, CONFIG)
+    seed_test_actors(store)
     env = {
         "NODAL_HOME": str(settings.home),
         "NODAL_DATA_DIR": str(settings.data_dir),

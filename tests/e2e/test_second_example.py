@@ -18,6 +18,7 @@ from engine.storage.control import open_store
 from nodal_demo import returns
 from tests.conftest import make_settings
 from tests.e2e import procs
+from tests.e2e.browser import with_session
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "returns"
 CONFIG = dataclasses.replace(returns.ReturnsConfig(), n_days=28, orders_per_day=500)
@@ -142,6 +143,7 @@ def test_its_map_and_model_quality_pages_show_its_data_in_a_browser(shop, tmp_pa
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=procs.CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1600})
+            with_session(page, url, settings, "test")  # NODAL_USER of the CLI: first administrator
             page.goto(f"{url}/fraud_map?deployment={deployment}&dashboard=returns_map")
             expect(page.get_by_text("Where today's likely returns ship to")).to_be_visible(
                 timeout=60_000

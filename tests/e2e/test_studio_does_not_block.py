@@ -12,6 +12,7 @@ from playwright.sync_api import expect
 
 from engine.design import projects as design
 from tests.e2e import procs
+from tests.e2e.browser import with_session
 from tests.e2e.test_browser_studio import chromium, design_studio
 from tests.homes import copy_home, environ
 
@@ -33,6 +34,7 @@ def test_the_cli_builds_while_the_studio_is_open_and_busy_on_the_same_project(de
     settings, store = copy_home(demo_env.settings, tmp_path)
     env = environ(settings)
     with design_studio(settings, tmp_path / "studio.log") as (url, proc), chromium() as page:
+        with_session(page, url, settings, "analyst")
         page.goto(f"{url}/?project=fraud")
         expect(page.get_by_text("Flow of fraud")).to_be_visible(timeout=60_000)
         # The Studio builds the flow (training_set and everything upstream) ...

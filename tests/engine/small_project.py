@@ -14,6 +14,7 @@ from engine.design import projects as design
 from engine.project.project import Project
 from engine.storage import datasets as ds
 from engine.storage.control import ControlStore, open_store
+from tests.homes import seed_test_actors
 
 SHOPS_CSV = (
     "shop_id,opened,city,monthly_sales,channel\n"
@@ -37,10 +38,12 @@ class Small:
 def make_small(tmp: Path, with_shops: bool = True) -> Small:
     settings = load_settings(environ={}, home=tmp / "var", data_dir=tmp / "data", basemap="none")
     store = open_store(settings.control_store_url)
-    design.create_project(settings, store, "shop", "test project")
+    seed_test_actors(store)
+    design.create_project(settings, store, "shop", "test project", actor="test")
     small = Small(settings, store, tmp)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # the landing zone
     if with_shops:
-        csv = tmp / "shops.csv"
+        csv = settings.data_dir / "shops.csv"  # files are imported from the landing zone
         csv.write_text(SHOPS_CSV)
         dataset_import.import_file(small.project(), "shops", csv, partition_column="opened")
     return small
@@ -259,17 +262,18 @@ def make_claims(tmp: Path) -> Claims:
 
     settings = load_settings(environ={}, home=tmp / "var", data_dir=tmp / "data", basemap="none")
     store = open_store(settings.control_store_url)
+    seed_test_actors(store)
     days = claims_data(settings.data_dir)
     source = tmp / "claims_project"
     for rel, text in CLAIMS_FILES.items():
         (source / rel).parent.mkdir(parents=True, exist_ok=True)
         (source / rel).write_text(text)
-    project = design.import_project(settings, store, source)
+    project = design.import_project(settings, store, source, actor="test")
     flow.build(project, "history")
     models.train(project, "claim_risk", "ann")
     bundles.create_bundle(settings.home, store, project, "c1", "claims, first", "ann")
     for infra, stage in ((CLAIMS_INFRA, "prod"), (CLAIMS_TEST_INFRA, "test")):
-        deployer.create_infra(store, infra, "automation", stage, exist_ok=True)
+        deployer.create_infra(store, infra, "automation", stage, exist_ok=True, actor="test")
         deployer.deploy_bundle(store, CLAIMS_PROJECT, "c1", infra, "ann")
         AutomationNode(settings, store, infra).sync()
     node = AutomationNode(settings, store, CLAIMS_INFRA)

@@ -7,6 +7,7 @@ from dataclasses import asdict
 import pandas as pd
 import streamlit as st
 
+from apps.common.auth import current_user
 from apps.common.context import get_settings, get_store
 from engine.core.errors import NodalError
 from engine.deployer import apikeys, apipackages
@@ -23,7 +24,7 @@ def _create() -> None:
         key, secret = apikeys.create_key(
             store,
             service,
-            settings.user,
+            current_user(),
             None if infra == "every infrastructure" else infra,
             st.session_state.get("key_label", ""),
         )
@@ -35,7 +36,7 @@ def _create() -> None:
 
 def _revoke() -> None:
     try:
-        key = apikeys.revoke_key(store, st.session_state.get("key_revoke", ""), settings.user)
+        key = apikeys.revoke_key(store, st.session_state.get("key_revoke", ""), current_user())
     except NodalError as exc:
         st.session_state["key_outcome"] = ("error", str(exc))
         return

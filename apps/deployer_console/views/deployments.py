@@ -6,8 +6,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from apps.common.auth import current_user, may
 from apps.common.context import get_settings, get_store
 from apps.common.status import status_badge, style_status
+from engine.core.errors import NodalError
 from engine.deployer import bundles, rollback
 from engine.deployer import deployments as deployer
 from engine.design import projects as design
@@ -31,8 +33,8 @@ def _deploy() -> None:
         before = {
             d.deployment_id: d.version for d in deployer.list_deployments(store, infra, "project")
         }
-        dep = deployer.deploy_bundle(store, project, bundle, infra, settings.user)
-    except (bundles.BundleError, deployer.DeployerError) as exc:
+        dep = deployer.deploy_bundle(store, project, bundle, infra, current_user())
+    except NodalError as exc:
         st.session_state["deploy_outcome"] = ("error", f"Deployment refused: {exc}")
         return
     was = before.get(dep.deployment_id)
@@ -57,8 +59,8 @@ def _promote() -> None:
     target = st.session_state.get("promote_to")
     try:
         before = deployer.get_deployment(store, source).version
-        dep = deployer.promote(store, source, target, settings.user)
-    except (bundles.BundleError, deployer.DeployerError) as exc:
+        dep = deployer.promote(store, source, target, current_user())
+    except NodalError as exc:
         st.session_state["promote_outcome"] = ("error", f"Promotion refused: {exc}")
         return
     st.session_state["promote_outcome"] = (
@@ -74,8 +76,8 @@ def _rollback() -> None:
     to = st.session_state.get("rollback_to")
     try:
         was = deployer.get_deployment(store, dep_id).version
-        dep = rollback.rollback(store, dep_id, settings.user, to)
-    except (bundles.BundleError, deployer.DeployerError) as exc:
+        dep = rollback.rollback(store, dep_id, current_user(), to)
+    except NodalError as exc:
         st.session_state["rollback_outcome"] = ("error", f"Rollback refused: {exc}")
         return
     st.session_state["rollback_outcome"] = (
@@ -142,52 +144,64 @@ else:
         "status last changed (its changes are not history)."
     )
 
-st.subheader("Deploy or update a bundle")
 projects = [p["name"] for p in design.list_projects(store)]
-infras = [i for i in deployer.list_infras(store) if i["kind"] == "automation"]
-with st.container(border=True):
-    if not projects or not infras:
-        st.info(
-            "To deploy you need a project on the design node and an automation infrastructure "
-            "(`nodal infra create <id> --kind automation --stage prod`).",
-            icon=":material/info:",
-        )
-    else:
-        c1, c2, c3 = st.columns(3)
-        project = c1.selectbox("Project", projects, key="deploy_project")
-        bundle_ids = [b.bundle_id for b in bundles.list_bundles(store, project)]
-        c2.selectbox(
-            "Bundle",
-            bundle_ids,
-            key="deploy_bundle",
-            placeholder="No bundle yet",
-            help="Bundles of the project, newest first. Every file's checksum is verified "
-            "before the deployment changes.",
-        )
-        infra_labels = {i["infra_id"]: f"{i['infra_id']} ({i['stage']})" for i in infras}
-        c3.selectbox(
-            "Automation infrastructure",
-            list(infra_labels),
-            format_func=infra_labels.get,
-            key="deploy_infra",
-        )
-        chosen = st.session_state.get("deploy_bundle")
-        confirmed = st.checkbox(
-            f"I confirm: deploy bundle {chosen or '…'} of {project} to {st.session_state.get('deploy_infra')}",
-            key="deploy_confirm",
-        )
-        st.button(
-            "Deploy",
-            key="deploy_button",
-            type="primary",
-            icon=":material/rocket_launch:",
-            disabled=not confirmed,
-            on_click=_deploy,
-        )
-    _show_outcome("deploy_outcome")
+# Only the infrastructures this person may deploy to (the engine refuses the others anyway).
+automation = [i for i in deployer.list_infras(store) if i["kind"] == "automation"]
+infras = [i for i in automation if may("deploy", infra=i["infra_id"])]
+deployable = {i["infra_id"] for i in infras}
+# Promote from any project deployment to one of those; roll back only those.
+sources = [d for d in deployments if d.kind == "project"] if infras else []
+project_deps = [d for d in sources if d.infra_id in deployable]
+if automation and not infras:
+    st.info(
+        "You may not deploy to any automation infrastructure: deploying, promoting and "
+        "rolling back need the `deploy` right on it (an administrator grants it).",
+        icon=":material/lock:",
+    )
+else:
+    st.subheader("Deploy or update a bundle")
+    with st.container(border=True):
+        if not projects or not infras:
+            st.info(
+                "To deploy you need a project on the design node and an automation infrastructure "
+                "(`nodal infra create <id> --kind automation --stage prod`).",
+                icon=":material/info:",
+            )
+        else:
+            c1, c2, c3 = st.columns(3)
+            project = c1.selectbox("Project", projects, key="deploy_project")
+            bundle_ids = [b.bundle_id for b in bundles.list_bundles(store, project)]
+            c2.selectbox(
+                "Bundle",
+                bundle_ids,
+                key="deploy_bundle",
+                placeholder="No bundle yet",
+                help="Bundles of the project, newest first. Every file's checksum is verified "
+                "before the deployment changes.",
+            )
+            infra_labels = {i["infra_id"]: f"{i['infra_id']} ({i['stage']})" for i in infras}
+            c3.selectbox(
+                "Automation infrastructure",
+                list(infra_labels),
+                format_func=infra_labels.get,
+                key="deploy_infra",
+            )
+            chosen = st.session_state.get("deploy_bundle")
+            confirmed = st.checkbox(
+                f"I confirm: deploy bundle {chosen or '…'} of {project} to {st.session_state.get('deploy_infra')}",
+                key="deploy_confirm",
+            )
+            st.button(
+                "Deploy",
+                key="deploy_button",
+                type="primary",
+                icon=":material/rocket_launch:",
+                disabled=not confirmed,
+                on_click=_deploy,
+            )
+        _show_outcome("deploy_outcome")
 
-project_deps = [d for d in deployments if d.kind == "project"]
-if project_deps:
+if sources:
     st.subheader("Promote to the next stage")
     with st.container(border=True):
         order = {s["name"]: s["position"] for s in deployer.list_stages(store)}
@@ -196,7 +210,7 @@ if project_deps:
             "From deployment",
             [
                 d.deployment_id
-                for d in sorted(project_deps, key=lambda d: order.get(stage_of.get(d.infra_id), 0))
+                for d in sorted(sources, key=lambda d: order.get(stage_of.get(d.infra_id), 0))
             ],
             format_func=lambda d: (
                 f"{d} ({stage_of.get(deployer.get_deployment(store, d).infra_id)}, "
@@ -234,48 +248,49 @@ if project_deps:
         )
         _show_outcome("promote_outcome")
 
-    st.subheader("Roll back")
-    with st.container(border=True):
-        c1, c2 = st.columns(2)
-        dep_id = c1.selectbox(
-            "Deployment to roll back",
-            [d.deployment_id for d in project_deps],
-            key="rollback_deployment",
-        )
-        dep = deployer.get_deployment(store, dep_id)
-        try:
-            previous = deployer.previous_version(store, dep_id)
-        except deployer.DeployerError:
-            previous = None
-        choices = [
-            b.bundle_id
-            for b in bundles.list_bundles(store, dep.target)
-            if b.bundle_id != dep.version
-        ]
-        if previous in choices:  # the previous bundle first: the one-click undo
-            choices.remove(previous)
-            choices.insert(0, previous)
-        c2.selectbox(
-            "Back to bundle",
-            choices,
-            key="rollback_to",
-            placeholder="No earlier bundle",
-            help="Default: the bundle deployed before the current one. Any earlier bundle works; "
-            "its model comes back as it was.",
-        )
-        confirmed = st.checkbox(
-            f"I confirm: roll {dep_id} back from {dep.version} to {st.session_state.get('rollback_to') or '…'}",
-            key="rollback_confirm",
-        )
-        st.button(
-            "Roll back",
-            key="rollback_button",
-            type="primary",
-            icon=":material/undo:",
-            disabled=not confirmed or not choices,
-            on_click=_rollback,
-        )
-        _show_outcome("rollback_outcome")
+    if project_deps:
+        st.subheader("Roll back")
+        with st.container(border=True):
+            c1, c2 = st.columns(2)
+            dep_id = c1.selectbox(
+                "Deployment to roll back",
+                [d.deployment_id for d in project_deps],
+                key="rollback_deployment",
+            )
+            dep = deployer.get_deployment(store, dep_id)
+            try:
+                previous = deployer.previous_version(store, dep_id)
+            except deployer.DeployerError:
+                previous = None
+            choices = [
+                b.bundle_id
+                for b in bundles.list_bundles(store, dep.target)
+                if b.bundle_id != dep.version
+            ]
+            if previous in choices:  # the previous bundle first: the one-click undo
+                choices.remove(previous)
+                choices.insert(0, previous)
+            c2.selectbox(
+                "Back to bundle",
+                choices,
+                key="rollback_to",
+                placeholder="No earlier bundle",
+                help="Default: the bundle deployed before the current one. Any earlier bundle works; "
+                "its model comes back as it was.",
+            )
+            confirmed = st.checkbox(
+                f"I confirm: roll {dep_id} back from {dep.version} to {st.session_state.get('rollback_to') or '…'}",
+                key="rollback_confirm",
+            )
+            st.button(
+                "Roll back",
+                key="rollback_button",
+                type="primary",
+                icon=":material/undo:",
+                disabled=not confirmed or not choices,
+                on_click=_rollback,
+            )
+            _show_outcome("rollback_outcome")
 
 if deployments:
     st.subheader("History")

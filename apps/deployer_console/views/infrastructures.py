@@ -6,9 +6,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from apps.common.auth import current_user
 from apps.common.context import get_settings, get_store
 from apps.common.status import status_badge, style_status
-from engine.deployer import bundles
+from engine.core.errors import NodalError
 from engine.deployer import deployments as deployer
 
 settings = get_settings()
@@ -19,8 +20,8 @@ def _add_stage() -> None:
     name = (st.session_state.get("stage_name") or "").strip()
     after = st.session_state.get("stage_after")
     try:
-        deployer.create_stage(store, name, after)
-    except (deployer.DeployerError, bundles.BundleError) as exc:
+        deployer.create_stage(store, name, after, actor=current_user())
+    except NodalError as exc:
         st.session_state["stage_outcome"] = ("error", f"Stage refused: {exc}")
         return
     st.session_state["stage_outcome"] = ("success", f"Stage **{name}** added after {after}.")
@@ -31,8 +32,8 @@ def _add_infra() -> None:
     infra_id = (st.session_state.get("infra_id") or "").strip()
     kind, stage = st.session_state.get("infra_kind"), st.session_state.get("infra_stage")
     try:
-        deployer.create_infra(store, infra_id, kind, stage)
-    except (deployer.DeployerError, bundles.BundleError) as exc:
+        deployer.create_infra(store, infra_id, kind, stage, actor=current_user())
+    except NodalError as exc:
         st.session_state["infra_outcome"] = ("error", f"Infrastructure refused: {exc}")
         return
     st.session_state["infra_outcome"] = (

@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 import yaml
 
+from apps.common.auth import current_user
 from apps.common.context import get_settings, get_store
 from apps.design_studio.state import current_project, show_conflict, version_key
 from engine.core.errors import NodalError
@@ -180,7 +181,7 @@ def _package(service: str) -> None:
             service,
             st.session_state.get("pkg_version", ""),
             st.session_state.get("pkg_notes", ""),
-            settings.user,
+            current_user(),
         )
     except NodalError as exc:
         _say("error", f"Not packaged: {exc}")

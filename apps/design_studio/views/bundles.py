@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from apps.common.auth import current_user
 from apps.common.context import get_settings, get_store
 from apps.design_studio.state import current_project
 from engine.core.errors import NodalError
@@ -99,7 +100,7 @@ if st.button("Create bundle", key="create_bundle", icon=":material/inventory_2:"
             project,
             bundle_id.strip(),
             notes,
-            settings.user,
+            current_user(),
             carried,
             chosen_versions,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from apps.common.auth import current_user
 from apps.common.context import get_settings, get_store
 from apps.design_studio.state import OPEN_REQUEST, PROJECT_KEY
 from engine.core.errors import NodalError
@@ -12,7 +13,7 @@ from engine.design import projects as design
 
 settings = get_settings()
 store = get_store(settings)
-projects = design.list_projects(store)
+projects = design.visible_projects(store, current_user())
 
 st.title("Projects")
 if not projects:
@@ -50,7 +51,9 @@ with st.form("new_project", clear_on_submit=False):
     submitted = st.form_submit_button("Create project", icon=":material/add:")
 if submitted:
     try:
-        project = design.create_project(settings, store, name.strip(), description)
+        project = design.create_project(
+            settings, store, name.strip(), description, actor=current_user()
+        )
     except NodalError as exc:
         st.error(f"The project was not created: {exc}")
     else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from apps.common.auth import current_user
 from apps.common.context import get_settings, get_store
 from apps.common.status import status_badge, style_status
 from apps.design_studio.state import current_project, show_conflict, version_key
@@ -104,7 +105,7 @@ if choice != NEW:
     ):
         try:
             st.session_state[RUN_KEY] = design.run_scenario_here(
-                store, current_project(), name, settings.user, {"day": day.strip() or "latest"}
+                store, current_project(), name, current_user(), {"day": day.strip() or "latest"}
             )
         except NodalError as exc:
             st.error(f"Not started: {exc}")

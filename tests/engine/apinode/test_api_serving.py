@@ -54,7 +54,7 @@ def home(demo_env, tmp_path_factory):
         on_missing="error",
     )
     project = design.open_project(settings, demo.PROJECT)
-    apipackages.create_package(settings.home, store, project, SERVICE, "v2", "lookup", "ops")
+    apipackages.create_package(settings.home, store, project, SERVICE, "v2", "lookup", "analyst")
     return settings, store
 
 

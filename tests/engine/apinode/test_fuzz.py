@@ -55,7 +55,7 @@ def fuzzed(demo_env, tmp_path_factory):
         on_missing="error",
     )
     project = design.open_project(settings, demo.PROJECT)
-    apipackages.create_package(settings.home, store, project, SERVICE, "v2", "lookup", "ops")
+    apipackages.create_package(settings.home, store, project, SERVICE, "v2", "lookup", "analyst")
     api_deployer.deploy(store, SERVICE, demo.API_INFRA, [("v1", 0.7), ("v2", 0.3)], "ops")
     _, secret = apikeys.create_key(store, SERVICE, "ops", infra_id=demo.API_INFRA)
     app = create_app(settings, demo.API_INFRA)

@@ -39,7 +39,7 @@ def two_services(tmp_path):
         (small.project().root / "api_services" / f"{name}.yaml").write_text(
             SERVICE.format(name=name)
         )
-    deployer.create_infra(small.store, INFRA, "apinode", "prod")
+    deployer.create_infra(small.store, INFRA, "apinode", "prod", actor="test")
     infos = {}
     for name in ("shops_api", "cities_api"):
         infos[name] = apipackages.create_package(

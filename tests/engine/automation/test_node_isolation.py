@@ -42,8 +42,8 @@ def _two_projects(tmp_path):
     """``shop`` and ``depot`` bundled (s1, d1) and deployed on one automation node."""
     small = make_small(tmp_path, with_shops=False)
     settings, store = small.settings, small.store
-    design.create_project(settings, store, "depot", "the other project")
-    deployer.create_infra(store, INFRA, "automation", "prod")
+    design.create_project(settings, store, "depot", "the other project", actor="test")
+    deployer.create_infra(store, INFRA, "automation", "prod", actor="test")
     infos = {}
     for name, bundle_id in (("shop", "s1"), ("depot", "d1")):
         project = design.open_project(settings, name)

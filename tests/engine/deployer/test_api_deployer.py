@@ -28,7 +28,7 @@ def home(demo_env, tmp_path_factory):
     apidesigner.add_test_queries(project, SERVICE, demo.ENDPOINT, queries)
     project = design.open_project(settings, demo.PROJECT)
     for version in ("v2", "v3"):
-        apipackages.create_package(settings.home, store, project, SERVICE, version, "", "ops")
+        apipackages.create_package(settings.home, store, project, SERVICE, version, "", "analyst")
     return settings, store
 
 

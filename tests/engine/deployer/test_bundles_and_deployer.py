@@ -44,7 +44,9 @@ def fresh_bundle(env, tmp_path):
     store, project = env.store, env.project
     bundle_id = f"t-{tmp_path.name[-20:]}".replace("_", "-")
     info = bundles.create_bundle(env.settings.home, store, project, bundle_id, "test", "tester")
-    deployer.create_infra(store, "automation-test", "automation", "test", exist_ok=True)
+    deployer.create_infra(
+        store, "automation-test", "automation", "test", exist_ok=True, actor="test"
+    )
     return info
 
 
@@ -111,10 +113,10 @@ def test_unknown_infrastructure_and_bundle_are_refused(env, fresh_bundle):
             env.project,
             fresh_bundle.bundle_id,
             "",
-            "x",
+            "test",
         )
     with pytest.raises(bundles.BundleError, match="invalid"):
-        bundles.create_bundle(env.settings.home, env.store, env.project, "../x", "", "x")
+        bundles.create_bundle(env.settings.home, env.store, env.project, "../x", "", "test")
 
 
 def test_deploy_activate_and_roll_back_with_history(env, fresh_bundle):
@@ -145,7 +147,9 @@ def test_deploy_activate_and_roll_back_with_history(env, fresh_bundle):
 
 def test_a_bundle_failing_preactivation_leaves_the_previous_one_active(env, fresh_bundle):
     store = env.store
-    deployer.create_infra(store, "automation-pre", "automation", "test", exist_ok=True)
+    deployer.create_infra(
+        store, "automation-pre", "automation", "test", exist_ok=True, actor="test"
+    )
     dep = deployer.deploy_bundle(store, "fraud", "v1", "automation-pre", "alice")
     node = AutomationNode(env.settings, store, "automation-pre")
     node.sync()
@@ -166,8 +170,8 @@ def test_a_bundle_failing_preactivation_leaves_the_previous_one_active(env, fres
 def test_stages_are_user_defined_and_ordered(demo_env, tmp_path):
     settings, store = copy_home(demo_env.settings, tmp_path)
     assert [s["name"] for s in deployer.list_stages(store)] == ["dev", "test", "prod"]
-    deployer.create_stage(store, "staging", after="test")
-    deployer.create_stage(store, "dr")
+    deployer.create_stage(store, "staging", after="test", actor="test")
+    deployer.create_stage(store, "dr", actor="test")
     assert [s["name"] for s in deployer.list_stages(store)] == [
         "dev",
         "test",
@@ -176,13 +180,13 @@ def test_stages_are_user_defined_and_ordered(demo_env, tmp_path):
         "dr",
     ]
     with pytest.raises(deployer.DeployerError, match="unknown stage 'qa'.*nodal stage create qa"):
-        deployer.create_infra(store, "automation-qa", "automation", "qa")
+        deployer.create_infra(store, "automation-qa", "automation", "qa", actor="test")
     with pytest.raises(deployer.DeployerError, match="stage 'prod' already exists"):
-        deployer.create_stage(store, "prod")
-    deployer.create_infra(store, "automation-staging", "automation", "staging")
+        deployer.create_stage(store, "prod", actor="test")
+    deployer.create_infra(store, "automation-staging", "automation", "staging", actor="test")
     with pytest.raises(deployer.DeployerError, match="used by automation-staging"):
-        deployer.delete_stage(store, "staging")
-    deployer.delete_stage(store, "dr")
+        deployer.delete_stage(store, "staging", actor="test")
+    deployer.delete_stage(store, "dr", actor="test")
     by_stage = deployer.deployments_by_stage(store)
     assert [s["name"] for s, _ in by_stage] == ["dev", "test", "staging", "prod"]
     assert DEPLOYMENT in [
@@ -194,7 +198,7 @@ def test_promote_variables_and_triggers_are_recorded_in_the_history(demo_env, tm
     settings, store = copy_home(demo_env.settings, tmp_path)
     project = design.open_project(settings, "fraud")
     bundles.create_bundle(settings.home, store, project, "v2", "second", "analyst")
-    deployer.create_infra(store, "automation-dev", "automation", "dev")
+    deployer.create_infra(store, "automation-dev", "automation", "dev", actor="test")
     dev = deployer.deploy_bundle(store, "fraud", "v2", "automation-dev", "dana")
     prod = deployer.promote(store, dev.deployment_id, demo.AUTOMATION_INFRA, "paul")
     assert prod.deployment_id == DEPLOYMENT and prod.version == "v2"

@@ -11,7 +11,7 @@ from engine.deployer import deployments as deployer
 from engine.design import projects as design
 from engine.storage.control import deployment_history, now_iso, open_store
 from nodal_demo import demo
-from tests.homes import copy_home
+from tests.homes import copy_home, seed_test_actors
 
 DEPLOYMENT = deployer.deployment_id_for(demo.PROJECT, demo.AUTOMATION_INFRA)
 
@@ -25,7 +25,8 @@ def _events(store, dep_id):
 
 def test_status_flips_stay_on_the_deployment_and_out_of_the_history(tmp_path):
     store = open_store(f"sqlite:///{tmp_path / 'control.db'}")
-    deployer.create_infra(store, "auto", "automation", "prod")
+    seed_test_actors(store)
+    deployer.create_infra(store, "auto", "automation", "prod", actor="test")
     dep_id = deployer.set_version(store, "project", "shop", "auto", "v1", "dana").deployment_id
     deployer.report(store, dep_id, "v1", "HEALTHY", "bundle v1 active")
     activated = deployer.get_deployment(store, dep_id)

@@ -27,6 +27,7 @@ from engine.storage.control import (
     open_store,
 )
 from tests.conftest import make_settings
+from tests.homes import seed_test_actors
 
 PG_URL = os.environ.get(
     "NODAL_TEST_PG_URL", "postgresql+psycopg://nodal:nodal@127.0.0.1/nodal_test"
@@ -46,6 +47,7 @@ def _postgres_store() -> ControlStore:
         )
     metadata.drop_all(store.engine)  # a database reserved for these tests
     store.init_schema()
+    seed_test_actors(store)
     return store
 
 
@@ -81,7 +83,8 @@ def test_a_database_of_an_earlier_version_gets_the_new_columns(tmp_path):
     url = f"sqlite:///{tmp_path / 'control.db'}"
     old = ControlStore(url)
     old.init_schema()
-    deployer.create_infra(old, "auto", "automation", "prod")
+    seed_test_actors(old)
+    deployer.create_infra(old, "auto", "automation", "prod", actor="test")
     deployer.set_version(old, "project", "shop", "auto", "v1", "ops")
     with old.write() as conn:  # the deployments table as an earlier version made it
         conn.exec_driver_sql("ALTER TABLE deployments DROP COLUMN node_status_since")
@@ -131,7 +134,7 @@ def test_the_whole_deploy_and_run_path_on_postgresql(demo_env, tmp_path):
     shutil.copytree(demo_env.settings.data_dir, settings.data_dir)
     try:
         bundles.create_bundle(settings.home, store, demo_env.project, "pg1", "on PostgreSQL", "ci")
-        deployer.create_infra(store, "automation-pg", "automation", "prod")
+        deployer.create_infra(store, "automation-pg", "automation", "prod", actor="test")
         dep = deployer.deploy_bundle(store, "fraud", "pg1", "automation-pg", "ci")
         node = AutomationNode(settings, store, "automation-pg")
         node.sync()

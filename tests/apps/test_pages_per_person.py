@@ -1,0 +1,39 @@
+"""Pages show a person only what their rights cover (AppTest, the demo's home and people)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from engine.access import accounts
+from nodal_demo import demo
+from tests.homes import sign_in_app
+
+APPS = Path(__file__).resolve().parents[2] / "apps"
+
+
+def _map_for(name: str) -> AppTest:
+    at = sign_in_app(AppTest.from_file(str(APPS / "monitoring/app.py"), default_timeout=60), name)
+    at.run()
+    at.switch_page("views/fraud_map.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_the_map_shows_granted_projects_only(demo_environ):
+    store = demo_environ.store
+    if "outsider" not in {u.name for u in accounts.list_users(store)}:
+        accounts.create_user(store, "admin", "outsider")  # an account with no right
+    assert "No deployed project you may read" in _map_for("outsider").info[0].value
+    viewer = _map_for("viewer")  # business: read on every project
+    assert viewer.title[0].value != "Daily map" or not viewer.info
+    assert demo.PROJECT in viewer.query_params["deployment"]
+
+
+def test_no_one_signed_in_gets_the_sign_in_form_and_no_page(demo_environ):
+    at = AppTest.from_file(str(APPS / "deployer_console/app.py"), default_timeout=60).run()
+    assert not at.exception
+    assert at.title[0].value == "Sign in · Deployer Console"
+    assert [b.label for b in at.button] == ["Sign in"] and at.text_input(key="sign_in_name")
+    assert not at.dataframe  # nothing of the Console shows
