@@ -5,7 +5,8 @@ A right is granted to a user or a group on one scope: a project (``read`` < ``wr
 ``configure`` variables and triggers; ``deploy``, promote and roll back), or an API service
 (``keys``: create and revoke its keys; ``access``: switch it between public and keys). A
 scope of ``*`` means every one of its kind. Administrators may do everything, including
-managing people and rights. Least privilege: a person with no grant may do nothing, and a
+managing people and rights; a project's ``admin`` grants and revokes rights on that
+project. Least privilege: a person with no grant may do nothing, and a
 name nodal has no account for is refused like anyone without the right.
 """
 
@@ -248,6 +249,17 @@ def _check_grant(
             raise NodalError(f"no {principal_kind} called {name!r}")
 
 
+def _require_grantor(store: ControlStore, actor: str, scope_kind: str, scope: str) -> None:
+    """Administrators grant anything; a project's ``admin`` grants rights on that project."""
+    who = _known(store, actor)
+    if who.is_admin:
+        return
+    if scope_kind == "project" and scope != "*":
+        require(store, actor, "admin", project=scope)
+        return
+    require_admin(store, actor)
+
+
 def grant(
     store: ControlStore,
     actor: str,
@@ -257,8 +269,9 @@ def grant(
     scope: str,
     right: str,
 ) -> Grant:
-    """Give ``name`` (a user or a group) ``right`` on a scope; administrators only."""
-    require_admin(store, actor)
+    """Give ``name`` (a user or a group) ``right`` on a scope: administrators, or for one
+    project the holders of its ``admin`` right."""
+    _require_grantor(store, actor, scope_kind, scope)
     _check_grant(store, principal_kind, name, scope_kind, right)
     if not scope:
         raise NodalError("name the scope (or * for every one)")
@@ -291,8 +304,8 @@ def revoke(
     scope: str,
     right: str,
 ) -> bool:
-    """Take a right back; True if it was granted. Administrators only."""
-    require_admin(store, actor)
+    """Take a right back; True if it was granted. Who may grant it may take it back."""
+    _require_grantor(store, actor, scope_kind, scope)
     key = {
         "principal_kind": principal_kind,
         "principal": name,

@@ -108,9 +108,7 @@ def _edit(
         return {rel: yaml.safe_dump(new, sort_keys=False)}
 
     base = {rel: loaded.version} if loaded is not None else None
-    versions = definitions.update(
-        project.root, change, base=base, paths=[rel], variables=project.variables
-    )
+    versions = definitions.update_project(project, change, base=base, paths=[rel])
     return versions[rel]
 
 

@@ -253,7 +253,7 @@ def revert(store: ControlStore, project: Project, bundle_id: str) -> BundleDiff:
     }
     for rel in definition_files(project.root):
         changes.setdefault(str(rel), None)
-    definitions.save(project.root, changes, variables=project.variables)
+    definitions.save_project(project, changes)
     for model, version in (manifest.get("models") or {}).items():
         target = project.saved_models_dir(model) / version
         if not target.exists():

@@ -316,6 +316,7 @@ def import_file(
     day into a ``day`` column. ``schema`` and ``partition_column`` name a column as the
     file does, or by its new name.
     """
+    project.require("write")  # before anything is read or written
     path = importable(project, path)
     check_name(name, "dataset name")
     if name in project.datasets:
@@ -420,6 +421,7 @@ def import_file(
         return {"datasets.yaml": yamltext.set_entry(current["datasets.yaml"], name, spec)}
 
     try:
+        project.require("write")
         definitions.update(
             project.root,
             add_definition,

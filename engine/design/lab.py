@@ -465,9 +465,7 @@ def deploy(project: Project, model: str, run_id: str, user: str) -> str:
         }
         rel = f"models/{model}.yaml"
         text = "# Deployed from the Lab.\n" + yaml.safe_dump(doc, sort_keys=False)
-        definitions.save(
-            project.root, {rel: text}, base={rel: definitions.ABSENT}, variables=project.variables
-        )
+        definitions.save_project(project, {rel: text}, base={rel: definitions.ABSENT})
     model_dir = project.saved_models_dir(model)
     model_dir.mkdir(parents=True, exist_ok=True)
     meta = json.loads((run_dir / META_FILE).read_text())

@@ -196,12 +196,11 @@ def save_folder_definition(
             raise DefinitionInvalid(f"{folder[:-1]} {name}", problems)
 
     rel = f"{folder}/{name}.yaml"
-    versions = definitions.save(
-        project.root,
+    versions = definitions.save_project(
+        project,
         {rel: text if text.endswith("\n") else text + "\n"},
         base={rel: base_version} if base_version is not None else None,
         validate=validate,
-        variables=project.variables,
     )
     return versions[rel]
 
@@ -280,7 +279,7 @@ def create_managed_dataset(
             )
         return {"datasets.yaml": yamltext.set_entry(current["datasets.yaml"], name, spec)}
 
-    definitions.update(project.root, add, paths=["datasets.yaml"], variables=project.variables)
+    definitions.update_project(project, add, paths=["datasets.yaml"])
     return spec
 
 

@@ -156,10 +156,9 @@ def save_service(
     if problems:
         raise DefinitionInvalid(what, problems)
     rel = apidesigner.service_rel(service_id)
-    versions = definitions.save(
-        project.root,
+    versions = definitions.save_project(
+        project,
         {rel: text if text.endswith("\n") else text + "\n"},
         base={rel: base_version} if base_version is not None else None,
-        variables=project.variables,
     )
     return versions[rel]

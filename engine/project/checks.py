@@ -389,7 +389,7 @@ def add_check(project: Project, dataset: str, spec: dict[str, Any]) -> None:
             "checks.yaml": yamltext.set_entry(current["checks.yaml"], dataset, [*existing, spec])
         }
 
-    definitions.update(project.root, change, paths=["checks.yaml"], variables=project.variables)
+    definitions.update_project(project, change, paths=["checks.yaml"])
 
 
 def remove_check(project: Project, dataset: str, name: str) -> None:
@@ -403,7 +403,7 @@ def remove_check(project: Project, dataset: str, name: str) -> None:
             return {"checks.yaml": yamltext.set_entry(text, dataset, kept)}
         return {"checks.yaml": yamltext.remove_entry(text, dataset)}
 
-    definitions.update(project.root, change, paths=["checks.yaml"], variables=project.variables)
+    definitions.update_project(project, change, paths=["checks.yaml"])
 
 
 def history(
@@ -510,7 +510,7 @@ def import_schema(project: Project, dataset: str, text: str, severity: str = "er
             "checks.yaml": yamltext.set_entry(current["checks.yaml"], dataset, [*existing, *specs])
         }
 
-    definitions.update(project.root, change, paths=["checks.yaml"], variables=project.variables)
+    definitions.update_project(project, change, paths=["checks.yaml"])
     return [s["name"] for s in specs]
 
 

@@ -139,6 +139,29 @@ def save(
     return update(root, lambda _current: dict(changes), base, validate, variables=variables)
 
 
+def save_project(
+    project: Project,
+    changes: Mapping[str, str | None],
+    base: Mapping[str, str] | None = None,
+    validate: Callable[[Project], None] | None = None,
+) -> dict[str, str]:
+    """:func:`save` in ``project``'s folder, as the person acting on it (``write`` right)."""
+    project.require("write")
+    return save(project.root, changes, base, validate, variables=project.variables)
+
+
+def update_project(
+    project: Project,
+    change: Callable[[dict[str, str | None]], Mapping[str, str | None]],
+    base: Mapping[str, str] | None = None,
+    validate: Callable[[Project], None] | None = None,
+    paths: list[str] | None = None,
+) -> dict[str, str]:
+    """:func:`update` in ``project``'s folder, as the person acting on it (``write`` right)."""
+    project.require("write")
+    return update(project.root, change, base, validate, paths, variables=project.variables)
+
+
 def update(
     root: Path,
     change: Callable[[dict[str, str | None]], Mapping[str, str | None]],

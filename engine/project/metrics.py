@@ -224,4 +224,4 @@ def add_metric(project: Project, dataset: str, spec: dict[str, Any]) -> None:
         text = current["metrics.yaml"] or "# Metrics computed on datasets and kept as history.\n"
         return {"metrics.yaml": yamltext.set_entry(text, dataset, [*existing, spec])}
 
-    definitions.update(project.root, change, paths=["metrics.yaml"], variables=project.variables)
+    definitions.update_project(project, change, paths=["metrics.yaml"])

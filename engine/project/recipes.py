@@ -223,12 +223,11 @@ def save_recipe(
         flow.build_order(staged, output)
 
     base = {rel: base_version} if base_version is not None else None
-    versions = definitions.update(
-        project.root,
+    versions = definitions.update_project(
+        project,
         change,
         base=base,
         validate=no_cycle,
         paths=["flow.yaml", "datasets.yaml"],
-        variables=project.variables,
     )
     return versions[rel]

@@ -165,3 +165,18 @@ def test_every_change_is_in_the_audit_trail_with_its_person(store):
         ("root", "grant"),
         ("root", "revoke"),
     ]
+
+
+def test_a_projects_admin_grants_rights_on_that_project_only(store):
+    accounts.create_user(store, "root", "lead")
+    accounts.create_user(store, "root", "junior")
+    rights.grant(store, "root", "user", "lead", "project", "p", "admin")
+    rights.grant(store, "lead", "user", "junior", "project", "p", "write")
+    assert rights.allowed(store, "junior", "write", project="p")
+    assert rights.revoke(store, "lead", "user", "junior", "project", "p", "write")
+    with pytest.raises(PermissionDenied, match="may not administer project 'q'"):
+        rights.grant(store, "lead", "user", "junior", "project", "q", "read")
+    with pytest.raises(PermissionDenied, match="not an administrator"):
+        rights.grant(store, "lead", "user", "junior", "project", "*", "read")
+    with pytest.raises(PermissionDenied, match="not an administrator"):
+        rights.grant(store, "lead", "user", "junior", "stage", "prod", "deploy")

@@ -251,3 +251,23 @@ def test_activating_a_model_version_needs_write_and_is_audited(home):
     event = audit.events(store, action="model.activate")[0]
     assert (event.actor, event.object_id) == ("analyst", f"{demo.PROJECT}/{demo.MODEL}")
     assert event.after == {"version": "v1"}
+
+
+def test_editing_a_projects_definitions_needs_write(home):
+    from engine.project import checks, definitions
+
+    settings, store = home
+    viewer = design.open_as(settings, store, "viewer", demo.PROJECT)
+    before = (viewer.root / "checks.yaml").read_text()
+    _refused(
+        checks.add_check,
+        viewer,
+        "transactions",
+        {"name": "c", "type": "not_null", "column": "amount"},
+        match="viewer may not change",
+    )
+    _refused(definitions.save_project, viewer, {"notes.yaml": "x: 1\n"}, match="may not change")
+    assert (viewer.root / "checks.yaml").read_text() == before
+    assert not (viewer.root / "notes.yaml").exists()
+    analyst = design.open_as(settings, store, "analyst", demo.PROJECT)
+    checks.add_check(analyst, "transactions", {"name": "c", "type": "not_null", "column": "amount"})

@@ -347,3 +347,11 @@ def test_schema_equals_compares_types_pandera_cannot_represent_by_their_duckdb_n
         checks.add_check(
             project, "things", {"name": "t", "type": "dtype", "column": "n", "dtype": "NOTATYPE"}
         )
+
+
+def test_the_cli_offers_exactly_the_engines_check_kinds():
+    # The CLI spells them out so that `nodal --help` does not import pandera.
+    from engine.cli import quality
+    from engine.project import checks
+
+    assert set(quality.CHECK_TYPES) == set(checks.CHECK_TYPES)
