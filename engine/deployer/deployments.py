@@ -440,6 +440,21 @@ def history(store: ControlStore, deployment_id: str) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
+def visible_to(store: ControlStore, actor: str, deps: list[Deployment]) -> list[Deployment]:
+    """The deployments ``actor`` may see: of a project they may read, or on an
+    infrastructure where they hold any right (``view`` and up)."""
+    projects = rights.scopes_with(store, actor, "project", "read")
+    infras: dict[str, bool] = {}
+    out = []
+    for d in deps:
+        if d.infra_id not in infras:
+            infras[d.infra_id] = rights.allowed(store, actor, "view", infra=d.infra_id)
+        readable = d.kind == "project" and (projects is None or d.target in projects)
+        if readable or infras[d.infra_id]:
+            out.append(d)
+    return out
+
+
 def deployments_by_stage(store: ControlStore) -> list[tuple[dict[str, Any], list[Deployment]]]:
     """Each stage (in order) with its infrastructures' deployments, for the console."""
     infra_stage = {i["infra_id"]: i["stage"] for i in list_infras(store)}

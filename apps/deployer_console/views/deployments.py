@@ -96,7 +96,7 @@ def _show_outcome(key: str) -> None:
 
 
 st.title("Deployments")
-deployments = deployer.list_deployments(store)
+deployments = deployer.visible_to(store, current_user(), deployer.list_deployments(store))
 stage_of = {i["infra_id"]: i["stage"] for i in deployer.list_infras(store)}
 
 if not deployments:

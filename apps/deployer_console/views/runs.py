@@ -82,7 +82,7 @@ def _show_outcome(key: str) -> None:
 
 
 st.title("Scenario runs")
-deps = deployer.list_deployments(store, kind="project")
+deps = deployer.visible_to(store, current_user(), deployer.list_deployments(store, kind="project"))
 if not deps:
     st.info(
         "No project is deployed yet: deploy a bundle to an automation infrastructure first "

@@ -271,3 +271,11 @@ def test_editing_a_projects_definitions_needs_write(home):
     assert not (viewer.root / "notes.yaml").exists()
     analyst = design.open_as(settings, store, "analyst", demo.PROJECT)
     checks.add_check(analyst, "transactions", {"name": "c", "type": "not_null", "column": "amount"})
+
+
+def test_people_see_the_deployments_of_projects_they_read_or_nodes_they_serve(home):
+    _, store = home
+    every = deployer.list_deployments(store)
+    assert deployer.visible_to(store, "newcomer", every) == []
+    assert [d.deployment_id for d in deployer.visible_to(store, "viewer", every)] == [PROD]
+    assert len(deployer.visible_to(store, "ops", every)) == len(every)  # stage rights: all
