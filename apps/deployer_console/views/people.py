@@ -27,9 +27,13 @@ if who is None or not who.is_admin:
     mine = [
         asdict(g)
         for g in rights.list_grants(store)
-        if g.principal == me or (g.principal_kind == "group" and who and g.principal in who.groups)
+        if (g.principal_kind == "user" and g.principal == me)
+        or (g.principal_kind == "group" and who and g.principal in who.groups)
     ]
-    st.dataframe(pd.DataFrame(mine), hide_index=True) if mine else st.caption("None yet.")
+    if mine:
+        st.dataframe(pd.DataFrame(mine), hide_index=True)
+    else:
+        st.caption("None yet.")
     st.stop()
 
 
