@@ -24,6 +24,7 @@ from engine.core.errors import NodalError
 from engine.deployer import bundles
 from engine.storage.control import (
     ControlStore,
+    api_packages,
     deployment_history,
     deployment_triggers,
     deployments,
@@ -441,16 +442,22 @@ def history(store: ControlStore, deployment_id: str) -> list[dict[str, Any]]:
 
 
 def visible_to(store: ControlStore, actor: str, deps: list[Deployment]) -> list[Deployment]:
-    """The deployments ``actor`` may see: of a project they may read, or on an
-    infrastructure where they hold any right (``view`` and up)."""
+    """The deployments ``actor`` may see: of a project they may read (an API service's
+    project is its packages'), or on an infrastructure where they hold any right (``view``
+    and up)."""
     projects = rights.scopes_with(store, actor, "project", "read")
+    with store.read() as conn:
+        rows = conn.execute(sa.select(api_packages.c.service, api_packages.c.project)).all()
+    project_of = {service: project for service, project in rows}
     infras: dict[str, bool] = {}
     out = []
     for d in deps:
         if d.infra_id not in infras:
             infras[d.infra_id] = rights.allowed(store, actor, "view", infra=d.infra_id)
-        readable = d.kind == "project" and (projects is None or d.target in projects)
-        if readable or infras[d.infra_id]:
+        project = d.target if d.kind == "project" else project_of.get(d.target)
+        if (project is not None and (projects is None or project in projects)) or infras[
+            d.infra_id
+        ]:
             out.append(d)
     return out
 

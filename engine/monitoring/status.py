@@ -73,9 +73,15 @@ def _last_runs(store: ControlStore, infra_id: str, project: str) -> list[dict[st
     return [dict(r) for r in rows]
 
 
-def deployment_statuses(store: ControlStore) -> list[Status]:
+def _deployments(store: ControlStore, kind: str, actor: str | None) -> list[deployer.Deployment]:
+    deps = deployer.list_deployments(store, kind=kind)
+    return deps if actor is None else deployer.visible_to(store, actor, deps)
+
+
+def deployment_statuses(store: ControlStore, actor: str | None = None) -> list[Status]:
+    """Each project deployment's worst-of status (only those ``actor`` may see, if given)."""
     out = []
-    for dep in deployer.list_deployments(store, kind="project"):
+    for dep in _deployments(store, "project", actor):
         parts = [
             (dep.status, f"node: {dep.status.lower()} ({dep.node_message or 'no report yet'})")
         ]
@@ -99,9 +105,10 @@ def deployment_statuses(store: ControlStore) -> list[Status]:
     return out
 
 
-def endpoint_statuses(store: ControlStore, home: Path) -> list[Status]:
+def endpoint_statuses(store: ControlStore, home: Path, actor: str | None = None) -> list[Status]:
+    """Each deployed endpoint's status (only those ``actor`` may see, if given)."""
     out = []
-    for dep in deployer.list_deployments(store, kind="api"):
+    for dep in _deployments(store, "api", actor):
         try:
             health = {
                 h.endpoint: h
@@ -139,8 +146,10 @@ def endpoint_statuses(store: ControlStore, home: Path) -> list[Status]:
     return out
 
 
-def all_statuses(store: ControlStore, home: Path) -> list[Status]:
-    return deployment_statuses(store) + endpoint_statuses(store, home)
+def all_statuses(store: ControlStore, home: Path, actor: str | None = None) -> list[Status]:
+    """Every status; with ``actor``, only what that person may see (pages). The runner's
+    alerts pass none: they watch everything."""
+    return deployment_statuses(store, actor) + endpoint_statuses(store, home, actor)
 
 
 def check_and_alert(

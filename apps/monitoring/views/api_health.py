@@ -5,6 +5,7 @@ from __future__ import annotations
 import altair as alt
 import streamlit as st
 
+from apps.common.auth import may
 from apps.common.context import get_settings, get_store
 from engine.deployer import deployments as deployer
 from engine.monitoring import apihealth
@@ -14,7 +15,16 @@ settings = get_settings()
 store = get_store(settings)
 
 st.title("API health")
-infras = [i["infra_id"] for i in deployer.list_infras(store) if i["kind"] == "apinode"]
+every = [i["infra_id"] for i in deployer.list_infras(store) if i["kind"] == "apinode"]
+# The query log holds the callers' records: only people with a right on the node see it.
+infras = [i for i in every if may("view", infra=i)]
+if every and not infras:
+    st.info(
+        "The API nodes' query logs are shown to people with a right on the node (`view` and "
+        "up, e.g. ops); ask an administrator.",
+        icon=":material/lock:",
+    )
+    st.stop()
 if not infras:
     st.info(
         "No API node infrastructure yet. Create one in the Deployer Console (or `nodal infra "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from apps.common.auth import current_user
 from apps.common.context import get_settings, get_store
 from apps.common.status import status_badge, style_status
 from engine.monitoring import status
@@ -18,7 +19,7 @@ settings = get_settings()
 store = get_store(settings)
 
 st.title("Status")
-statuses = status.all_statuses(store, settings.home)
+statuses = status.all_statuses(store, settings.home, current_user())
 if not statuses:
     st.info(
         "Nothing is deployed yet, so there is nothing to watch. Deploy a bundle to an "
