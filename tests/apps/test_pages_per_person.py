@@ -64,3 +64,19 @@ def test_api_query_logs_are_for_people_with_a_right_on_the_node(demo_environ):
     assert "query logs are shown to people with a right on the node" in viewer.info[0].value
     ops = _page_for("ops", "views/api_health.py")  # view on every stage
     assert not any("query logs are shown" in i.value for i in ops.info)
+
+
+def test_api_keys_show_only_to_who_manages_them(demo_environ):
+    def keys_page(name: str) -> AppTest:
+        app = APPS / "deployer_console/app.py"
+        at = sign_in_app(AppTest.from_file(str(app), default_timeout=60), name)
+        at.run()
+        at.switch_page("views/api_keys.py").run()
+        assert not at.exception, at.exception
+        return at
+
+    viewer = keys_page("viewer")
+    assert "You manage the keys of no API service" in viewer.info[-1].value
+    assert [b.key for b in viewer.button] == ["nodal_sign_out"]
+    ops = keys_page("ops")  # keys on every service
+    assert ops.button(key="key_create")

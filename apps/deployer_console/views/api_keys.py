@@ -7,7 +7,7 @@ from dataclasses import asdict
 import pandas as pd
 import streamlit as st
 
-from apps.common.auth import current_user
+from apps.common.auth import current_user, may
 from apps.common.context import get_settings, get_store
 from engine.core.errors import NodalError
 from engine.deployer import apikeys, apipackages
@@ -58,7 +58,11 @@ if outcome:
     else:
         (st.success if kind == "success" else st.error)(payload)
 
-keys = apikeys.list_keys(store)
+# Only the services whose keys this person manages (the engine refuses the others anyway).
+services = sorted(
+    s for s in {p.service for p in apipackages.list_packages(store)} if may("keys", service=s)
+)
+keys = [k for k in apikeys.list_keys(store) if k.service in services]
 if keys:
     frame = pd.DataFrame([asdict(k) for k in keys])
     frame["infra_id"] = frame["infra_id"].fillna("*")
@@ -69,12 +73,17 @@ if keys:
         width="stretch",
         key="keys_table",
     )
-else:
+elif services:
     st.info(
         "No API key yet. A service whose access is `keys` refuses every request until one exists."
     )
-
-services = sorted({p.service for p in apipackages.list_packages(store)})
+if not services:
+    st.info(
+        "You manage the keys of no API service: that needs the `keys` right on the service "
+        "(an administrator grants it).",
+        icon=":material/lock:",
+    )
+    st.stop()
 infras = [i["infra_id"] for i in deployer.list_infras(store) if i["kind"] == "apinode"]
 with st.container(border=True):
     st.markdown("**New key**")
