@@ -99,7 +99,6 @@ def require_sign_in(app_title: str) -> Principal:
         return who
     _sign_in_form(app_title)
     st.stop()
-    raise AssertionError("unreachable")  # st.stop() raises
 
 
 def _sign_in_form(app_title: str) -> None:

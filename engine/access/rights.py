@@ -94,12 +94,18 @@ def _known(store: ControlStore, actor: str) -> Principal:
     return who
 
 
+def _grants_of(who: Principal) -> sa.ColumnElement[bool]:
+    """The grant rows that apply to ``who``: to them by name, or to one of their groups."""
+    return sa.or_(
+        sa.and_(grants.c.principal_kind == "user", grants.c.principal == who.name),
+        sa.and_(grants.c.principal_kind == "group", grants.c.principal.in_(who.groups)),
+    )
+
+
 def _granted(store: ControlStore, who: Principal, kinds: Iterable[tuple[str, str]]) -> set[str]:
     """Every right ``who`` holds on any of the (scope kind, scope) pairs, implied ones too."""
     pairs = list(kinds)
     held: set[str] = set()
-    by_user = sa.and_(grants.c.principal_kind == "user", grants.c.principal == who.name)
-    by_group = sa.and_(grants.c.principal_kind == "group", grants.c.principal.in_(who.groups))
     on_scope = sa.or_(
         *(
             sa.and_(grants.c.scope_kind == kind, grants.c.scope.in_([scope, "*"]))
@@ -108,7 +114,7 @@ def _granted(store: ControlStore, who: Principal, kinds: Iterable[tuple[str, str
     )
     with store.read() as conn:
         for name in conn.execute(
-            sa.select(grants.c.right_name).where(sa.or_(by_user, by_group), on_scope)
+            sa.select(grants.c.right_name).where(_grants_of(who), on_scope)
         ).scalars():
             held |= {name, *_IMPLIES.get(name, ())}
     return held
@@ -210,11 +216,7 @@ def scopes_with(store: ControlStore, actor: str, kind: str, right: str) -> set[s
     with store.read() as conn:
         rows = conn.execute(
             sa.select(grants.c.scope, grants.c.right_name).where(
-                sa.or_(
-                    sa.and_(grants.c.principal_kind == "user", grants.c.principal == who.name),
-                    sa.and_(grants.c.principal_kind == "group", grants.c.principal.in_(who.groups)),
-                ),
-                grants.c.scope_kind == kind,
+                _grants_of(who), grants.c.scope_kind == kind
             )
         ).all()
     held = {scope for scope, name in rows if right == name or right in _IMPLIES.get(name, ())}

@@ -63,26 +63,24 @@ class EvaluationResult:
     challenger_version: str | None
     metrics: list[Metric] = field(default_factory=list)
 
-    @property
-    def alarms(self) -> list[Metric]:
-        """One metric per (role, family, feature) whose status is ERROR (an alarm)."""
+    def _first_per_key(self, status: str) -> list[Metric]:
+        """One metric per (role, family, feature, day) whose status is ``status``."""
         seen, out = set(), []
         for m in self.metrics:
             key = (m.role, m.family, m.feature, m.day)
-            if m.status == drift.ERROR and key not in seen:
+            if m.status == status and key not in seen:
                 seen.add(key)
                 out.append(m)
         return out
 
     @property
+    def alarms(self) -> list[Metric]:
+        """The metrics in ERROR (alarms), one per (role, family, feature, day)."""
+        return self._first_per_key(drift.ERROR)
+
+    @property
     def warnings(self) -> list[Metric]:
-        seen, out = set(), []
-        for m in self.metrics:
-            key = (m.role, m.family, m.feature, m.day)
-            if m.status == drift.WARNING and key not in seen:
-                seen.add(key)
-                out.append(m)
-        return out
+        return self._first_per_key(drift.WARNING)
 
     def status(self) -> str:
         return drift.ERROR if self.alarms else drift.WARNING if self.warnings else drift.OK
