@@ -46,8 +46,8 @@ def prepare(
 ) -> Project:
     """People → data → project → flow → model → bundle → deployments. Reuses whatever
     exists. Everything is done as ``settings.user``, the home's first administrator."""
-    if people.create(store, settings.user):
-        say("created the demo's people: " + ", ".join(people.PASSWORDS))
+    if people.create(store, settings.user, settings.home):
+        say("created the demo's people: " + ", ".join(people.NAMES))
     if not (settings.data_dir / datagen.META_FILE).exists():
         say(f"generating example data into {settings.data_dir} …")
         summary = datagen.generate(generator or datagen.GeneratorConfig(), settings.data_dir)
@@ -315,7 +315,7 @@ nodal is up (logs in {settings.home / "logs"}):
   Automation runner {AUTOMATION_INFRA} (daily_scoring every day at 06:00 UTC)
 
 Sign in (demo accounts; create real ones with `nodal user create`):
-{people.sign_in_lines()}
+{people.sign_in_lines(settings.home)}
 
 Score one transaction:
 {curl_command(settings)}

@@ -31,6 +31,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from engine.access import audit
 from engine.automation import reporters, runs, scenarios
 from engine.core import home as layout
 from engine.core.artifacts import ArtifactError, Caps, extract_verified, sha256_file
@@ -40,7 +41,13 @@ from engine.deployer import bundles
 from engine.deployer import deployments as deployer
 from engine.models.saved import SavedModel
 from engine.project import dashboard_spec, scenario_spec, triggers
-from engine.project.project import MANAGED_DATA_DIR, Project, ProjectError, load_project
+from engine.project.project import (
+    MANAGED_DATA_DIR,
+    Acting,
+    Project,
+    ProjectError,
+    load_project,
+)
 from engine.storage.control import ControlStore, now_iso, runner_state
 
 log = logging.getLogger("nodal.automation")
@@ -152,11 +159,32 @@ class AutomationNode:
         return variables
 
     def load(self, project: str, bundle_id: str) -> Project:
-        return load_project(
+        loaded = load_project(
             self.bundle_dir(project, bundle_id),
             self.home / "projects" / project / MANAGED_DATA_DIR,
             self._variables(project),
         )
+        loaded.acting = self._acting(project)
+        return loaded
+
+    def _acting(self, project: str) -> Acting:
+        """The node acts on its copy of a bundle for the deployer that put it there (no
+        right of its own to check); what it changes there (a retrain activating a model) is
+        in the audit trail under ``node:<infra>``."""
+        actor = f"node:{self.infra_id}"
+
+        def record(action: str, object_id: str, before: object, after: object) -> None:
+            audit.record_now(
+                self.store,
+                actor,
+                action,
+                "project",
+                f"{project}/{object_id}",
+                before=before,
+                after=after,
+            )
+
+        return Acting(actor, lambda right: None, record)
 
     def project(self, project: str) -> Project:
         bundle_id = self.active_bundle(project)

@@ -36,7 +36,7 @@ def console(demo_env, tmp_path):
         yield url, store
 
 
-def test_promote_dev_to_prod_then_roll_back_in_the_browser(console):
+def test_promote_dev_to_prod_then_roll_back_in_the_browser(console, demo_env):
     url, store = console
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
@@ -44,7 +44,7 @@ def test_promote_dev_to_prod_then_roll_back_in_the_browser(console):
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1800})
             page.goto(url)
-            sign_in(page, "ops", people.PASSWORDS["ops"])
+            sign_in(page, "ops", people.passwords(demo_env.settings.home)["ops"])
             promote = page.get_by_role("button", name="Promote")
             expect(promote).to_be_visible(timeout=60_000)
             expect(promote).to_be_disabled()

@@ -79,11 +79,11 @@ def test_a_wrong_password_is_refused_and_recorded(apps, browser):
     assert audit.events(store, action="sign_in.failed", object_id="ops")
 
 
-def test_a_viewer_sees_the_map_and_no_deploy_control(apps, browser):
+def test_a_viewer_sees_the_map_and_no_deploy_control(apps, browser, demo_env):
     urls, _ = apps
     page = _page(browser)
     page.goto(urls["monitoring"])
-    sign_in(page, "viewer", people.PASSWORDS["viewer"])
+    sign_in(page, "viewer", people.passwords(demo_env.settings.home)["viewer"])
     link = page.get_by_role("link", name="Map", exact=True)
     expect(link).to_be_visible(timeout=60_000)
     link.click()
@@ -100,11 +100,11 @@ def test_a_viewer_sees_the_map_and_no_deploy_control(apps, browser):
     page.screenshot(path=str(ARTIFACTS / "viewer-console.png"), full_page=True)
 
 
-def test_an_analyst_deploys_only_once_an_admin_grants_it_without_restart(apps, browser):
+def test_an_analyst_deploys_only_once_an_admin_grants_it_without_restart(apps, browser, demo_env):
     urls, store = apps
     analyst = _page(browser)
     analyst.goto(urls["console"])
-    sign_in(analyst, "analyst", people.PASSWORDS["analyst"])
+    sign_in(analyst, "analyst", people.passwords(demo_env.settings.home)["analyst"])
     locked = analyst.get_by_text("You may not deploy to any automation infrastructure")
     expect(locked).to_be_visible(timeout=60_000)
     analyst.reload()  # the session survives a reload (cookie): no sign-in form
@@ -113,7 +113,7 @@ def test_an_analyst_deploys_only_once_an_admin_grants_it_without_restart(apps, b
 
     admin = _page(browser)
     admin.goto(urls["console"])
-    sign_in(admin, "admin", people.PASSWORDS["admin"])
+    sign_in(admin, "admin", people.passwords(demo_env.settings.home)["admin"])
     admin.get_by_role("link", name="People & rights").click()
     expect(admin.get_by_text("New account")).to_be_visible(timeout=60_000)
     admin.get_by_label("User or group name").fill("analyst")
@@ -143,11 +143,11 @@ def test_an_analyst_deploys_only_once_an_admin_grants_it_without_restart(apps, b
     assert grant.actor == "admin" and grant.after["principal"] == "analyst"
 
 
-def test_sign_out_ends_the_session(apps, browser):
+def test_sign_out_ends_the_session(apps, browser, demo_env):
     urls, _ = apps
     page = _page(browser)
     page.goto(urls["studio"])
-    sign_in(page, "analyst", people.PASSWORDS["analyst"])
+    sign_in(page, "analyst", people.passwords(demo_env.settings.home)["analyst"])
     out = page.get_by_role("button", name="Sign out")
     expect(out).to_be_visible(timeout=60_000)
     out.click()

@@ -9,12 +9,13 @@ from apps.common.auth import current_user
 from apps.common.context import get_settings, get_store
 from apps.common.status import status_badge, style_status
 from engine.core.errors import NodalError
-from engine.deployer import api_deployer, apipackages
+from engine.deployer import api_deployer, apipackages, visibility
 from engine.deployer import deployments as deployer
 from engine.design import apidesigner
 
 settings = get_settings()
 store = get_store(settings)
+me = current_user()
 
 
 def _outcome(kind: str, message: str) -> None:
@@ -102,7 +103,13 @@ outcome = st.session_state.pop("api_outcome", None)
 if outcome:
     (st.success if outcome[0] == "success" else st.error)(outcome[1])
 
-deployments = api_deployer.list_api_deployments(store)
+visible = {
+    d.deployment_id
+    for d in deployer.visible_to(store, me, deployer.list_deployments(store, kind="api"))
+}
+deployments = [
+    d for d in api_deployer.list_api_deployments(store) if d.deployment.deployment_id in visible
+]
 stage_of = {i["infra_id"]: i["stage"] for i in deployer.list_infras(store)}
 if not deployments:
     st.info(
@@ -173,11 +180,17 @@ else:
     )
 
 st.subheader("Deploy package versions")
-packages = apipackages.list_packages(store)
-infras = [i for i in deployer.list_infras(store) if i["kind"] == "apinode"]
+packages = visibility.packages_for(store, me, apipackages.list_packages(store))
+infras = visibility.infras_for(
+    store, me, [i for i in deployer.list_infras(store) if i["kind"] == "apinode"], "deploy"
+)
 with st.container(border=True):
     if not packages or not infras:
-        st.info("You need an API package and an apinode infrastructure.", icon=":material/info:")
+        st.info(
+            "You need an API package of a project you read and an apinode infrastructure on "
+            "which you hold the deploy right.",
+            icon=":material/info:",
+        )
     else:
         c1, c2, c3 = st.columns(3)
         service = c1.selectbox("Service", sorted({p.service for p in packages}), key="api_service")

@@ -1,4 +1,5 @@
-"""Bundles page: every project bundle and API package, and where each one is deployed."""
+"""Bundles page: the bundles and API packages of the projects the person reads, and where
+each one is deployed."""
 
 from __future__ import annotations
 
@@ -7,15 +8,17 @@ from collections import defaultdict
 import pandas as pd
 import streamlit as st
 
+from apps.common.auth import current_user
 from apps.common.context import get_settings, get_store
-from engine.deployer import apipackages, bundles
+from engine.deployer import apipackages, bundles, visibility
 from engine.deployer import deployments as deployer
 
 store = get_store(get_settings())
+me = current_user()
 
 # (kind, target, version) → infrastructures that want it
 wanted: dict[tuple[str, str, str], list[str]] = defaultdict(list)
-for d in deployer.list_deployments(store):
+for d in deployer.visible_to(store, me, deployer.list_deployments(store)):
     wanted[(d.kind, d.target, d.version)].append(d.infra_id)
 
 
@@ -25,10 +28,11 @@ def _when(iso: str) -> str:
 
 st.title("Bundles & packages")
 st.header("Project bundles")
-all_bundles = bundles.list_bundles(store)
+all_bundles = visibility.bundles_for(store, me, bundles.list_bundles(store))
 if not all_bundles:
     st.info(
-        "No bundle yet. A bundle is an immutable snapshot of a project (definitions and active "
+        "No bundle of a project you may read yet. A bundle is an immutable snapshot of a "
+        "project (definitions and active "
         "model versions): create one with `nodal bundle create <id> --project <name> --notes …`.",
         icon=":material/info:",
     )
@@ -93,10 +97,10 @@ for project, items in sorted(by_project.items()):
                     )
 
 st.header("API packages")
-packages = apipackages.list_packages(store)
+packages = visibility.packages_for(store, me, apipackages.list_packages(store))
 if not packages:
     st.info(
-        "No API package yet. A package freezes an API service's endpoints (models and lookup "
+        "No API package of a project you may read yet. A package freezes an API service's endpoints (models and lookup "
         "data): create one with `nodal api package <version> --service <id> --project <name>`.",
         icon=":material/info:",
     )

@@ -1,16 +1,18 @@
-"""Infrastructures page: stages in lifecycle order, each with its infrastructures and what
-they run; forms to add a stage and an infrastructure."""
+"""Infrastructures page: stages in lifecycle order, each with the infrastructures the person
+holds a right on and what they run; for administrators, forms to add a stage and an
+infrastructure."""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from apps.common.auth import current_user
+from apps.common.auth import current_user, signed_in
 from apps.common.context import get_settings, get_store
 from apps.common.status import status_badge, style_status
 from engine.core.errors import NodalError
 from engine.deployer import deployments as deployer
+from engine.deployer import visibility
 
 settings = get_settings()
 store = get_store(settings)
@@ -57,8 +59,12 @@ st.caption(
     "stage. Stages are yours to define; their order is the promotion path."
 )
 stages = deployer.list_stages(store)
-infras = deployer.list_infras(store)
-by_stage = dict((s["name"], deps) for s, deps in deployer.deployments_by_stage(store))
+me = current_user()
+infras = visibility.infras_for(store, me, deployer.list_infras(store))
+by_stage = dict(
+    (s["name"], deployer.visible_to(store, me, deps))
+    for s, deps in deployer.deployments_by_stage(store)
+)
 for stage in stages:
     name = stage["name"]
     on_stage = [i for i in infras if i["stage"] == name]
@@ -68,7 +74,7 @@ for stage in stages:
     if worst:
         st.markdown(f"{status_badge(worst)} worst of {len(deps)} deployment(s)")
     if not on_stage:
-        st.caption("No infrastructure on this stage yet.")
+        st.caption("No infrastructure on this stage that you hold a right on.")
         continue
     rows = []
     for infra in on_stage:
@@ -89,6 +95,9 @@ for stage in stages:
         key=f"infras_{name}",
     )
 
+who = signed_in()
+if who is None or not who.is_admin:
+    st.stop()  # stages and infrastructures are added by administrators (the engine refuses others)
 st.divider()
 c1, c2 = st.columns(2)
 with c1, st.container(border=True):

@@ -1,7 +1,8 @@
-"""People & rights page (administrators): accounts, groups and the rights granted to them.
+"""People & rights page: administrators manage accounts, groups and rights; a project's
+administrators grant rights on that project; everyone sees their own rights.
 
-Everything here goes through engine.access, which refuses anyone who is not an
-administrator; the page only hides the forms from them.
+Everything here goes through engine.access, which refuses anyone without the right; the
+page only hides the forms from them.
 """
 
 from __future__ import annotations
@@ -19,23 +20,6 @@ from engine.core.errors import NodalError
 store = get_store(get_settings())
 me = current_user()
 
-st.title("People & rights")
-who = signed_in()
-if who is None or not who.is_admin:
-    st.info("Only administrators manage people and rights. Ask one for the rights you need.")
-    st.subheader("Your rights")
-    mine = [
-        asdict(g)
-        for g in rights.list_grants(store)
-        if (g.principal_kind == "user" and g.principal == me)
-        or (g.principal_kind == "group" and who and g.principal in who.groups)
-    ]
-    if mine:
-        st.dataframe(pd.DataFrame(mine), hide_index=True)
-    else:
-        st.caption("None yet.")
-    st.stop()
-
 
 def _do(fn, *args, success: str, **kwargs) -> None:  # noqa: ANN001
     try:
@@ -46,9 +30,81 @@ def _do(fn, *args, success: str, **kwargs) -> None:  # noqa: ANN001
         st.session_state["people_outcome"] = ("success", success)
 
 
-outcome = st.session_state.pop("people_outcome", None)
-if outcome:
-    getattr(st, outcome[0])(outcome[1])
+def _show_outcome() -> None:
+    outcome = st.session_state.pop("people_outcome", None)
+    if outcome:
+        getattr(st, outcome[0])(outcome[1])
+
+
+def _grant_form(key: str, projects: list[str] | None) -> None:
+    """Grant or revoke a right. ``projects``: the projects a project administrator grants
+    on (rights on them only); None: any scope, for administrators."""
+    with st.form(key, clear_on_submit=True):
+        c1, c2, c3 = st.columns(3)
+        principal = c1.text_input("User or group name")
+        kind = c1.radio("is a", ["user", "group"], horizontal=True)
+        if projects is None:
+            on = c2.text_input(
+                "On (KIND:NAME)",
+                help="project:NAME, stage:NAME, infra:ID or service:ID; NAME * means every one",
+            )
+            right = c3.selectbox("Right", sorted({r for rs in rights.RIGHTS.values() for r in rs}))
+            c3.caption(
+                "project: read, write, admin · infra or stage: view, run, configure, deploy · "
+                "service: keys, access"
+            )
+        else:
+            on = "project:" + (c2.selectbox("On project", projects) or "")
+            right = c3.selectbox("Right", list(rights.RIGHTS["project"]))
+        scope_kind, _, scope = on.strip().partition(":")
+        args = (kind, principal.strip(), scope_kind, scope.strip(), right)
+        grant_it, revoke_it = st.columns(2)
+        if grant_it.form_submit_button("Grant", type="primary"):
+            _do(
+                rights.grant,
+                *args,
+                success=f"{principal} may now {right} on {scope_kind} {scope}; it takes effect now.",
+            )
+            st.rerun()
+        if revoke_it.form_submit_button("Revoke"):
+            _do(
+                rights.revoke,
+                *args,
+                success=f"Revoked {right} on {scope_kind} {scope} from {principal}.",
+            )
+            st.rerun()
+
+
+st.title("People & rights")
+who = signed_in()
+if who is None or not who.is_admin:
+    st.info("Administrators manage people and rights. Ask one for the rights you need.")
+    st.subheader("Your rights")
+    every_grant = rights.list_grants(store)
+    mine = [
+        asdict(g)
+        for g in every_grant
+        if (g.principal_kind == "user" and g.principal == me)
+        or (g.principal_kind == "group" and who and g.principal in who.groups)
+    ]
+    if mine:
+        st.dataframe(pd.DataFrame(mine), hide_index=True)
+    else:
+        st.caption("None yet.")
+    administered = sorted(rights.scopes_with(store, me, "project", "admin") or ())
+    if administered:
+        # A project's administrators grant rights on it (rights.grant checks that too).
+        st.subheader("Rights on the projects you administer")
+        _show_outcome()
+        on_them = [
+            asdict(g) for g in every_grant if g.scope_kind == "project" and g.scope in administered
+        ]
+        if on_them:
+            st.dataframe(pd.DataFrame(on_them), hide_index=True, width="stretch")
+        _grant_form("project_grant", administered)
+    st.stop()
+
+_show_outcome()
 
 users = accounts.list_users(store)
 st.subheader("Accounts")
@@ -102,40 +158,4 @@ st.subheader("Rights")
 granted = rights.list_grants(store)
 if granted:
     st.dataframe(pd.DataFrame([asdict(g) for g in granted]), hide_index=True, width="stretch")
-with st.form("grant", clear_on_submit=True):
-    c1, c2, c3 = st.columns(3)
-    principal = c1.text_input("User or group name")
-    kind = c1.radio("is a", ["user", "group"], horizontal=True)
-    on = c2.text_input(
-        "On (KIND:NAME)",
-        help="project:NAME, stage:NAME, infra:ID or service:ID; NAME * means every one",
-    )
-    right = c3.selectbox("Right", sorted({r for rs in rights.RIGHTS.values() for r in rs}))
-    c3.caption(
-        "project: read, write, admin · infra or stage: view, run, configure, deploy · "
-        "service: keys, access"
-    )
-    scope_kind, _, scope = on.strip().partition(":")
-    grant_it, revoke_it = st.columns(2)
-    if grant_it.form_submit_button("Grant", type="primary"):
-        _do(
-            rights.grant,
-            kind,
-            principal.strip(),
-            scope_kind,
-            scope.strip(),
-            right,
-            success=f"{principal} may now {right} on {scope_kind} {scope}; it takes effect now.",
-        )
-        st.rerun()
-    if revoke_it.form_submit_button("Revoke"):
-        _do(
-            rights.revoke,
-            kind,
-            principal.strip(),
-            scope_kind,
-            scope.strip(),
-            right,
-            success=f"Revoked {right} on {scope_kind} {scope} from {principal}.",
-        )
-        st.rerun()
+_grant_form("grant", None)

@@ -280,3 +280,37 @@ def test_people_see_the_deployments_of_projects_they_read_or_nodes_they_serve(ho
     seen = {d.deployment_id for d in deployer.visible_to(store, "viewer", every)}
     assert seen == {PROD, API}  # the project, and its service (by its packages' project)
     assert len(deployer.visible_to(store, "ops", every)) == len(every)  # stage rights: all
+
+
+def test_what_an_automation_node_changes_is_in_the_audit_trail_as_the_node(home):
+    from engine.automation.node import AutomationNode
+    from engine.models import saved as models
+
+    settings, store = home
+    node = AutomationNode(settings, store, demo.AUTOMATION_INFRA)
+    project = node.project(demo.PROJECT)  # its copy of the deployed bundle
+    models.set_active(project, demo.MODEL, "v1")  # what a retrain that passes its gate does
+    event = audit.events(store, action="model.activate")[0]
+    assert event.actor == f"node:{demo.AUTOMATION_INFRA}"
+    assert event.object_id == f"{demo.PROJECT}/{demo.MODEL}"
+    assert event.after == {"version": "v1"}
+
+
+def test_the_console_lists_only_the_bundles_packages_and_nodes_a_person_has_a_right_on(home):
+    from engine.deployer import apipackages, visibility
+
+    _, store = home
+    every_bundle, every_package = bundles.list_bundles(store), apipackages.list_packages(store)
+    every_infra = deployer.list_infras(store)
+    assert every_bundle and every_package and every_infra
+    assert visibility.bundles_for(store, "newcomer", every_bundle) == []
+    assert visibility.packages_for(store, "newcomer", every_package) == []
+    assert visibility.infras_for(store, "newcomer", every_infra) == []
+    assert visibility.bundles_for(store, "viewer", every_bundle) == every_bundle  # reads all
+    assert visibility.infras_for(store, "viewer", every_infra) == []  # no right on a node
+    assert visibility.infras_for(store, "ops", every_infra) == every_infra  # every stage
+    rights.grant(store, "admin", "user", "newcomer", "infra", demo.API_INFRA, "view")
+    assert [i["infra_id"] for i in visibility.infras_for(store, "newcomer", every_infra)] == [
+        demo.API_INFRA
+    ]
+    assert visibility.infras_for(store, "newcomer", every_infra, "deploy") == []
