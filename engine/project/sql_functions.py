@@ -10,6 +10,7 @@ accepted, so a difference here is caught, never served.
 
 from __future__ import annotations
 
+import decimal
 import math
 from datetime import date, datetime
 from typing import Any
@@ -123,13 +124,19 @@ def sign(a: Any) -> Any:
     return None if a is None else (a > 0) - (a < 0)
 
 
+_EXACT = decimal.Context(prec=400, rounding=decimal.ROUND_HALF_UP)
+
+
 def round_half_away(a: Any, decimals: Any = 0) -> Any:
+    """DuckDB's ``round`` of a DOUBLE: the double's exact binary value rounded half away
+    from zero (``round(0.075, 2)`` is 0.07, since 0.075 is 0.07499999…; ``round(0.125,
+    2)`` is 0.13). Scaling by 10**decimals first would round 0.075 * 100 = 7.5 up."""
     if a is None or decimals is None:
         return None
-    if isinstance(a, int):
-        return a
-    scale = 10.0 ** int(decimals)
-    return math.copysign(math.floor(abs(a) * scale + 0.5), a) / scale
+    if isinstance(a, int) or not math.isfinite(a) or abs(a) >= 2.0**53:
+        return a  # integral already, or inf/nan
+    exact = decimal.Decimal(a).quantize(decimal.Decimal(1).scaleb(-int(decimals)), context=_EXACT)
+    return math.copysign(float(exact), a) if exact == 0 else float(exact)
 
 
 def least(*values: Any) -> Any:
