@@ -90,6 +90,9 @@ def psi(reference_counts: np.ndarray, current_counts: np.ndarray) -> float:
     return float(np.sum((c - r) * np.log(c / r)))
 
 
+EDGE_TOLERANCE = 1e-12  # relative: values this close below a bin edge are on it
+
+
 def decile_edges(reference: np.ndarray, bins: int = BINS) -> np.ndarray:
     """Inner bin edges at the reference's quantiles (duplicates dropped)."""
     finite = reference[np.isfinite(reference)]
@@ -106,9 +109,12 @@ def numeric_histogram(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Counts per bin, plus a last bin for missing values (NaN is a value too)."""
     values = np.asarray(values, dtype=float)
     missing = ~np.isfinite(values)
-    counts = np.bincount(
-        np.searchsorted(edges, values[~missing], side="right"), minlength=len(edges) + 1
-    )
+    # A value a few ulps below an edge counts as on it: one model's score computed by the
+    # compiled forest and by LightGBM differs in the last bit, and tree models give many
+    # tied scores, often exactly on a quantile edge (champion and challenger must agree).
+    present = values[~missing]
+    nudged = present + np.abs(present) * EDGE_TOLERANCE
+    counts = np.bincount(np.searchsorted(edges, nudged, side="right"), minlength=len(edges) + 1)
     return np.append(counts, missing.sum())
 
 
@@ -378,34 +384,65 @@ def missed_fraud_hot_spot(
     and at least 5 more than expected, and a Poisson test is significant after a Bonferroni
     correction over the cells (p < :data:`P_VALUE` / cells).
     """
+    return missed_fraud_verdict(missed_fraud_cells(lat, lon, label, proba))
+
+
+def missed_fraud_cells(
+    lat: np.ndarray,
+    lon: np.ndarray,
+    label: np.ndarray,
+    proba: np.ndarray,
+    weight: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """Per grid of :data:`HOTSPOT_OFFSETS` and cell: the sums :func:`missed_fraud_verdict` needs.
+
+    Columns ``grid``, ``cell``, ``observed`` (labelled frauds), ``expected`` (the sum of the
+    model's probabilities), ``rows``, and the sums and counts of the coordinates that are
+    known (``lat_sum``, ``lat_n``, ``lon_sum``, ``lon_n``). They add up: the cells of several
+    days are the sums of each day's cells (``weight``, default 1 per row, takes a row back
+    with -1).
+    """
     lat, lon = np.asarray(lat, dtype=float), np.asarray(lon, dtype=float)
-    if not len(lat):
+    w = np.ones(len(lat)) if weight is None else np.asarray(weight, dtype=float)
+    y = np.asarray(label, dtype=float)
+    p = np.asarray(proba, dtype=float)
+    sums = {
+        "observed": w * y,
+        "expected": w * p,
+        "rows": w,
+        "lat_sum": w * np.nan_to_num(lat),
+        "lat_n": w * ~np.isnan(lat),
+        "lon_sum": w * np.nan_to_num(lon),
+        "lon_n": w * ~np.isnan(lon),
+    }
+    grids = []
+    for g, offset in enumerate(HOTSPOT_OFFSETS):
+        cells, inv = np.unique(cell_keys(lat, lon, offset), return_inverse=True)
+        grids.append(
+            pd.DataFrame(
+                {"grid": np.full(len(cells), g, np.int64), "cell": cells}
+                | {k: np.bincount(inv, weights=v, minlength=len(cells)) for k, v in sums.items()}
+            )
+        )
+    return pd.concat(grids, ignore_index=True)
+
+
+def missed_fraud_verdict(cells: pd.DataFrame) -> MissedFraud:
+    """The verdict of :func:`missed_fraud_hot_spot` from (pooled) :func:`missed_fraud_cells`."""
+    cells = cells[cells["rows"] > 0].sort_values(["grid", "cell"], kind="stable")
+    cells = cells.reset_index(drop=True)
+    if cells.empty:
         return MissedFraud("", 0.0, 0.0, 0, 0.0, 1.0, 0, OK, "no labelled transactions yet")
-    # Every grid of HOTSPOT_OFFSETS (a place on a grid line is whole in a shifted cell); the
-    # correction counts the cells of one grid, as the shifted grids test the same places.
-    grids, n = [], 0
-    for offset in HOTSPOT_OFFSETS:
-        frame = pd.DataFrame(
-            {
-                "cell": cell_keys(lat, lon, offset),
-                "y": np.asarray(label, dtype=float),
-                "p": np.asarray(proba, dtype=float),
-                "lat": lat,
-                "lon": lon,
-            }
-        )
-        cells = frame.groupby("cell").agg(
-            observed=("y", "sum"), expected=("p", "sum"), lat=("lat", "mean"), lon=("lon", "mean")
-        )
-        n = max(n, len(cells))
-        grids.append(cells.reset_index(drop=True))
-    cells = pd.concat(grids, ignore_index=True)
+    cells["lat"] = cells["lat_sum"] / cells["lat_n"].where(cells["lat_n"] > 0)
+    cells["lon"] = cells["lon_sum"] / cells["lon_n"].where(cells["lon_n"] > 0)
+    n = int(cells.groupby("grid").size().max())
     cells["p_value"] = stats.poisson.sf(cells["observed"] - 1, cells["expected"].clip(lower=1e-9))
-    best = cells.sort_values(["p_value", "observed"], ascending=[True, False], kind="stable").iloc[
-        0
-    ]
+    # Equal p-values (to 1e-9, relative) are ties, whatever the order the sums were added
+    # in: the first cell in grid and cell order wins, as it would with exact sums.
+    cells["rank"] = np.round(np.log(np.maximum(cells["p_value"], 1e-300)), 9)
+    best = cells.sort_values(["rank", "observed"], ascending=[True, False], kind="stable").iloc[0]
     observed, expected, p_value = (
-        int(best["observed"]),
+        int(round(float(best["observed"]))),
         float(best["expected"]),
         float(best["p_value"]),
     )

@@ -50,6 +50,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from engine.automation import drift
+from engine.automation.day_stats import Role, window_stats
 from engine.automation.evaluation_plan import (
     CHALLENGER,
     CHAMPION,
@@ -65,7 +66,7 @@ from engine.automation.evaluation_plan import (
     plan,
     scored_from,
 )
-from engine.automation.performance import labelled_days, needed_columns, performance_metrics
+from engine.automation.performance import metrics_from_stats
 from engine.models.saved import SavedModel
 from engine.project import flow
 from engine.project.project import Project, ProjectError
@@ -302,6 +303,41 @@ def _prediction_metrics(
     return rows
 
 
+def _performance(
+    project: Project,
+    p: Plan,
+    day: str,
+    scored: ds.DatasetRef,
+    role: str,
+    saved: SavedModel,
+    rescored: SavedModel | None,
+) -> list[Metric]:
+    """Performance of one role from the window's per-day statistics (kept, updated as labels
+    land: :mod:`engine.automation.day_stats`). ``rescored``: a model scoring the rows itself
+    (a challenger) rather than the scored column."""
+    if not p.monitoring.measures_performance:
+        return []
+    if rescored is not None:
+        columns = tuple(rescored.input_columns)
+
+        def proba(frame: pd.DataFrame) -> np.ndarray:
+            return rescored.predict_proba(rescored.encode(frame))
+    else:
+        columns = ()
+
+        def proba(frame: pd.DataFrame) -> np.ndarray:
+            return frame[SCORE].to_numpy(float)
+
+    per_day = window_stats(
+        project, p, day, scored.partitions(), Role(role, saved, columns, proba, role == CHAMPION)
+    )
+    if not per_day:
+        return []
+    amount = p.monitoring.amount
+    with_amount = bool(amount) and amount in ds.schema(scored, max(per_day))
+    return metrics_from_stats(role, saved, day, per_day, p, with_amount)
+
+
 def evaluate_day(project: Project, day: str, options: dict[str, Any]) -> EvaluationResult:
     """Evaluate the champion (and challenger) on one scored day; nothing is stored here.
 
@@ -336,25 +372,14 @@ def evaluate_day(project: Project, day: str, options: dict[str, Any]) -> Evaluat
             result.metrics.append(
                 _not_applicable(champion.version, day, family, not_applicable[family])
             )
-    extra = challenger.input_columns if challenger is not None else []
-    rows = labelled_days(project, p, day, scored.partitions(), needed_columns(p, extra))
-    result.metrics += performance_metrics(
-        CHAMPION,
-        champion,
-        day,
-        rows,
-        rows[SCORE].to_numpy() if len(rows) else np.array([]),
-        p,
-    )
+    result.metrics += _performance(project, p, day, scored, CHAMPION, champion, None)
     if challenger is not None:
         result.metrics += _input_metrics(CHALLENGER, challenger, day, ref, cur, trends)
         ref_p = challenger.predict_proba(challenger.encode(ref))
         result.metrics += _prediction_metrics(
             CHALLENGER, challenger, day, ref_p, challenger.predict_proba(challenger.encode(cur))
         )
-        if len(rows):
-            proba = challenger.predict_proba(challenger.encode(rows))
-            result.metrics += performance_metrics(CHALLENGER, challenger, day, rows, proba, p)
+        result.metrics += _performance(project, p, day, scored, CHALLENGER, challenger, challenger)
     return result
 
 

@@ -1,11 +1,12 @@
 """The evaluation's performance metrics, once the delayed labels of scored days land.
 
 Part of the evaluate step (:mod:`engine.automation.evaluation` calls it per model role):
-the scored rows of recent days are joined with the labels that arrived by the evaluated day
-(:func:`labelled_days`); :func:`performance_metrics` measures every matured day, pools the
-last ones against the model's validation metrics (``performance_decay``) and, with a
-declared location, looks for the cell where positives most exceed the model's expectation
-(``missed_fraud``).
+each scored day of the window keeps statistics that add up, updated as its labels land
+(:mod:`engine.automation.day_stats`); :func:`metrics_from_stats` measures every matured day,
+pools the last ones against the model's validation metrics (``performance_decay``) and, with
+a declared location, looks for the cell where positives most exceed the model's expectation
+(``missed_fraud``). :func:`labelled_days` and :func:`performance_metrics` do the same from
+all the window's rows at once (what the incremental statistics must equal).
 """
 
 from __future__ import annotations
@@ -14,35 +15,14 @@ from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score, roc_auc_score
 
-from engine.automation import drift
+from engine.automation import day_stats, drift
 from engine.automation.evaluation_plan import CHAMPION, INFO, SCORE, Metric, Plan, missing_columns
 from engine.models.saved import SavedModel
 from engine.project.project import Project
 from engine.storage import datasets as ds
 
 LABEL = "__nodal_label"  # the joined label, under a name no project column has
-
-
-def _performance(
-    y: np.ndarray, p: np.ndarray, amount: np.ndarray | None, threshold: float
-) -> dict[str, float]:
-    flagged = p >= threshold
-    positive = y == 1
-    out = {
-        "labelled_rows": float(len(y)),
-        "frauds": float(positive.sum()),
-        "recall": float((flagged & positive).sum() / max(positive.sum(), 1)),
-        "precision": float((flagged & positive).sum() / max(flagged.sum(), 1)),
-    }
-    if amount is not None:
-        out["fraud_caught_amount"] = float(amount[flagged & positive].sum())
-        out["fraud_missed_amount"] = float(amount[~flagged & positive].sum())
-    if 0 < positive.sum() < len(y):
-        out["roc_auc"] = float(roc_auc_score(y, p))
-        out["pr_auc"] = float(average_precision_score(y, p))
-    return out
 
 
 def _q(name: str) -> str:
@@ -118,40 +98,75 @@ def performance_metrics(
     proba: np.ndarray,
     plan: Plan,
 ) -> list[Metric]:
+    """The metrics of :func:`metrics_from_stats`, computed from all the window's rows at once.
+
+    ``rows`` as :func:`labelled_days` returns them. The evaluate step does not use this (it
+    keeps each day's statistics and adds only what new labels change:
+    :func:`engine.automation.day_stats.window_stats`); it is the same computation done in
+    one go, which the tests compare the incremental one with.
+    """
+    if rows.empty:
+        return []
+    mon = plan.monitoring
+    amount = mon.amount if mon.amount and mon.amount in rows.columns else None
+    located = (
+        role == CHAMPION and bool(mon.location) and not missing_columns(list(mon.location), rows)
+    )
+    days = rows[plan.day_column].astype(str).to_numpy()
+    per_day = day_stats.rows_stats(
+        days,
+        proba,
+        rows[LABEL].to_numpy(float),
+        saved.threshold,
+        amount=rows[amount].to_numpy(float) if amount else None,
+        location=(
+            (rows[mon.location[0]].to_numpy(float), rows[mon.location[1]].to_numpy(float))
+            if located and mon.location
+            else None
+        ),
+    )
+    for d, n in pd.Series(days).value_counts().items():
+        per_day.setdefault(str(d), day_stats.DayStats()).rows = int(n)
+    return metrics_from_stats(role, saved, day, per_day, plan, amount is not None)
+
+
+def metrics_from_stats(
+    role: str,
+    saved: SavedModel,
+    day: str,
+    per_day: dict[str, day_stats.DayStats],
+    plan: Plan,
+    with_amount: bool,
+) -> list[Metric]:
     """Per matured day (label coverage ≥ min), then pooled over the last ones vs validation."""
     out: list[Metric] = []
-    if rows.empty:
-        return out
-    options, mon = plan.options, plan.monitoring
-    amount = rows[mon.amount].to_numpy(float) if mon.amount and mon.amount in rows.columns else None
-    labelled = rows[LABEL].notna().to_numpy()
-    y = rows[LABEL].fillna(0).to_numpy(int)
+    options = plan.options
     matured: list[str] = []
-    for d, idx in rows.groupby(plan.day_column).indices.items():
-        coverage = float(labelled[idx].mean())
-        keep = idx[labelled[idx]]
-        if coverage < float(options["min_label_coverage"]) or len(set(y[keep])) < 2:
+    for d in sorted(per_day):
+        stats = per_day[d]
+        coverage = stats.labelled / stats.rows if stats.rows else 0.0
+        if (
+            coverage < float(options["min_label_coverage"])
+            or stats.totals["pos"] <= 0
+            or stats.totals["neg"] <= 0
+        ):
             continue
-        matured.append(str(d))
-        perf = _performance(
-            y[keep], proba[keep], None if amount is None else amount[keep], saved.threshold
-        )
+        matured.append(d)
+        perf = day_stats.performance(stats, with_amount)
         perf["label_coverage"] = coverage
         msg = (
             f"{int(perf['frauds'])} positives in {int(perf['labelled_rows']):,} labelled rows: recall "
             f"{perf['recall']:.2f}, precision {perf['precision']:.2f}, ROC AUC {perf.get('roc_auc', float('nan')):.3f}"
         )
         out += [
-            Metric(role, saved.version, str(d), "performance", "", k, v, INFO, msg)
+            Metric(role, saved.version, d, "performance", "", k, v, INFO, msg)
             for k, v in perf.items()
         ]
-    recent = sorted(matured)[-int(options["decay_window_days"]) :]
+    recent = matured[-int(options["decay_window_days"]) :]
     if not recent:
         return out
-    mask = rows[plan.day_column].isin(recent).to_numpy() & labelled
-    pooled = _performance(
-        y[mask], proba[mask], None if amount is None else amount[mask], saved.threshold
-    )
+    pool = day_stats.pooled([per_day[d] for d in recent])
+    pooled = day_stats.performance(pool, with_amount)
     valid = saved.meta.get("metrics", {})
     auc_drop = float(valid.get("roc_auc", np.nan)) - pooled.get("roc_auc", np.nan)
     recall_drop = float(valid.get("recall_at_fpr", np.nan)) - pooled["recall"]
@@ -174,7 +189,7 @@ def performance_metrics(
         f"recall {pooled['recall']:.2f} vs {valid.get('recall_at_fpr', float('nan')):.2f}"
         + ("" if enough else f" (fewer than {options['min_frauds']} positives: not judged)")
     )
-    pooled["expected_frauds"] = float(proba[mask].sum())
+    pooled["expected_frauds"] = float(pool.totals["expected"])
     for k, v in (("roc_auc_drop", auc_drop), ("recall_drop", recall_drop), *pooled.items()):
         out.append(
             Metric(
@@ -189,24 +204,11 @@ def performance_metrics(
                 msg,
             )
         )
-    if role == CHAMPION and mon.location and not missing_columns(list(mon.location), rows):
-        lat, lon = mon.location
-        h = drift.missed_fraud_hot_spot(
-            rows[lat].to_numpy(float)[mask], rows[lon].to_numpy(float)[mask], y[mask], proba[mask]
-        )
+    if role == CHAMPION and pool.cells is not None:
+        h = drift.missed_fraud_verdict(pool.cells)
         for k, v in (("observed_frauds", h.observed), ("expected_frauds", h.expected), ("p_value", h.p_value),
                      ("latitude", h.latitude), ("longitude", h.longitude)):  # fmt: skip
             out.append(
-                Metric(
-                    role,
-                    saved.version,
-                    day,
-                    "missed_fraud",
-                    h.city,
-                    k,
-                    float(v),
-                    h.status,
-                    h.message,
-                )
-            )
+                Metric(role, saved.version, day, "missed_fraud", h.city, k, float(v), h.status, h.message)
+            )  # fmt: skip
     return out

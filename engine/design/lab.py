@@ -43,6 +43,7 @@ from engine.models.saved import (
     canonical_order,
     data_fingerprint,
     set_active,
+    write_model_file,
 )
 from engine.project import definitions, model_spec
 from engine.project.project import LAB_DIR, Project, ProjectError, check_name
@@ -67,6 +68,9 @@ class LabSpec:
     split: str = "time"
     time_column: str | None = "day"
     validation_share: float = 0.2
+    # A time split holding out the last N days (a model's declared validation_days), as
+    # `nodal model train` does; None: the last validation_share of the days.
+    validation_days: int | None = None
     imbalance: str = "none"
     params: dict[str, float] = field(default_factory=dict)
     positive_class: str | None = None
@@ -102,6 +106,11 @@ def default_spec(project: Project, dataset: str) -> LabSpec:
                 time_column=spec.get("time_column", "day"),
                 operating_fpr=float(spec.get("operating_fpr", 0.01)),
                 id_column=spec.get("id_column"),
+                # The model's own settings, so that the same rows train the same model file
+                # as `nodal model train` (its parameters, seed and validation days).
+                params=dict(spec.get("params") or {}),
+                seed=int((spec.get("params") or {}).get("seed", 7)),
+                validation_days=int(spec.get("validation_days", 7)),
             )
     schema = ds.schema(project.dataset(dataset))
     targets = [str(m.get("target")) for m in project.models.values() if m.get("target")]
@@ -354,6 +363,7 @@ def train(
                 "early_stopping_rounds": params["early_stopping_rounds"],
                 "split": spec.split,
                 "validation_share": spec.validation_share,
+                "validation_days": spec.validation_days,
                 "operating_fpr": spec.operating_fpr,
                 "lightgbm": lgb.__version__,
             },
@@ -377,7 +387,7 @@ def _save_run(project, model, result, y_valid, p_valid, booster, meta) -> str:  
             staging / "validation.parquet"
         )
         if booster is not None:
-            booster.save_model(str(staging / MODEL_FILE), num_iteration=booster.best_iteration)
+            write_model_file(booster, staging / MODEL_FILE)
             (staging / META_FILE).write_text(json.dumps(meta, indent=2))
         while True:  # claim the next run number atomically (two analysts may train at once)
             numbers = [int(p.name[1:]) for p in base.glob("r*") if p.name[1:].isdigit()]

@@ -96,7 +96,16 @@ def split(frame: pd.DataFrame, spec: Any) -> tuple[np.ndarray, list[str]]:
     days = sorted(periods.unique())
     if len(days) < 2:
         raise TrainingError(f"a time split needs at least 2 values of {spec.time_column}")
-    n_valid = min(len(days) - 1, max(1, round(len(days) * spec.validation_share)))
+    if spec.validation_days:
+        # A model's declared validation days: the last N days, as `nodal model train` holds out.
+        n_valid = int(spec.validation_days)
+        if len(days) <= n_valid:
+            raise TrainingError(
+                f"need more than {n_valid} days of {spec.time_column} to hold out the last "
+                f"{n_valid} for validation, have {len(days)}"
+            )
+    else:
+        n_valid = min(len(days) - 1, max(1, round(len(days) * spec.validation_share)))
     valid = days[-n_valid:]
     return periods.isin(set(valid)).to_numpy(), [valid[0], valid[-1]]
 

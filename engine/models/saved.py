@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
@@ -244,6 +245,19 @@ def reproducible_params(params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def write_model_file(booster: lgb.Booster, path: Path) -> None:
+    """Write ``booster``'s best iteration as LightGBM's text model file.
+
+    The file's parameters section records the thread count training ran with; it does not
+    change the trees (deterministic mode: the same trees on 1 or N threads), so it is
+    written as 0 (LightGBM's "all cores"): the Lab, which leaves a core to the Studio, and
+    `nodal model train` then write the same file for the same rows and settings.
+    """
+    text = booster.model_to_string(num_iteration=booster.best_iteration)
+    text = re.sub(r"^\[num_threads: [^\]]*\]$", "[num_threads: 0]", text, count=1, flags=re.M)
+    Path(path).write_text(text)
+
+
 def train(
     project: Project,
     model: str,
@@ -373,7 +387,7 @@ def train(
     }
     staging = Path(tempfile.mkdtemp(dir=model_dir, prefix=f".{version}-"))
     try:
-        booster.save_model(str(staging / MODEL_FILE), num_iteration=booster.best_iteration)
+        write_model_file(booster, staging / MODEL_FILE)
         (staging / META_FILE).write_text(json.dumps(meta, indent=2))
         os.rename(staging, model_dir / version)
     finally:

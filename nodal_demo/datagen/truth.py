@@ -10,15 +10,20 @@ from nodal_demo.datagen.days import DAY_S, day_rows, finish_rows
 from nodal_demo.datagen.world import CATEGORIES, CITY_INDEX, World
 
 # Fraud logit coefficients (see _fraud_logit).
-_B0 = -8.2
+_B0 = -7.2
 _B_ONLINE = 0.6
 _B_CONTACTLESS = -0.3
 _B_NIGHT = 1.3
 _B_LOG_AMOUNT = 0.35
 _B_LOG_RATIO = 0.8
 _B_DISTANCE = 0.65
-_B_N24 = 0.55
+# Velocity and quick repeats are measured against the card's own pace (its expected
+# transactions a day), so the fraud rate does not depend on how many transactions a card
+# makes on average (the density, transactions per card and day): see _fraud_logit.
+_B_VELOCITY = 0.635  # per standard deviation of the card's 24 h count above its daily rate
+_VELOCITY_CAP = 4.0  # standard deviations
 _B_QUICK_REPEAT = 0.7
+_QUICK_SHARE = 1 / 18  # "quick": within this share of the card's mean gap (1 h at 4/3 a day)
 _B_CREDIT = -0.005
 _B_NEW_ACCOUNT = 1.0
 _B_RING = 3.0
@@ -63,13 +68,19 @@ def haversine_km(lat1: ArrayLike, lon1: ArrayLike, lat2: ArrayLike, lon2: ArrayL
 
 
 def _fraud_logit(w: World, rows: dict[str, np.ndarray], hist: dict[str, np.ndarray]) -> np.ndarray:
-    """The fraud logit, from observable fields only (see the package docstring)."""
+    """The fraud logit, from observable fields only (see the package docstring).
+
+    Velocity and quick repeats are relative to the card's expected daily rate (from its
+    latent activity; a model estimates it from the card's recent counts): a card making
+    three times the transactions a day is not three times as suspicious on an ordinary day.
+    """
     cfg, cards, m = w.cfg, w.cards, w.merchants
     card, merchant = rows["card"], rows["merchant"]
     hour = rows["sec"] // 3600
     amount = rows["cents"] / 100.0
     dist = haversine_km(cards.lat[card], cards.lon[card], m.lat[merchant], m.lon[merchant])
     age_days = rows["day"] - cards.open_offset[card]
+    rate = w.card_daily_rate[card]
     logit = (
         _B0
         + np.array([c.risk for c in CATEGORIES])[rows["cat"]]
@@ -79,8 +90,8 @@ def _fraud_logit(w: World, rows: dict[str, np.ndarray], hist: dict[str, np.ndarr
         + _B_LOG_AMOUNT * np.log(amount / 50.0)
         + _B_LOG_RATIO * np.clip(np.log(hist["amount_ratio"]), -1.0, 3.0)
         + _B_DISTANCE * np.log1p(dist / 50.0)
-        + _B_N24 * np.minimum(hist["n_24h"], 10)
-        + _B_QUICK_REPEAT * (hist["gap_s"] < 3600)
+        + _B_VELOCITY * np.minimum((hist["n_24h"] - rate) / np.sqrt(rate), _VELOCITY_CAP)
+        + _B_QUICK_REPEAT * (hist["gap_s"] < _QUICK_SHARE * DAY_S / rate)
         + _B_CREDIT * (cards.credit[card] - 690)
         + _B_NEW_ACCOUNT * np.exp(-age_days / 60.0)
     )
