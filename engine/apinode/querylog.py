@@ -235,6 +235,42 @@ def compact(home: Path, infra_id: str) -> int:
     return done
 
 
+PUBLISHED_RECORD = ".published"  # in parquet/: one name a line, the files already in the store
+
+
+def publish_compacted(home: Path, infra_id: str, objects: Any) -> int:
+    """Put compacted Parquet files into an S3 object store (``objects``, an
+    :class:`engine.storage.objects.ObjectStore`) under their path relative to the home, for
+    Monitoring on another host; return how many. Nothing is copied to the embedded store (the
+    home). A file whose upload fails is tried again at the next call; the failure is logged
+    once per call, without a traceback."""
+    from engine.storage.objects import ObjectStoreError
+
+    folder = querylog_dir(home, infra_id) / "parquet"
+    if objects.local_path("apinode") is not None or not folder.is_dir():
+        return 0
+    record = folder / PUBLISHED_RECORD
+    done = set(record.read_text().split()) if record.exists() else set()
+    sent = 0
+    for f in sorted(folder.glob("*.parquet")):
+        if f.name in done:
+            continue
+        key = f.relative_to(home).as_posix()
+        try:
+            if not objects.exists(key):
+                objects.put_file(key, f)
+        except ObjectStoreError as exc:
+            log.warning("query log not published to the object store (retried later): %s", exc)
+            break
+        done.add(f.name)
+        sent += 1
+    if sent:
+        tmp = record.with_name(f".tmp-{record.name}-{os.getpid()}")
+        tmp.write_text("".join(f"{name}\n" for name in sorted(done)))
+        os.replace(tmp, record)
+    return sent
+
+
 def _to_parquet(seg: Path, target: Path) -> None:
     tmp = target.with_name(f".tmp-{target.name}")
     sql = (

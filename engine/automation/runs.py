@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from engine.access import audit, rights
 from engine.project.project import ProjectError
@@ -25,6 +27,9 @@ from engine.storage.control import (
 
 SUCCESS, WARNING, FAILED, ABORTED, SKIPPED = "SUCCESS", "WARNING", "FAILED", "ABORTED", "SKIPPED"
 RUNNING, QUEUED = "RUNNING", "QUEUED"
+# The runner lease's check (engine/automation/lease.py): run first in a transaction that fires
+# or starts a run; returns the lease epoch to record, raises if this runner lost the lease.
+Fence = Callable[[Connection], int]
 
 
 def request_run(
@@ -34,21 +39,37 @@ def request_run(
     scenario: str,
     trigger: str,
     params: dict[str, str] | None = None,
+    fence: Fence | None = None,
 ) -> int:
     with store.write() as conn:
-        result = conn.execute(
-            sa.insert(scenario_runs).values(
-                infra_id=node,
-                project=project,
-                scenario=scenario,
-                trigger=trigger,
-                params_json=json.dumps(params or {}),
-                status="QUEUED",
-                message="",
-                requested_at=now_iso(),
-            )
+        epoch = fence(conn) if fence else None
+        return add_run(conn, node, project, scenario, trigger, params, epoch)
+
+
+def add_run(
+    conn: Connection,
+    node: str,
+    project: str,
+    scenario: str,
+    trigger: str,
+    params: dict[str, str] | None = None,
+    lease_epoch: int | None = None,
+) -> int:
+    """:func:`request_run` inside the caller's transaction."""
+    result = conn.execute(
+        sa.insert(scenario_runs).values(
+            infra_id=node,
+            project=project,
+            scenario=scenario,
+            trigger=trigger,
+            params_json=json.dumps(params or {}),
+            status="QUEUED",
+            message="",
+            requested_at=now_iso(),
+            lease_epoch=lease_epoch,
         )
-        return int(result.inserted_primary_key[0])
+    )
+    return int(result.inserted_primary_key[0])
 
 
 def require_run_right(store: ControlStore, actor: str, infra_id: str, project: str) -> None:
@@ -112,9 +133,13 @@ def list_runs(
         return [dict(r) for r in conn.execute(q).mappings().all()]
 
 
-def claim_run(store: ControlStore, run_id: int, bundle_id: str | None) -> bool:
-    """QUEUED → RUNNING, unless the same scenario already runs on that node."""
+def claim_run(
+    store: ControlStore, run_id: int, bundle_id: str | None, fence: Fence | None = None
+) -> bool:
+    """QUEUED → RUNNING, unless the same scenario already runs on that node (``fence``: the
+    runner lease's check, in the same transaction)."""
     with store.write() as conn:
+        epoch = fence(conn) if fence else None
         run = (
             conn.execute(sa.select(scenario_runs).where(scenario_runs.c.run_id == run_id))
             .mappings()
@@ -132,14 +157,18 @@ def claim_run(store: ControlStore, run_id: int, bundle_id: str | None) -> bool:
         ).first()
         if busy is not None:
             return False
-        conn.execute(
+        done = conn.execute(
             sa.update(scenario_runs)
-            .where(scenario_runs.c.run_id == run_id)
+            .where(scenario_runs.c.run_id == run_id, scenario_runs.c.status == "QUEUED")
             .values(
-                status="RUNNING", started_at=now_iso(), runner_pid=os.getpid(), bundle_id=bundle_id
+                status="RUNNING",
+                started_at=now_iso(),
+                runner_pid=os.getpid(),
+                bundle_id=bundle_id,
+                lease_epoch=epoch,
             )
         )
-    return True
+    return done.rowcount == 1  # a concurrent claim (PostgreSQL) took it first
 
 
 def finish_run(store: ControlStore, run_id: int, status: str, message: str) -> None:
@@ -151,20 +180,38 @@ def finish_run(store: ControlStore, run_id: int, status: str, message: str) -> N
         )
 
 
-def abort_orphans(store: ControlStore, node: str) -> int:
-    """Mark RUNNING runs of ``node`` (and their RUNNING steps) ABORTED: at runner start."""
+def abort_orphans(store: ControlStore, node: str, epoch_below: int | None = None) -> int:
+    """Mark RUNNING runs of ``node`` (and their RUNNING steps) ABORTED: at runner start.
+
+    ``epoch_below``: only those started under an earlier runner lease (a new holder's
+    takeover); their abort is also requested, so a stale holder that wakes up stops them.
+    """
+    t = scenario_runs
+    where = [t.c.infra_id == node, t.c.status == RUNNING]
+    if epoch_below is not None:
+        where.append(t.c.lease_epoch.is_(None) | (t.c.lease_epoch < epoch_below))
     with store.write() as conn:
-        ids = [
-            r[0]
-            for r in conn.execute(
-                sa.select(scenario_runs.c.run_id).where(
-                    scenario_runs.c.infra_id == node, scenario_runs.c.status == RUNNING
-                )
-            )
-        ]
+        ids = [r[0] for r in conn.execute(sa.select(t.c.run_id).where(*where))]
         if not ids:
             return 0
         now = now_iso()
+        if epoch_below is not None:
+            asked = {
+                r[0]
+                for r in conn.execute(
+                    sa.select(run_abort_requests.c.run_id).where(
+                        run_abort_requests.c.run_id.in_(ids)
+                    )
+                )
+            }
+            for run_id in sorted(set(ids) - asked):
+                conn.execute(
+                    sa.insert(run_abort_requests).values(
+                        run_id=run_id,
+                        requested_by=f"runner lease epoch {epoch_below}",
+                        requested_at=now,
+                    )
+                )
         conn.execute(
             sa.update(step_runs)
             .where(step_runs.c.run_id.in_(ids), step_runs.c.status == RUNNING)

@@ -43,8 +43,10 @@ def cmd_api_package(s: Settings, a: argparse.Namespace) -> int:
 
     project = open_project(s, a)
     service = _project_service(project, a)
+    from engine.storage.objects import open_store
+
     info = apipackages.create_package(
-        s.home, store(s), project, service, a.version, a.notes, s.user
+        s.home, store(s), project, service, a.version, a.notes, s.user, objects=open_store(s)
     )
     print(
         f"package {info.version} of {info.service} (project {project.name}) created and "

@@ -14,8 +14,10 @@ from engine.core.settings import Settings
 def cmd_bundle_create(s: Settings, a: argparse.Namespace) -> int:
     from engine.deployer import bundles
     from engine.design import bundle_contents
+    from engine.storage.objects import open_store
 
     project = open_project(s, a)
+    objects = open_store(s)  # NODAL_STORE_URL, else the home
     if a.dataset or a.model_version:
         info = bundle_contents.create_bundle(
             s.home,
@@ -26,9 +28,12 @@ def cmd_bundle_create(s: Settings, a: argparse.Namespace) -> int:
             s.user,
             a.dataset or (),
             pairs(a.model_version, "--model-version"),
+            objects=objects,
         )
     else:
-        info = bundles.create_bundle(s.home, store(s), project, a.bundle_id, a.notes, s.user)
+        info = bundles.create_bundle(
+            s.home, store(s), project, a.bundle_id, a.notes, s.user, objects=objects
+        )
     print(
         f"bundle {info.bundle_id} of {info.project} created: {info.path} (sha256 {info.sha256[:12]}…)"
     )

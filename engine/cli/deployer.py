@@ -19,6 +19,7 @@ def cmd_infra_create(s: Settings, a: argparse.Namespace) -> int:
 
 
 def cmd_infra_list(s: Settings, a: argparse.Namespace) -> int:
+    from engine.automation.lease import lease_info
     from engine.deployer import deployments as deployer
 
     control = store(s)
@@ -26,7 +27,12 @@ def cmd_infra_list(s: Settings, a: argparse.Namespace) -> int:
     rows = sorted(
         deployer.list_infras(control), key=lambda i: (order.get(i["stage"], 0), i["infra_id"])
     )
-    print_rows(rows, ["infra_id", "kind", "stage", "created_at"])
+    for row in rows:  # automation nodes: which runner holds the lease, which stand by
+        row["runner"] = ""
+        if row["kind"] == "automation":
+            info = lease_info(control, row["infra_id"])
+            row["runner"] = info.describe() if info else "no runner has run here yet"
+    print_rows(rows, ["infra_id", "kind", "stage", "created_at", "runner"])
     return 0
 
 
@@ -181,7 +187,12 @@ def register(top: Any) -> None:
     p.add_argument(
         "--exist-ok", action="store_true", help="succeed if it already exists identically"
     )
-    add(infra, "list", cmd_infra_list, "List infrastructures (by stage).")
+    add(
+        infra,
+        "list",
+        cmd_infra_list,
+        "List infrastructures (by stage), with the runner holding each automation node's lease.",
+    )
 
     stage = top.add_parser("stage", help="lifecycle stages (dev, test, prod, …)").add_subparsers(
         dest="cmd", required=True

@@ -19,6 +19,7 @@ from engine.cli import (
     bundles,
     dashboards,
     deployer,
+    enrichments,
     flow,
     models,
     people,
@@ -41,6 +42,7 @@ COMMAND_MODULES = (
     scenarios,
     dashboards,
     api,
+    enrichments,
     people,
     processes,
 )
@@ -65,7 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(load_settings(), args)
+        settings = load_settings()
+    except ValueError as exc:  # a NODAL_* variable with a value it cannot take
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    try:
+        return args.func(settings, args)
     except KeyboardInterrupt:
         return 130
     except NodalError as exc:

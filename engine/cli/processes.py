@@ -33,7 +33,15 @@ LIMITS = {o.removeprefix("--").replace("-", "_"): o for o in LIMIT_OPTIONS}
 
 def register(top: Any) -> None:
     p = add(
-        top, "runner", cmd_runner, "Run the automation node of one infrastructure (foreground)."
+        top,
+        "runner",
+        cmd_runner,
+        "Run the automation node of one infrastructure (foreground; start several for a hot "
+        "standby: one holds the lease and runs).",
+    )
+    p.description = (
+        f"{p.description} The others wait and take over within NODAL_RUNNER_LEASE_SECONDS + "
+        "NODAL_RUNNER_RENEW_SECONDS when it dies."
     )
     p.add_argument("--infra", required=True)
     p = add(top, "serve", cmd_serve, "Run an API node (foreground).")

@@ -17,6 +17,7 @@ from engine.core import home as layout
 from engine.core.artifacts import DEFAULT_CAPS, MANIFEST, ArtifactError, Caps, verify, write_zip
 from engine.core.errors import NodalError
 from engine.project.project import ACTIVE_FILE, SAVED_MODELS_DIR, Project, definition_files
+from engine.storage import objects as objstore
 from engine.storage.control import ControlStore, bundles, now_iso
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -70,9 +71,11 @@ def create_bundle(
     bundle_id: str,
     release_notes: str,
     created_by: str,
+    objects: objstore.ObjectStore | None = None,
 ) -> BundleInfo:
     """Snapshot ``project`` as bundle ``bundle_id`` and publish it to the deployer
-    (``created_by`` needs the ``write`` right on the project)."""
+    (``created_by`` needs the ``write`` right on the project) and to the object store
+    (``objects``; default: the home itself)."""
     rights.require(store, created_by, "write", project=project.name)
     check_new_id(store, project.name, bundle_id)
     members, versions = _members(project)
@@ -85,7 +88,35 @@ def create_bundle(
         {"models": versions},
         release_notes,
         created_by,
+        objects,
     )
+
+
+def object_key(project: str, bundle_id: str) -> str:
+    """The bundle's key in the object store: its path under the home, as always."""
+    return (layout.bundles_dir(Path(), project) / f"{bundle_id}.zip").as_posix()
+
+
+def put_artifact(objects: objstore.ObjectStore, key: str, path: Path, what: str) -> None:
+    """Publish the zip at ``path`` as ``key``; on failure remove it, so the id stays free
+    (the caller records nothing), and raise :class:`~engine.storage.objects.ObjectStoreError`."""
+    try:
+        objects.put_file(key, path)
+    except objstore.ObjectStoreError as exc:
+        path.unlink(missing_ok=True)
+        raise objstore.ObjectStoreError(f"{what} was not published: {exc}") from None
+
+
+def fetch(objects: objstore.ObjectStore, info: BundleInfo, cache: Path) -> Path:
+    """A local file of the published bundle whose SHA-256 is the one recorded (from the
+    node's cache ``cache``, else downloaded), or :class:`BundleError` naming the object."""
+    what = f"bundle {info.bundle_id} of {info.project}"
+    try:
+        return objstore.fetch_verified(
+            objects, object_key(info.project, info.bundle_id), info.sha256, cache, what
+        )
+    except objstore.ObjectStoreError as exc:
+        raise BundleError(str(exc)) from None
 
 
 def check_new_id(store: ControlStore, project: str, bundle_id: str) -> None:
@@ -107,8 +138,10 @@ def publish(
     contents: dict[str, Any],
     release_notes: str,
     created_by: str,
+    objects: objstore.ObjectStore | None = None,
 ) -> BundleInfo:
-    """Write the bundle zip (manifest = identity + ``contents`` + checksums) and register it."""
+    """Write the bundle zip (manifest = identity + ``contents`` + checksums), publish it to
+    the object store ``objects`` (default: the home itself) and register it."""
     created_at = now_iso()
     manifest = {
         "kind": KIND,
@@ -120,10 +153,12 @@ def publish(
         "created_at": created_at,
         **contents,
     }
-    path = layout.bundles_dir(home, project) / f"{bundle_id}.zip"
+    key = object_key(project, bundle_id)
+    path = home / key
     try:
         digest = write_zip(path, members, manifest)
-    except ArtifactError as exc:
+        put_artifact(objects or objstore.LocalObjectStore(home), key, path, f"bundle {bundle_id}")
+    except (ArtifactError, objstore.ObjectStoreError) as exc:
         raise BundleError(str(exc)) from None
     try:
         with store.write() as conn:

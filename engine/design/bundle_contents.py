@@ -32,6 +32,7 @@ from engine.project.project import (
 )
 from engine.storage import datasets as ds
 from engine.storage.control import ControlStore
+from engine.storage.objects import ObjectStore
 
 BundleError = bundles.BundleError
 
@@ -123,13 +124,15 @@ def create_bundle(
     created_by: str,
     datasets: Sequence[str] = (),
     model_versions: Mapping[str, str] | None = None,
+    objects: ObjectStore | None = None,
 ) -> bundles.BundleInfo:
-    """Snapshot ``project`` with the chosen model versions and datasets; publish it."""
+    """Snapshot ``project`` with the chosen model versions and datasets; publish it (to the
+    object store ``objects``; default: the home)."""
     bundles.check_new_id(store, project.name, bundle_id)
     members, versions, summaries = bundle_members(project, datasets, model_versions)
     contents = {"models": versions, "datasets": summaries}
     return bundles.publish(
-        home, store, project.name, bundle_id, members, contents, release_notes, created_by
+        home, store, project.name, bundle_id, members, contents, release_notes, created_by, objects
     )
 
 

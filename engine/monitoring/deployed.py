@@ -11,12 +11,16 @@ from typing import Any
 
 from engine.automation.node import AutomationNode
 from engine.core.settings import Settings
+from engine.monitoring import mirror
 from engine.project.project import Project, ProjectError
 from engine.storage.control import ControlStore
 
 
 def node_project(settings: Settings, store: ControlStore, infra_id: str, project: str) -> Project:
-    """The project active on ``infra_id`` (a ProjectError while no bundle of it is active)."""
+    """The project active on ``infra_id`` (a ProjectError while no bundle of it is active);
+    with an S3 store (``NODAL_STORE_URL``), as mirrored from it (:mod:`.mirror`)."""
+    if mirror.mirrored(settings):
+        return mirror.mirror_project(settings, store, infra_id, project)
     return AutomationNode(settings, store, infra_id).project(project)
 
 

@@ -74,9 +74,8 @@ class Host:
 
     def run(self, argv: list[str], env: dict[str, str] | None = None, **kwargs):  # noqa: ANN003, ANN201
         """Run ``argv`` on this host to completion (``subprocess.run`` arguments)."""
-        return subprocess.run(
-            self.command(argv), env={**os.environ, **(env or {})}, check=True, **kwargs
-        )
+        kwargs.setdefault("check", True)
+        return subprocess.run(self.command(argv), env={**os.environ, **(env or {})}, **kwargs)
 
 
 def stop(proc: subprocess.Popen, grace: float = 10.0) -> None:

@@ -15,6 +15,7 @@ from engine.core.errors import NodalError
 from engine.deployer import apipackages
 from engine.design import apidesigner
 from engine.project.definitions import DefinitionConflict
+from engine.storage.objects import open_store as open_objects
 
 settings = get_settings()
 store = get_store(settings)
@@ -182,6 +183,7 @@ def _package(service: str) -> None:
             st.session_state.get("pkg_version", ""),
             st.session_state.get("pkg_notes", ""),
             current_user(),
+            objects=open_objects(settings),  # NODAL_STORE_URL, else the home
         )
     except NodalError as exc:
         _say("error", f"Not packaged: {exc}")

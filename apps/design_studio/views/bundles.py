@@ -13,6 +13,7 @@ from engine.core.errors import NodalError
 from engine.deployer import bundles
 from engine.design import bundle_contents
 from engine.models import saved as models
+from engine.storage.objects import open_store as open_objects
 
 project = current_project()
 settings = get_settings()
@@ -103,6 +104,7 @@ if st.button("Create bundle", key="create_bundle", icon=":material/inventory_2:"
             current_user(),
             carried,
             chosen_versions,
+            objects=open_objects(settings),  # NODAL_STORE_URL, else the home
         )
     except NodalError as exc:
         st.error(f"No bundle created: {exc}")

@@ -13,13 +13,13 @@ import streamlit as st
 from apps.common.auth import current_user
 from apps.common.context import get_settings, get_store
 from apps.common.status import status_badge, style_status
-from engine.monitoring import status
+from engine.monitoring import mirror, status
 
 settings = get_settings()
 store = get_store(settings)
 
 st.title("Status")
-statuses = status.all_statuses(store, settings.home, current_user())
+statuses = status.all_statuses(store, mirror.querylog_home(settings, store), current_user())
 if not statuses:
     st.info(
         "Nothing is deployed yet, so there is nothing to watch. Deploy a bundle to an "

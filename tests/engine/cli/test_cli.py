@@ -65,6 +65,16 @@ def test_user_errors_are_one_line_and_exit_2(demo_env):
         assert "Traceback" not in result.stderr
 
 
+def test_a_setting_it_cannot_take_is_one_line_and_exit_2(demo_env):
+    for variable, value, message in [
+        ("NODAL_CATCH_UP", "bad", "NODAL_CATCH_UP must be 'once' or 'skip'"),
+        ("NODAL_SESSION_HOURS", "0", "NODAL_SESSION_HOURS must be a positive number"),
+    ]:
+        result = nodal(["infra", "list"], {**demo_env.environ(), variable: value})
+        assert result.returncode == 2, (variable, result.stderr)
+        assert message in result.stderr and "Traceback" not in result.stderr
+
+
 def test_listing_commands_show_the_demo_state(demo_env):
     env = demo_env.environ()
     result = nodal(["deploy", "list"], env)
@@ -75,3 +85,6 @@ def test_listing_commands_show_the_demo_state(demo_env):
     )
     result = nodal(["scenario", "runs", "--infra", "automation-prod"], env)
     assert "daily_scoring" in result.stdout and "SUCCESS" in result.stdout
+    listed = nodal(["infra", "list"], env).stdout.splitlines()  # no runner ran on this home
+    assert any(line.startswith("automation-prod") and "no runner has run here" in line
+               for line in listed), listed  # fmt: skip
