@@ -15,6 +15,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
+from engine.apinode import online_state
+from engine.apinode.enrichment_refresh import EnrichmentRefresher
 from engine.apinode.realtime import Endpoint, PredictionEndpoint, load_service
 from engine.core import home as layout
 from engine.core.artifacts import ArtifactError, Caps, extract_verified
@@ -22,6 +24,7 @@ from engine.core.settings import Settings
 from engine.deployer import api_deployer, apipackages
 from engine.deployer import deployments as deployer
 from engine.deployer.apikeys import KeyChecker
+from engine.storage import objects as objstore
 from engine.storage.control import ControlStore
 
 log = logging.getLogger("nodal.apinode")
@@ -93,17 +96,25 @@ class ApiNode:
         self.store = store
         self.infra_id = infra_id
         self.home = layout.apinode_home(settings.home, infra_id)
+        self.objects = objstore.open_store(settings)  # where packages are published
         self.compiled_cache = settings.compiled_cache
         self.artifact_caps = Caps.from_settings(settings)
         self.services: dict[str, ServedService] = {}
         self.keys = KeyChecker()
+        # Windowed features' recent events per key, shared by workers (and replicas).
+        self.online_state = online_state.open_state(settings, self.home)
+        # Enrichment tables at the newest version published for this stage (issue 15).
+        self.enrichments = EnrichmentRefresher(settings.home, store, infra_id, self.objects)
 
     def load_version(self, service: str, version: str) -> LoadedService:
         info = apipackages.get_package(self.store, service, version)
         dest = self.home / "packages" / service / version
-        try:  # the zip must be the one published: its digest recorded in the control store
+        # Read from the object store at load time only (through <node home>/cache/), never
+        # per request; the zip must be the one published: its digest recorded in the control store.
+        path = apipackages.fetch(self.objects, info, self.home / "cache")
+        try:
             extract_verified(
-                info.path, dest, apipackages.KIND, sha256=info.sha256, caps=self.artifact_caps
+                path, dest, apipackages.KIND, sha256=info.sha256, caps=self.artifact_caps
             )
         except ArtifactError as exc:
             raise apipackages.PackageError(str(exc)) from None
@@ -114,6 +125,7 @@ class ApiNode:
         for ep in endpoints.values():  # compiled before swapping in: batch and real time agree
             if isinstance(ep, PredictionEndpoint):
                 ep.model = ep.model.compile(self.compiled_cache)
+                ep.use_state(self.online_state)
         return LoadedService(service, version, definition, endpoints)
 
     def sync(self) -> None:
@@ -146,6 +158,10 @@ class ApiNode:
                     )
                 except Exception:  # noqa: BLE001 - the control store itself may be what fails
                     log.exception("%s: reporting the failure failed", dep.service)
+        try:  # newer published enrichment rows, swapped table by table before serving
+            self.enrichments.refresh(services)
+        except Exception:  # noqa: BLE001 - stale tables must not stop the deployments' sync
+            log.exception("refreshing the enrichment tables failed; keeping the current ones")
         self.services = services  # one assignment: requests see the old or the new mapping
 
     def _sync_one(

@@ -24,10 +24,10 @@ import pyarrow.parquet as pq
 import yaml
 
 from engine.core.errors import NodalError
-from engine.deployer.apipackages import FEATURES_SQL, REQUEST_SCHEMA
+from engine.deployer.apipackages import FEATURES_SQL, REQUEST_SCHEMA, WINDOWS_DIR
 from engine.models import feature_parity
 from engine.models.saved import SavedModel
-from engine.project import feature_sql
+from engine.project import feature_sql, windows
 from engine.project.api_services import key_mapping
 from engine.project.feature_sql import FeaturePlan, RecordError
 
@@ -97,7 +97,7 @@ class PredictionEndpoint:
     endpoint_id: str
     model: SavedModel
     plan: FeaturePlan
-    enrichments: list[KeyedTable]
+    enrichments: list[KeyedTable | windows.Windowed]  # Windowed: live windowed features
     kind = "prediction"
     _getters: list[Any] = field(default_factory=list, repr=False)
 
@@ -108,17 +108,27 @@ class PredictionEndpoint:
         ep_dir = root / "endpoints" / spec["id"]
         model = SavedModel.load(ep_dir / "model")
         plan = endpoint_plan(ep_dir, spec, model)
-        tables = {
+        tables: dict[str, KeyedTable | windows.Windowed] = {
             enr["dataset"]: KeyedTable.load(
                 enr["dataset"], ep_dir / "enrichments" / f"{enr['dataset']}.parquet", enr
             )
             for enr in spec.get("enrichments") or []
         }
+        # Windowed features are computed live from the online state (use_state; until
+        # then a store of this process's own, as for the design node's dev server).
+        specs = window_specs(ep_dir)
+        tables.update({d: windows.Windowed(s, windows.MemoryState()) for d, s in specs.items()})
         if (ep_dir / "parity.parquet").exists():
             members = {f.name: f.read_bytes() for f in ep_dir.glob("parity*.parquet")}
-            sample = feature_parity.ParitySample.from_parquet(plan, members)
-            feature_parity.verify(plan, model, sample, f"endpoint {spec['id']}")
+            sample = feature_parity.ParitySample.from_parquet(plan, members, specs)
+            feature_parity.verify(plan, model, sample, f"endpoint {spec['id']}", specs)
         return cls(spec["id"], model, plan, [tables[j.dataset] for j in plan.joins])
+
+    def use_state(self, state: windows.StateStore) -> None:
+        """Compute windowed features from (and record events in) the shared ``state``."""
+        for table in self.enrichments:
+            if isinstance(table, windows.Windowed):
+                table.state = state
 
     def __post_init__(self) -> None:
         meta = self.model.meta
@@ -415,16 +425,30 @@ def endpoint_plan(ep_dir: Path, spec: dict[str, Any], model: SavedModel) -> Feat
     if not (ep_dir / FEATURES_SQL).exists():
         return feature_sql.model_inputs_plan(numeric, categorical)
     request = json.loads((ep_dir / REQUEST_SCHEMA).read_text())
-    return feature_sql.plan(
+    specs = window_specs(ep_dir)
+    plan = feature_sql.plan(
         (ep_dir / FEATURES_SQL).read_text(),
         request["schema"],
         numeric + categorical,
         {
             e["dataset"]: key_mapping(e.get("key") or e.get("keys"))
             for e in spec.get("enrichments") or []
-        },
+        }
+        | windows.join_keys(specs),
         where=f"endpoint {spec['id']}",
     )
+    joined = {j.dataset for j in plan.joins}
+    return windows.with_fields(
+        plan, [s for d, s in specs.items() if d in joined], request["schema"]
+    )
+
+
+def window_specs(ep_dir: Path) -> dict[str, windows.WindowSpec]:
+    """The windows declarations a packaged endpoint carries, by output dataset."""
+    return {
+        p.stem: windows.WindowSpec.from_json(p.read_text())
+        for p in sorted((ep_dir / WINDOWS_DIR).glob("*.json"))
+    }
 
 
 def load_service(root: Path) -> tuple[dict[str, Any], dict[str, Endpoint]]:

@@ -32,7 +32,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine.access import audit
-from engine.automation import reporters, runs, scenarios
+from engine.automation import published_outputs, reporters, runs, scenarios
 from engine.core import home as layout
 from engine.core.artifacts import ArtifactError, Caps, extract_verified, sha256_file
 from engine.core.errors import NodalError
@@ -48,6 +48,7 @@ from engine.project.project import (
     ProjectError,
     load_project,
 )
+from engine.storage import objects as objstore
 from engine.storage.control import ControlStore, now_iso, runner_state
 
 log = logging.getLogger("nodal.automation")
@@ -136,6 +137,7 @@ class AutomationNode:
         self.store = store
         self.infra_id = infra_id
         self.home = layout.automation_home(settings.home, infra_id)
+        self.objects = objstore.open_store(settings)  # where bundles are published
 
     # --- bundles and activation ------------------------------------------------------------
 
@@ -213,13 +215,15 @@ class AutomationNode:
         info = bundles.get_bundle(self.store, project, bundle_id)
         # The zip must be the one published: the digest the control store recorded then, not
         # only a manifest that agrees with itself (anyone who can write the folder can do that).
+        # From the object store, through this node's own cache (<node home>/cache/).
+        path = bundles.fetch(self.objects, info, self.home / "cache")
         caps = Caps.from_settings(self.settings)  # NODAL_ARTIFACT_MAX_*
         bundles.verify_bundle(
-            info.path, project=project, bundle_id=bundle_id, sha256=info.sha256, caps=caps
+            path, project=project, bundle_id=bundle_id, sha256=info.sha256, caps=caps
         )
         try:
             manifest = extract_verified(
-                info.path,
+                path,
                 self.bundle_dir(project, bundle_id),
                 bundles.KIND,
                 sha256=info.sha256,
@@ -249,14 +253,19 @@ class AutomationNode:
         os.replace(tmp, active_dir / project)
         return seeded
 
-    def sync(self) -> list[SyncResult]:
+    def sync(self, standby: bool = False) -> list[SyncResult]:
         """Pull desired state; activate what changed; report every deployment's state.
 
         Each deployment is synced on its own: whatever one raises (a bad bundle, a bug) is
         logged with its traceback and reported to the deployer as ERROR, and the others go on.
+        ``standby``: a standby runner (no lease) only prepares, quietly, the bundle the holder
+        reports active (:meth:`_prepare`); the holder alone reports.
         """
         results = []
         for dep in deployer.list_deployments(self.store, infra_id=self.infra_id, kind="project"):
+            if standby:
+                results += self._prepare(dep)
+                continue
             try:
                 result = self._sync_one(dep)
             except Exception as exc:  # noqa: BLE001 - one deployment must not stop the others
@@ -264,6 +273,20 @@ class AutomationNode:
                 result = self._report_failure(dep, exc)
             results.append(result)
         return results
+
+    def _prepare(self, dep: deployer.Deployment) -> list[SyncResult]:
+        """A standby's sync of one deployment: activate what the holder has activated (after
+        it did, so two runners sharing a home never extract the same bundle at once)."""
+        active = self.active_bundle(dep.target)
+        if dep.node_version is None or dep.node_version == active:
+            return []
+        try:
+            self.activate(dep.target, dep.node_version)
+        except Exception as exc:  # noqa: BLE001 - a standby logs; the holder reports
+            log.warning("%s: standby could not prepare %s: %s", dep.target, dep.node_version, exc)
+            return [SyncResult(dep.target, dep.version, active, "ERROR", str(exc))]
+        message = f"bundle {dep.node_version} prepared (standby)"
+        return [SyncResult(dep.target, dep.version, dep.node_version, "HEALTHY", message)]
 
     def _report_failure(self, dep: deployer.Deployment, exc: Exception) -> SyncResult:
         active = None
@@ -321,12 +344,14 @@ class AutomationNode:
 
     # --- scenario runs -----------------------------------------------------------------------
 
-    def run(self, run_id: int) -> str | None:
-        """Claim and execute a queued run. Returns its outcome, or None if not claimable."""
+    def run(self, run_id: int, fence: runs.Fence | None = None) -> str | None:
+        """Claim and execute a queued run. Returns its outcome, or None if not claimable.
+
+        ``fence``: the runner lease's check, made in the claim's transaction."""
         run = runs.get_run(self.store, run_id)
         bundle_id = self.active_bundle(run["project"])
         if bundle_id is None:
-            if runs.claim_run(self.store, run_id, None):
+            if runs.claim_run(self.store, run_id, None, fence):
                 runs.finish_run(
                     self.store,
                     run_id,
@@ -335,14 +360,14 @@ class AutomationNode:
                 )
                 return runs.FAILED
             return None
-        if not runs.claim_run(self.store, run_id, bundle_id):
+        if not runs.claim_run(self.store, run_id, bundle_id, fence):
             return None
         try:
             project = self.load(run["project"], bundle_id)
         except (ProjectError, OSError) as exc:
             runs.finish_run(self.store, run_id, runs.FAILED, f"cannot load bundle: {exc}")
             return runs.FAILED
-        return scenarios.execute(
+        outcome = scenarios.execute(
             project,
             self.store,
             self.infra_id,
@@ -354,7 +379,27 @@ class AutomationNode:
             chunk_rows=self.settings.score_chunk_rows,
             actor=f"node:{self.infra_id}",
             compiled_cache=self.settings.compiled_cache,  # batch scores equal the API node's
+            objects=self.objects,  # where publish_enrichment puts its snapshots
         )
+        self._upload_outputs(project, run_id)
+        return outcome
+
+    def _upload_outputs(self, project: Project, run_id: int) -> None:
+        """Put the extracts this run published into an S3 store, for Monitoring elsewhere."""
+        try:
+            keys = published_outputs.upload_run_outputs(
+                self.objects, self.store, project, self.infra_id, run_id
+            )
+        except (objstore.ObjectStoreError, ProjectError, OSError) as exc:
+            log.error("run %s: its published extracts were not uploaded: %s", run_id, exc)
+            return
+        if keys:
+            log.info(
+                "run %s: %d published extract(s) uploaded to %s",
+                run_id,
+                len(keys),
+                self.objects.url,
+            )
 
     def queued_runs(self) -> list[int]:
         return [
@@ -398,17 +443,22 @@ class AutomationNode:
             ).first()
         return row[0] if row else None
 
-    def set_state(self, key: str, value: str) -> None:
+    def set_state(self, key: str, value: str, fence: runs.Fence | None = None) -> None:
         with self.store.write() as conn:
-            where = (runner_state.c.infra_id == self.infra_id, runner_state.c.key == key)
-            conn.execute(sa.delete(runner_state).where(*where))
-            conn.execute(
-                sa.insert(runner_state).values(
-                    infra_id=self.infra_id, key=key, value=value, updated_at=now_iso()
-                )
-            )
+            if fence:
+                fence(conn)
+            self._put_state(conn, key, value)
 
-    def queue_followers(self, run_id: int) -> list[int]:
+    def _put_state(self, conn: sa.Connection, key: str, value: str) -> None:
+        where = (runner_state.c.infra_id == self.infra_id, runner_state.c.key == key)
+        conn.execute(sa.delete(runner_state).where(*where))
+        conn.execute(
+            sa.insert(runner_state).values(
+                infra_id=self.infra_id, key=key, value=value, updated_at=now_iso()
+            )
+        )
+
+    def queue_followers(self, run_id: int, fence: runs.Fence | None = None) -> list[int]:
         """Queue the scenarios whose ``after_scenario`` trigger this finished run fires."""
         run = runs.get_run(self.store, run_id)
         if run["status"] in ("QUEUED", "RUNNING") or run["project"] not in self.active_projects():
@@ -428,11 +478,12 @@ class AutomationNode:
                         name,
                         f"after {run['scenario']} (run {run_id} {run['status']})",
                         json.loads(run["params_json"] or "{}"),
+                        fence,
                     )
                 )
         return queued
 
-    def watch_datasets(self) -> list[int]:
+    def watch_datasets(self, fence: runs.Fence | None = None) -> list[int]:
         """Queue a run per new partition of a watched dataset (``dataset_changed`` triggers).
 
         What was seen is kept in the control store, so partitions that arrived while the
@@ -442,12 +493,12 @@ class AutomationNode:
         queued = []
         for project_name in self.active_projects():
             try:
-                queued += self._watch(project_name)
+                queued += self._watch(project_name, fence)
             except Exception:  # noqa: BLE001 - one project must not stop the others' watch
                 log.exception("%s: watching its datasets failed", project_name)
         return queued
 
-    def _watch(self, project_name: str) -> list[int]:
+    def _watch(self, project_name: str, fence: runs.Fence | None = None) -> list[int]:
         """The runs :meth:`watch_datasets` queues for one active project."""
         queued = []
         project = self.project(project_name)
@@ -461,27 +512,30 @@ class AutomationNode:
             else:
                 f = ref.path / "data.parquet"
                 now = [str(f.stat().st_mtime_ns)] if f.exists() else []
-            before = self.get_state(key)
-            self.set_state(key, json.dumps(now))
-            if before is None:
-                continue
-            for part in sorted(set(now) - set(json.loads(before))):
-                params = {"day": part} if ref.partitioned_by else {}
-                queued.append(
-                    runs.request_run(
-                        self.store,
-                        self.infra_id,
+            # What was seen and the runs it fires: one transaction (fenced by the lease).
+            with self.store.write() as conn:
+                epoch = fence(conn) if fence else None
+                row = conn.execute(
+                    sa.select(runner_state.c.value).where(
+                        runner_state.c.infra_id == self.infra_id, runner_state.c.key == key
+                    )
+                ).first()
+                self._put_state(conn, key, json.dumps(now))
+                if row is None:
+                    continue
+                for part in sorted(set(now) - set(json.loads(row[0]))):
+                    params = {"day": part} if ref.partitioned_by else {}
+                    what = f"dataset {ref.name} changed" + (f" ({part})" if params else "")
+                    queued.append(
+                        runs.add_run(
+                            conn, self.infra_id, project_name, scenario, what, params, epoch
+                        )
+                    )
+                    log.info(
+                        "%s/%s: new data in %s (%s): run queued",
                         project_name,
                         scenario,
-                        f"dataset {ref.name} changed" + (f" ({part})" if params else ""),
-                        params,
+                        ref.name,
+                        part,
                     )
-                )
-                log.info(
-                    "%s/%s: new data in %s (%s): run queued",
-                    project_name,
-                    scenario,
-                    ref.name,
-                    part,
-                )
         return queued

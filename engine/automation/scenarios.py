@@ -9,7 +9,8 @@ stops the scenario before it publishes anything.
 
 Step types (``STEP_TYPES``, a plain dict ``name -> fn(ctx, step) -> StepOutcome``):
 ``run_checks``, ``build``, ``score``, ``publish_dashboard``, ``train`` (with an optional
-champion/challenger ``gate``), ``sql`` and ``python``. Triggers are in
+champion/challenger ``gate``), ``sql``, ``python``, ``evaluate`` and ``publish_enrichment``
+(fresh lookup rows for the API nodes, :mod:`engine.deployer.enrichments`). Triggers are in
 :mod:`engine.project.triggers`, reporters in :mod:`engine.automation.reporters`; the YAML format is documented
 in ``docs/architecture.md``.
 
@@ -62,6 +63,7 @@ from engine.storage.control import (
     now_iso,
     step_runs,
 )
+from engine.storage.objects import ObjectStore
 
 ABORT_POLL_SECONDS = 0.5
 log = logging.getLogger("nodal.scenarios")
@@ -220,6 +222,7 @@ def execute(
     chunk_rows: int | None = None,
     actor: str = "scenario",
     compiled_cache: Path | None = None,
+    objects: ObjectStore | None = None,
 ) -> str:
     """Run a claimed run's steps; record every step, the reporters and the outcome; return it.
 
@@ -228,7 +231,16 @@ def execute(
     """
     try:
         return _execute(
-            ctx_project, store, node, run_id, bundle_id, mail, chunk_rows, actor, compiled_cache
+            ctx_project,
+            store,
+            node,
+            run_id,
+            bundle_id,
+            mail,
+            chunk_rows,
+            actor,
+            compiled_cache,
+            objects,
         )
     except Exception as exc:  # noqa: BLE001 - a bug or an outage: keep the run record truthful
         log.error("run %s failed outside its steps", run_id, exc_info=exc)
@@ -249,6 +261,7 @@ def _execute(
     chunk_rows: int | None,
     actor: str,
     compiled_cache: Path | None,
+    objects: ObjectStore | None = None,
 ) -> str:
     run = get_run(store, run_id)
     spec = ctx_project.scenarios.get(run["scenario"]) or {}
@@ -272,6 +285,7 @@ def _execute(
         actor=actor,
         chunk_rows=chunk_rows or scoring.DEFAULT_CHUNK_ROWS,
         compiled_cache=compiled_cache,
+        objects=objects,
     )
     failed, warned, aborted, messages = False, False, False, []
     root_logger = logging.getLogger()

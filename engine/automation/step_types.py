@@ -9,14 +9,16 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import date, timedelta
 from typing import Any
 
 from engine.automation import dashboards, evaluation, evaluation_plan
 from engine.automation.runs import SUCCESS, WARNING
 from engine.automation.sql_binding import SqlVariableError, bind_variables
 from engine.automation.steps import RunContext, StepFailed, StepOutcome, partition_of
+from engine.deployer import enrichments
 from engine.models import scoring
-from engine.project import checks, flow
+from engine.project import checks, flow, windows
 from engine.project.scenario_spec import STEP_KINDS
 from engine.storage import datasets as ds
 from engine.storage.control import (
@@ -228,6 +230,94 @@ def _step_evaluate(ctx: RunContext, step: dict[str, Any]) -> StepOutcome:
     return StepOutcome(status, text, json.loads(json.dumps(outputs, default=str)))
 
 
+def _step_publish_enrichment(ctx: RunContext, step: dict[str, Any]) -> StepOutcome:
+    """Scenario step ``publish_enrichment``: publish the newest rows of ``dataset`` that API
+    endpoints look up, as a new version API nodes of this stage serve without a new package
+    (:mod:`engine.deployer.enrichments`).
+
+    ``service``: the API service whose endpoints look the dataset up (their ``rows:`` say
+    which rows); without it ``rows: latest_day|all`` (default latest_day). ``build: day |
+    next_day`` builds that partition of the dataset first (``next_day``: the day after the
+    run's day, e.g. per-key profiles as of the start of the day real time is scoring).
+    """
+    dataset, service = str(step["dataset"]), step.get("service")
+    if ctx.objects is None:  # the design node: no API node reads what it would publish
+        return StepOutcome(
+            SUCCESS,
+            f"{dataset} not published: API nodes read versions an automation node publishes",
+            {"published": []},
+        )
+    if dataset in windows.declared(ctx.project):  # a windows output: its windowed state
+        return _publish_window_state(ctx, step, dataset)
+    if step.get("build"):
+        day = date.fromisoformat(ctx.variables["day"])
+        part = (day + timedelta(days=1) if step["build"] == "next_day" else day).isoformat()
+        flow.build(ctx.project, dataset, [part])
+    try:
+        selections = (
+            enrichments.selections_for(ctx.project, dataset, str(service))
+            if service
+            else [str(step.get("rows", "latest_day"))]
+        )
+        published = [
+            enrichments.publish(
+                ctx.objects,
+                ctx.store,
+                ctx.project,
+                dataset,
+                rows,
+                node=ctx.node,
+                actor=ctx.actor,
+                run_id=ctx.run_id,
+            )
+            for rows in selections
+        ]
+    except enrichments.EnrichmentError as exc:
+        raise StepFailed(str(exc)) from None
+    message = "; ".join(
+        f"published {p.dataset} v{p.version} ({p.rows_selection}, as of {p.as_of or '-'}, "
+        f"{p.n_rows} rows)"
+        for p in published
+    )
+    outputs = {
+        "published": [
+            {"version": p.version, "as_of": p.as_of, "rows": p.n_rows, "sha256": p.sha256}
+            for p in published
+        ],
+        "rows": sum(p.n_rows for p in published),
+    }
+    return StepOutcome(SUCCESS, message, outputs)
+
+
+def _publish_window_state(ctx: RunContext, step: dict[str, Any], output: str) -> StepOutcome:
+    """``publish_enrichment`` of a windows output: the events of its declaration over the
+    longest window before the end of the run's day (``partition:``, default ``{day}``), which
+    API nodes replay into their online store (bootstrap: a fresh or emptied store answers
+    like batch from its first request)."""
+    day = partition_of(ctx, step)
+    try:
+        p = enrichments.publish_window_state(
+            ctx.objects,  # type: ignore[arg-type]  # checked by the caller
+            ctx.store,
+            ctx.project,
+            output,
+            day,
+            node=ctx.node,
+            actor=ctx.actor,
+            run_id=ctx.run_id,
+        )
+    except enrichments.EnrichmentError as exc:
+        raise StepFailed(str(exc)) from None
+    message = f"published {p.dataset} v{p.version} (window state through {day}, {p.n_rows} events)"
+    outputs = {
+        "published": [
+            {"version": p.version, "as_of": p.as_of, "rows": p.n_rows, "sha256": p.sha256}
+        ],
+        "rows": p.n_rows,
+    }
+    return StepOutcome(SUCCESS, message, outputs)
+
+
 STEP_TYPES: dict[str, Callable[[RunContext, dict[str, Any]], StepOutcome]] = {
     "run_checks": _step_run_checks,
     "build": _step_build,
@@ -237,6 +327,7 @@ STEP_TYPES: dict[str, Callable[[RunContext, dict[str, Any]], StepOutcome]] = {
     "sql": _step_sql,
     "python": _step_python,
     "evaluate": _step_evaluate,
+    "publish_enrichment": _step_publish_enrichment,
 }
 if tuple(STEP_TYPES) != STEP_KINDS:  # the definitions' validation and the registry must agree
     raise RuntimeError(f"step registry {tuple(STEP_TYPES)} differs from {STEP_KINDS}")

@@ -18,6 +18,7 @@ from engine.project.project import Project, substitute
 from engine.storage.control import (
     ControlStore,
 )
+from engine.storage.objects import ObjectStore
 
 
 class StepFailed(NodalError):
@@ -48,6 +49,9 @@ class RunContext:
     chunk_rows: int = scoring.DEFAULT_CHUNK_ROWS
     # Where score steps find compiled models (the node's cache); None: the Booster scores.
     compiled_cache: Path | None = None
+    # Where publish_enrichment puts its snapshots (the node's object store: its home, or S3
+    # for API nodes on other hosts); None: the design node, which publishes nothing.
+    objects: ObjectStore | None = None
 
 
 @dataclass(frozen=True)

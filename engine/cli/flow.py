@@ -36,11 +36,17 @@ def _recipe_body(a: argparse.Namespace) -> tuple[str, str] | None:
     return None
 
 
-def _inputs(items: list[str] | None) -> dict[str, str]:
-    inputs = {}
+def _inputs(items: list[str] | None) -> dict[str, Any]:
+    """``--input DATASET[:MODE]`` values: MODE is all (default), same or days_before=N."""
+    from engine.project import input_modes
+
+    inputs: dict[str, Any] = {}
     for item in items or []:
         name, _, mode = item.partition(":")
-        inputs[name] = mode or "all"
+        try:
+            inputs[name] = input_modes.parse_text(mode or "all")
+        except input_modes.InputModeError as exc:
+            raise input_modes.InputModeError(f"--input {item}: {exc}") from None
     return inputs
 
 
@@ -114,7 +120,12 @@ def register(top: Any) -> None:
     p.add_argument("name")
     add_project(p)
     p.add_argument(
-        "--input", action="append", required=True, metavar="DATASET[:all|same]", help="repeatable"
+        "--input",
+        action="append",
+        required=True,
+        metavar="DATASET[:all|same|days_before=N]",
+        help="repeatable; all (default): the whole input (for a day's build, up to that day); "
+        "same: the partitions being built; days_before=N: the N days before each day built",
     )
     p.add_argument("--output", required=True)
     p.add_argument("--sql", help="the SQL text")
@@ -136,7 +147,7 @@ def register(top: Any) -> None:
     p.add_argument("--sql")
     p.add_argument("--sql-file")
     p.add_argument("--python-file", help="preview this Python recipe code instead")
-    p.add_argument("--input", action="append", metavar="DATASET[:all|same]")
+    p.add_argument("--input", action="append", metavar="DATASET[:all|same|days_before=N]")
     p.add_argument("--rows", type=int, default=10)
 
     flow = top.add_parser("flow", help="build datasets").add_subparsers(dest="cmd", required=True)

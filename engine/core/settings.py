@@ -11,8 +11,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 
-def _setting(default: object, env: str, help: str) -> object:
-    return field(default=default, metadata={"env": env, "help": help})
+def _setting(default: object, env: str, help: str, secret: bool = False) -> object:
+    # A secret never appears in repr() (logs, errors, status pages).
+    return field(default=default, repr=not secret, metadata={"env": env, "help": help})
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,18 @@ class Settings:
         "NODAL_CATCH_UP",
         "Time triggers missed while a runner was down: 'once' (one run at restart) or 'skip'.",
     )
+    runner_lease_seconds: float = _setting(
+        20.0,
+        "NODAL_RUNNER_LEASE_SECONDS",
+        "The runner lease: a runner that has not renewed it for this long is replaced by a "
+        "standby runner of the same infrastructure (and stops firing by itself).",
+    )
+    runner_renew_seconds: float = _setting(
+        5.0,
+        "NODAL_RUNNER_RENEW_SECONDS",
+        "How often the holder renews the runner lease and standbys try to take it "
+        "(less than NODAL_RUNNER_LEASE_SECONDS; a takeover needs at most their sum).",
+    )
     score_chunk_rows: int = _setting(
         500_000, "NODAL_SCORE_CHUNK_ROWS", "Rows per chunk in batch scoring (bounds memory)."
     )
@@ -95,6 +108,32 @@ class Settings:
         "NODAL_API_BODY_TIMEOUT",
         "Seconds a client has to send a request's body after its headers, and to read "
         "answers the worker is holding for it; then 408 (or close) and the connection is closed.",
+    )
+    online_store_url: str = _setting(
+        "",
+        "NODAL_ONLINE_STORE_URL",
+        "Online state of windowed features (recent events per key) that API node workers "
+        "and replicas share: redis://host:port/db (replicas on several hosts); empty: an "
+        "embedded SQLite file in the API node's home (the workers of one host).",
+        True,
+    )
+    store_url: str = _setting(
+        "",
+        "NODAL_STORE_URL",
+        "Object store shared by hosts (bundles, API packages, published extracts), as "
+        "s3://bucket/prefix; empty: the home folder itself (one machine).",
+    )
+    store_endpoint: str = _setting(
+        "",
+        "NODAL_STORE_ENDPOINT",
+        "S3 endpoint URL of NODAL_STORE_URL (http://host:port for MinIO/SeaweedFS); empty: AWS's.",
+    )
+    store_region: str = _setting("us-east-1", "NODAL_STORE_REGION", "S3 region of the store.")
+    store_access_key: str = _setting(
+        "", "NODAL_STORE_ACCESS_KEY", "S3 access key id; empty: the AWS default chain.", True
+    )
+    store_secret_key: str = _setting(
+        "", "NODAL_STORE_SECRET_KEY", "S3 secret key (never logged or shown).", True
     )
     artifact_max_bytes: int = _setting(
         2 * 1024**3,
@@ -172,6 +211,14 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: object) ->
         raise ValueError(f"NODAL_CATCH_UP must be 'once' or 'skip', not {settings.catch_up!r}")
     if settings.basemap not in ("carto", "none"):
         raise ValueError(f"NODAL_BASEMAP must be 'carto' or 'none', not {settings.basemap!r}")
+    if not 0 < settings.runner_renew_seconds < settings.runner_lease_seconds:
+        raise ValueError(
+            "NODAL_RUNNER_RENEW_SECONDS must be positive and less than NODAL_RUNNER_LEASE_SECONDS"
+        )
+    if settings.store_url and not settings.store_url.startswith("s3://"):
+        raise ValueError(
+            f"NODAL_STORE_URL must be empty or s3://bucket/prefix, not {settings.store_url!r}"
+        )
     limits = ("api_max", "api_header", "api_body", "artifact_max", "session_hours")
     for f in fields(Settings):
         if f.name.startswith(limits) and not getattr(settings, f.name) > 0:

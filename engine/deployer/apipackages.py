@@ -17,18 +17,21 @@ from engine.access import audit, rights
 from engine.core import home as layout
 from engine.core.artifacts import ArtifactError, read_verified, verify, write_zip
 from engine.core.errors import NodalError
-from engine.deployer.bundles import check_id
+from engine.deployer.bundles import check_id, put_artifact
 from engine.models import feature_parity
 from engine.models.saved import SavedModel
 from engine.project.api_services import endpoint_features, key_mapping
 from engine.project.feature_sql import FeatureSqlError
 from engine.project.project import Project, ProjectError
+from engine.project.windows import WindowsError
 from engine.storage import datasets as ds
+from engine.storage import objects as objstore
 from engine.storage.control import ControlStore, api_packages, now_iso
 
 KIND = "api_package"
 SERVICE_FILE = "service.yaml"
 FEATURES_SQL, REQUEST_SCHEMA = "features.sql", "request.json"  # read by the API node
+WINDOWS_DIR = "windows"  # <dataset>.json: the windows declarations the feature recipe joins
 log = logging.getLogger("nodal.packages")
 
 
@@ -72,9 +75,10 @@ def _feature_members(project: Project, ep: dict[str, Any], model: SavedModel) ->
         found = endpoint_features(project, ep, model.feature_names)
         if found is None:
             return {}
-        sample = feature_parity.sample(project, found.sql, found.plan, model)
-        checked = feature_parity.verify(found.plan, model, sample, where)
-    except (FeatureSqlError, feature_parity.ParityError) as exc:
+        w = found.windowed  # windowed features: the sample carries the events to replay
+        sample = feature_parity.sample(project, found.sql, found.plan, model, windowed=w)
+        checked = feature_parity.verify(found.plan, model, sample, where, w)
+    except (FeatureSqlError, WindowsError, feature_parity.ParityError) as exc:
         raise PackageError(str(exc)) from None
     log.info("%s: real time reproduces batch on %d sampled rows", where, checked)
     folder = f"endpoints/{ep['id']}"
@@ -83,6 +87,8 @@ def _feature_members(project: Project, ep: dict[str, Any], model: SavedModel) ->
         f"{folder}/{REQUEST_SCHEMA}": json.dumps(found.request, indent=1).encode(),
     }
     members.update({f"{folder}/{n}": b for n, b in sample.to_parquet(found.plan).items()})
+    for dataset, spec in found.windowed.items():
+        members[f"{folder}/{WINDOWS_DIR}/{dataset}.json"] = spec.to_json().encode()
     return members
 
 
@@ -122,8 +128,10 @@ def create_package(
     version: str,
     release_notes: str,
     created_by: str,
+    objects: objstore.ObjectStore | None = None,
 ) -> PackageInfo:
-    """Freeze the service's endpoints (active models, enrichment rows) as package ``version``."""
+    """Freeze the service's endpoints (active models, enrichment rows) as package ``version``
+    and publish it to the object store ``objects`` (default: the home itself)."""
     rights.require(store, created_by, "write", project=project.name)
     check_id(version, "package version")
     service = project.api_services.get(service_id)
@@ -149,10 +157,12 @@ def create_package(
         "created_at": created_at,
         "model_versions": versions,
     }
-    path = layout.api_packages_dir(home, service_id) / f"{version}.zip"
+    key = object_key(service_id, version)
+    path = home / key
     try:
         digest = write_zip(path, members, manifest)
-    except ArtifactError as exc:
+        put_artifact(objects or objstore.LocalObjectStore(home), key, path, f"package {version}")
+    except (ArtifactError, objstore.ObjectStoreError) as exc:
         raise PackageError(str(exc)) from None
     with store.write() as conn:
         conn.execute(
@@ -178,6 +188,23 @@ def create_package(
     return PackageInfo(
         service_id, version, project.name, path, digest, release_notes, created_by, created_at
     )
+
+
+def object_key(service: str, version: str) -> str:
+    """The package's key in the object store: its path under the home, as always."""
+    return (layout.api_packages_dir(Path(), service) / f"{version}.zip").as_posix()
+
+
+def fetch(objects: objstore.ObjectStore, info: PackageInfo, cache: Path) -> Path:
+    """A local file of the published package whose SHA-256 is the one recorded (from the
+    node's cache ``cache``, else downloaded), or :class:`PackageError` naming the object."""
+    what = f"package {info.version} of {info.service}"
+    try:
+        return objstore.fetch_verified(
+            objects, object_key(info.service, info.version), info.sha256, cache, what
+        )
+    except objstore.ObjectStoreError as exc:
+        raise PackageError(str(exc)) from None
 
 
 def _info(row: Any) -> PackageInfo:

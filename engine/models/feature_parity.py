@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -27,7 +27,7 @@ from sqlglot import exp
 
 from engine.core.errors import NodalError
 from engine.models.saved import SavedModel
-from engine.project import feature_sql
+from engine.project import feature_sql, windows
 from engine.project.feature_sql import FeaturePlan
 from engine.project.project import Project
 from engine.storage import datasets as ds
@@ -51,6 +51,10 @@ class ParitySample:
     rows: list[tuple[dict[str, Any], ...]]  # per record, the matched row of each enrichment
     features: list[dict[str, Any]]  # batch features per record
     probas: list[float]  # batch probability per record
+    # Windowed joins (by dataset): the events of the sampled keys from the longest window
+    # before the first sampled record to the last one, which verify() replays through a
+    # state store to compute the windowed features as real time does.
+    events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def to_parquet(self, plan: FeaturePlan) -> dict[str, bytes]:
         """Package members: ``parity.parquet`` and ``parity_<dataset>.parquet``."""
@@ -68,10 +72,17 @@ class ParitySample:
             for c in columns:
                 table[c] = [row.get(c) for _, row in found]
             out[f"parity_{join.dataset}.parquet"] = _parquet(pa.table(table))
+        for dataset, events in self.events.items():
+            out[f"parity_events_{dataset}.parquet"] = _parquet(pa.Table.from_pylist(events))
         return out
 
     @classmethod
-    def from_parquet(cls, plan: FeaturePlan, members: dict[str, bytes]) -> ParitySample:
+    def from_parquet(
+        cls,
+        plan: FeaturePlan,
+        members: dict[str, bytes],
+        windowed: dict[str, windows.WindowSpec] | None = None,
+    ) -> ParitySample:
         main = pq.read_table(io.BytesIO(members["parity.parquet"])).to_pylist()
         per_join = []
         for join in plan.joins:
@@ -84,7 +95,12 @@ class ParitySample:
             rows.append(tuple(found.get(i, {}) for found in per_join))
             features.append({n: r[EXPECTED + n] for n in plan.features})
             probas.append(r[PROBA])
-        return cls(records, rows, features, probas)
+        events = {
+            d: pq.read_table(io.BytesIO(members[f"parity_events_{d}.parquet"])).to_pylist()
+            for d in windowed or {}
+            if f"parity_events_{d}.parquet" in members
+        }
+        return cls(records, rows, features, probas, events)
 
 
 def _parquet(table: pa.Table) -> bytes:
@@ -103,9 +119,15 @@ def _json(value: Any) -> Any:
 
 
 def sample(
-    project: Project, recipe_sql: str, plan: FeaturePlan, model: SavedModel, n: int = SAMPLE_ROWS
+    project: Project,
+    recipe_sql: str,
+    plan: FeaturePlan,
+    model: SavedModel,
+    n: int = SAMPLE_ROWS,
+    windowed: dict[str, windows.WindowSpec] | None = None,
 ) -> ParitySample:
-    """Batch's answer for up to ``n`` rows of the request dataset's newest partition."""
+    """Batch's answer for up to ``n`` rows of the request dataset's newest partition
+    (and, for the ``windowed`` joins, the events real time needs to recompute them)."""
     request = project.dataset(plan.request_dataset)
     parts = request.partitions()
     scan = ds.scan_sql(request, parts[-1:] if parts else None)
@@ -126,6 +148,10 @@ def sample(
             .to_pylist()
         )
         candidates = [_candidates(con, plan, j) for j in range(len(plan.joins))]
+        history = {
+            d: _history(con, request, parts[-1:], spec, plan.request_dataset)
+            for d, spec in (windowed or {}).items()
+        }
     first: dict[int, dict[str, Any]] = {}
     for row in batch:  # several matches of a join: batch has several rows, keep the first
         first.setdefault(row[ROW], row)
@@ -140,7 +166,25 @@ def sample(
         rows.append(matched)
         features.append({name: first[i].get(name) for name in plan.features})
     probas = _batch_probas(model, features)
-    return ParitySample(records, rows, features, probas)
+    return ParitySample(records, rows, features, probas, history)
+
+
+def _history(
+    con: Any, ref: ds.DatasetRef, newest: list[str], spec: windows.WindowSpec, sampled: str
+) -> list[dict[str, Any]]:
+    """The events of the sampled keys a replay needs: from the longest window before the
+    first sampled record to the last one."""
+    scan = ds.scan_sql(ref, windows.needed_partitions(spec, ref, newest))
+    cols = ", ".join(f'e."{c}"' for c in spec.fields)
+    key, t = f'"{spec.key}"', f'epoch_us("{spec.time}")'
+    result = con.execute(
+        f'SELECT {cols} FROM {scan} e WHERE e.{key} IN (SELECT {key} FROM "{sampled}") '
+        f'AND epoch_us(e."{spec.time}") >= (SELECT min({t}) FROM "{sampled}") - $back '
+        f'AND epoch_us(e."{spec.time}") <= (SELECT max({t}) FROM "{sampled}")',
+        {"back": spec.longest_us},
+    )
+    names = [d[0] for d in result.description]
+    return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
 
 
 def _candidates(con: Any, plan: FeaturePlan, j: int) -> dict[Any, list[dict[str, Any]]]:
@@ -193,17 +237,56 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def verify(plan: FeaturePlan, model: SavedModel, parity: ParitySample, where: str) -> int:
+def _replayed(
+    plan: FeaturePlan, parity: ParitySample, windowed: dict[str, windows.WindowSpec]
+) -> list[dict[str, dict[str, Any]]]:
+    """Per sampled record, its windowed rows as real time computes them: every event of the
+    sample's history (and the sampled records) recorded in time order through a state store."""
+    out: list[dict[str, dict[str, Any]]] = [{} for _ in parity.records]
+    joined = {j.dataset for j in plan.joins}
+    for dataset, spec in windowed.items():
+        if dataset not in joined:
+            continue
+        live = windows.Windowed(spec, windows.MemoryState())
+        mine = {str(r[spec.id]): i for i, r in enumerate(parity.records)}
+        replay = [(e, None) for e in parity.events.get(dataset, []) if str(e[spec.id]) not in mine]
+        replay += [
+            (feature_sql.typed_record(plan.request_fields, r), i)
+            for i, r in enumerate(parity.records)
+        ]
+        replay.sort(key=lambda x: (windows.epoch_us(x[0][spec.time]), str(x[0][spec.id])))
+        for event, i in replay:
+            row = live.find(event)
+            if i is not None:
+                out[i][dataset] = row
+    return out
+
+
+def verify(
+    plan: FeaturePlan,
+    model: SavedModel,
+    parity: ParitySample,
+    where: str,
+    windowed: dict[str, windows.WindowSpec] | None = None,
+) -> int:
     """Recompute every sampled record the real-time way; raise :class:`ParityError` naming
-    the first feature (or the probability) that differs. Returns the number of rows checked."""
+    the first feature (or the probability) that differs. Returns the number of rows checked.
+
+    The ``windowed`` joins are recomputed from the sample's events, not taken from batch."""
     if not parity.records:
         raise ParityError(
             f"{where}: no row of {plan.request_dataset} to check real time against batch "
             "(build the flow first)"
         )
+    try:
+        live = _replayed(plan, parity, windowed or {})
+    except (feature_sql.RecordError, ValueError, TypeError, KeyError) as exc:
+        raise ParityError(f"{where}: real time cannot replay the windowed events: {exc}") from None
     for i, (raw, rows, expected, proba) in enumerate(
         zip(parity.records, parity.rows, parity.features, parity.probas, strict=True)
     ):
+        if live[i]:
+            rows = tuple(live[i].get(j.dataset, r) for j, r in zip(plan.joins, rows, strict=True))
         try:
             record = feature_sql.typed_record(plan.request_fields, raw)
             got = plan.compute(record, rows)

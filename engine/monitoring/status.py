@@ -2,8 +2,10 @@
 
 A project deployment's status is the worst of: what its automation node reports (activation,
 sync), the last run of each of its scenarios, and the newest model evaluation (drift or
-performance alarms). An API endpoint's status is the worst of its deployment's report and
-its recent traffic (error rate, from the query log).
+performance alarms). An API endpoint's status is the worst of its deployment's report, the
+age of the enrichment tables it serves (:mod:`engine.monitoring.enrichment_age`: stale when
+behind the newest publish or older than ``max_age_hours``) and its recent traffic (error
+rate, from the query log).
 
 :func:`check_and_alert` compares each status with the last one it saw (table
 ``monitored_status``) and sends one alert per change through the reporters (log, webhook;
@@ -19,14 +21,16 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
 
+from engine.automation.lease import lease_info
 from engine.deployer import deployments as deployer
-from engine.monitoring import apihealth, model_quality
+from engine.monitoring import apihealth, enrichment_age, model_quality
 from engine.storage.control import (
     ControlStore,
     check_results,
@@ -97,6 +101,9 @@ def deployment_statuses(store: ControlStore, actor: str | None = None) -> list[S
             )
         overall = worst([p[0] for p in parts])
         reasons = [text for status, text in parts if status == overall] or [parts[0][1]]
+        runner = lease_info(store, dep.infra_id)  # who runs it: the lease holder, standbys
+        if runner is not None:
+            reasons.append(runner.describe())
         out.append(
             Status(
                 "deployment", dep.deployment_id, f"{dep.target} on {dep.infra_id}", overall, reasons
@@ -105,8 +112,11 @@ def deployment_statuses(store: ControlStore, actor: str | None = None) -> list[S
     return out
 
 
-def endpoint_statuses(store: ControlStore, home: Path, actor: str | None = None) -> list[Status]:
-    """Each deployed endpoint's status (only those ``actor`` may see, if given)."""
+def endpoint_statuses(
+    store: ControlStore, home: Path, actor: str | None = None, *, now: datetime | None = None
+) -> list[Status]:
+    """Each deployed endpoint's status (only those ``actor`` may see, if given); ``now``:
+    the time enrichment ages are judged at (default: now)."""
     out = []
     for dep in _deployments(store, "api", actor):
         try:
@@ -119,11 +129,15 @@ def endpoint_statuses(store: ControlStore, home: Path, actor: str | None = None)
             health, problem = {}, f"query log unreadable: {exc}"
         else:
             problem = ""
-        endpoints = sorted({h.endpoint for h in health.values()} | set())
+        fresh: dict[str, list[tuple[str, str]]] = {}  # endpoint → its enrichments' age
+        for age in enrichment_age.ages(store, dep.infra_id, dep.target, now=now):
+            fresh.setdefault(age.endpoint, []).append((age.status, age.message))
+        endpoints = sorted({h.endpoint for h in health.values()} | set(fresh))
         for endpoint in endpoints or ["*"]:
             parts = [
                 (dep.status, f"node: {dep.status.lower()} ({dep.node_message or 'no report yet'})")
             ]
+            parts.extend(fresh.get(endpoint, []))
             h = health.get(endpoint)
             if h is not None:
                 parts.append((h.status, h.message))

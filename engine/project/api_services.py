@@ -3,10 +3,10 @@ the design node (API Designer, packaging), the deployer and the API node read al
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from engine.project import feature_sql
+from engine.project import feature_sql, windows
 from engine.project.feature_sql import FeaturePlan, FeatureSqlError
 from engine.project.project import Project
 from engine.storage import datasets as ds
@@ -38,6 +38,8 @@ class EndpointFeatures:
     plan: FeaturePlan
     sql: str
     request: dict[str, Any]  # {"dataset": name, "schema": {column: SQL type}}
+    # The windows outputs the recipe joins (computed live from the online state), by dataset.
+    windowed: dict[str, windows.WindowSpec] = field(default_factory=dict)
 
 
 def endpoint_features(
@@ -69,5 +71,9 @@ def endpoint_features(
                 f"{where}: declare the schema of dataset {dataset!r} (its columns are the "
                 "request contract) or build it first"
             ) from None
-    plan = feature_sql.plan(recipe.sql, schema, feature_names, enrichment_keys(endpoint), where)
-    return EndpointFeatures(plan, recipe.sql, {"dataset": dataset, "schema": dict(schema)})
+    declared = windows.declared(project)  # joined by the event id, computed live
+    keys = enrichment_keys(endpoint) | windows.join_keys(declared)
+    plan = feature_sql.plan(recipe.sql, schema, feature_names, keys, where)
+    joined = {j.dataset: declared[j.dataset] for j in plan.joins if j.dataset in declared}
+    plan = windows.with_fields(plan, joined.values(), schema)
+    return EndpointFeatures(plan, recipe.sql, {"dataset": dataset, "schema": dict(schema)}, joined)

@@ -5,9 +5,11 @@ A recipe is SQL run by DuckDB (``recipes/<name>.sql``) or Python run in a proces
 way (staged, then renamed into place, per partition when partitioned).
 
 A build of some partitions (a scenario's day) of a partitioned output writes those partitions
-only: the recipe runs on its inputs as their modes say (``same``: those partitions, ``all``:
-everything), and only its rows of the requested partitions are written; the output's other
-partitions are left as they are. When that may leave them stale (the recipe reads an input
+only: the recipe runs on its inputs as their modes say (:mod:`engine.project.input_modes`:
+``same``: those partitions; ``{days_before: N}``: the N days before each, that day excluded;
+``all``: everything, but never a day after the last one built when input and output are
+partitioned by day), and only its rows of the requested partitions are written; the output's
+other partitions are left as they are. When that may leave them stale (the recipe reads an input
 whole and later partitions of the output exist, which may depend on the rebuilt days), or when
 the output is not partitioned (it is rebuilt whole), the run's ``note`` says so, and so does
 the ``nodal.flow`` log.
@@ -15,6 +17,7 @@ the ``nodal.flow`` log.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import re
 import time
@@ -26,7 +29,8 @@ from pathlib import Path
 import duckdb
 
 from engine.core.errors import NodalError
-from engine.project import python_recipes
+from engine.project import input_modes, python_recipes
+from engine.project import windows as windowed
 from engine.project.project import Project, ProjectError, RecipeDef
 from engine.storage import datasets as ds
 
@@ -170,36 +174,59 @@ def data_folders(project: Project) -> list[Path]:
     return folders
 
 
-def _views(project: Project, recipe_inputs: dict[str, str], partitions: list[str] | None):
-    views: dict[str, object] = {}
+def partitions_read(
+    project: Project,
+    recipe_inputs: dict[str, input_modes.InputMode],
+    restrict: list[str] | None,
+    output: str,
+) -> dict[str, list[str] | None]:
+    """The partitions of each input a build of ``restrict`` (None: a full build) reads; None
+    means the whole input (or, for an unpartitioned input read ``same``, its rows of the
+    partitions being built)."""
+    out_by_day = project.dataset(output).date_partitions
+    read: dict[str, list[str] | None] = {}
     for name, mode in recipe_inputs.items():
         ref = project.dataset(name)
-        views[name] = (ref, partitions if (mode == "same" and ref.partitioned_by) else None)
-    return views
+        if mode == input_modes.SAME:
+            read[name] = restrict if (restrict and ref.partitioned_by) else None
+            continue
+        by_day = bool(ref.partitioned_by) and ref.date_partitions and out_by_day
+        present = ref.partitions() if (restrict and by_day) else []
+        read[name] = input_modes.partitions_to_read(mode, present, restrict, by_day)
+    return read
+
+
+def scan(ref: ds.DatasetRef, parts: list[str] | None) -> str:
+    """A table expression of ``ref``'s ``parts`` (None: all of it). No partition to read
+    gives no rows, with the input's columns (read from one partition's file)."""
+    if parts is None or parts:
+        return ds.scan_sql(ref, parts)
+    first = ref.partitions()[:1]  # none at all: scan_sql says the dataset has no data yet
+    return f"(SELECT * FROM {ds.scan_sql(ref, first or None)} WHERE false)"
 
 
 def input_tables(
     project: Project,
-    recipe_inputs: dict[str, str],
+    recipe_inputs: dict[str, input_modes.InputMode],
     restrict: list[str] | None,
-    partition_key: str | None,
+    output: str,
 ) -> dict[str, str]:
-    """A DuckDB table expression per input, read as its mode says (for Python recipes).
+    """A DuckDB table expression per input, read as its mode says (:func:`partitions_read`).
 
-    An unpartitioned input read ``same`` is filtered on ``partition_key`` by the partitions
-    bound to the connection that reads it (:func:`ds.bind_partitions`), not by SQL text.
+    An unpartitioned input read ``same`` is filtered on the output's partition key by the
+    partitions bound to the connection that reads it (:func:`ds.bind_partitions`), not by
+    SQL text.
     """
+    partition_key = project.dataset(output).partitioned_by
     out: dict[str, str] = {}
-    for name, mode in recipe_inputs.items():
+    for name, parts in partitions_read(project, recipe_inputs, restrict, output).items():
         ref = project.dataset(name)
-        if mode == "same" and restrict and ref.partitioned_by:
-            out[name] = ds.scan_sql(ref, restrict)
-        elif mode == "same" and restrict and partition_key:
-            out[name] = (
-                f"(SELECT * FROM {ds.scan_sql(ref)} WHERE {ds.in_partitions_sql(partition_key)})"
-            )
+        same = recipe_inputs[name] == input_modes.SAME
+        if same and restrict and partition_key and not ref.partitioned_by:
+            where = ds.in_partitions_sql(partition_key)
+            out[name] = f"(SELECT * FROM {ds.scan_sql(ref)} WHERE {where})"
         else:
-            out[name] = ds.scan_sql(ref)
+            out[name] = scan(ref, parts)
     return out
 
 
@@ -250,14 +277,27 @@ def _partial_note(
             f"no rows for {', '.join(empty)}: nothing written"
             + (f" ({', '.join(kept)} keeps its earlier rows)" if kept else "")
         )
-    whole = [name for name, mode in recipe.inputs.items() if mode == "all"]
+    # Later partitions of the output may read the rows of the days just built: an input
+    # read whole (up to the day each build builds), or within a window of days.
+    # (An unpartitioned input has no days: it is the same for every partition.)
+    reach = {
+        name: mode
+        for name, mode in recipe.inputs.items()
+        if mode != input_modes.SAME and project.datasets[name].partitioned_by
+    }
+    windows = [m.days for m in reach.values() if isinstance(m, input_modes.DaysBefore)]
+    whole = any(mode == input_modes.ALL for mode in reach.values())
     later = [p for p in before if p > max(requested)]
-    if whole and later:
+    if later and not whole and out_ref.date_partitions:
+        horizon = dt.date.fromisoformat(max(requested)) + dt.timedelta(days=max(windows or [0]))
+        later = [p for p in later if dt.date.fromisoformat(p) <= horizon]
+    if reach and later:
         span = later[0] if len(later) == 1 else f"{later[0]} … {later[-1]}"
         notes.append(
             f"wrote {days} only; {len(later)} later partition(s) of {recipe.output} ({span}) "
-            f"were left as they were, although the recipe reads {', '.join(whole)} whole: if "
-            f"they depend on the rows of {days}, build {recipe.output} without a partition"
+            f"were left as they were, although the recipe reads "
+            f"{', '.join(f'{n} {input_modes.describe(m)}' for n, m in reach.items())}: "
+            f"if they depend on the rows of {days}, build {recipe.output} without a partition"
         )
     note = "; ".join(notes)
     if note:
@@ -275,7 +315,7 @@ def _run_python(
     if restrict:
         variables["partitions"] = ",".join(restrict)
     try:
-        tables = input_tables(project, recipe.inputs, restrict, out_ref.partitioned_by)
+        tables = input_tables(project, recipe.inputs, restrict, recipe.output)
         with python_recipes.private_workdir() as tmp:
             outcome = python_recipes.run_to_parquet(
                 recipe.sql,
@@ -317,27 +357,22 @@ def run_recipe(
     check_partitions(project, [recipe.output], partitions)
     restrict = partitions if out_ref.partitioned_by else None
     before = out_ref.partitions() if restrict else []
-    if python_recipes.is_python(recipe.sql_file):
-        rows, written = _run_python(project, recipe, restrict)
+    if python_recipes.is_python(recipe.sql_file) or windowed.is_windows(recipe.sql_file):
+        # windows: windowed per-key features, compiled to SQL (engine.project.windows)
+        run = _run_python if python_recipes.is_python(recipe.sql_file) else windowed.run
+        rows, written = run(project, recipe, restrict)
         note = _partial_note(project, recipe, partitions, written, before)
         seconds = time.perf_counter() - started
         return RecipeRun(recipe_name, recipe.output, restrict, rows, seconds, note)
     folders = data_folders(project)
     try:
         ds.check_query(recipe.sql.strip().rstrip(";"), f"recipe {recipe_name!r}")
-        views = _views(project, recipe.inputs, restrict)
-        with ds.session(views, confine_to=folders) as con:
+        tables = input_tables(project, recipe.inputs, restrict, recipe.output)
+        with ds.session(confine_to=folders) as con:
             if restrict:
                 ds.bind_partitions(con, restrict)  # a parameter: never SQL text
-            for name, mode in recipe.inputs.items():
-                in_ref = project.dataset(name)
-                # An unpartitioned input read "same" is filtered on the partition column.
-                if mode == "same" and restrict and not in_ref.partitioned_by:
-                    where = ds.in_partitions_sql(out_ref.partitioned_by)
-                    con.execute(
-                        f'CREATE OR REPLACE VIEW "{name}" AS SELECT * FROM '
-                        f"{ds.scan_sql(in_ref)} WHERE {where}"
-                    )
+            for name, table in tables.items():
+                con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM {table}')
             sql = recipe.sql.strip().rstrip(";")
             if restrict:
                 sql = _only_partitions(sql, out_ref.partitioned_by)

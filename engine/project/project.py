@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from engine.core.errors import NodalError
+from engine.project import input_modes
 from engine.storage.datasets import DatasetRef
 
 PROJECT_FILE = "project.yaml"
@@ -23,7 +24,6 @@ SAVED_MODELS_DIR = "saved_models"
 MANAGED_DATA_DIR = "data"
 LAB_DIR = "lab"  # the Lab's experiments: working files of the design node, never bundled
 ACTIVE_FILE = "ACTIVE"
-INPUT_MODES = ("all", "same")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 
 
@@ -46,7 +46,7 @@ class RecipeDef:
     name: str
     sql_file: str
     sql: str
-    inputs: dict[str, str]
+    inputs: dict[str, input_modes.InputMode]  # "all", "same" or DaysBefore(n)
     output: str
 
 
@@ -178,34 +178,66 @@ def _load_recipes(root: Path, datasets: dict[str, DatasetDef]) -> dict[str, Reci
     for name, spec in (_load_yaml(root / "flow.yaml").get("recipes") or {}).items():
         where = f"flow.yaml: recipe {name}"
         _check_name(name, "flow.yaml")
-        # A recipe's body is a file: `sql: recipes/x.sql` or `python: recipes/x.py`.
-        key = "python" if "python" in spec else "sql"
+        # A recipe's body is a file: `sql: recipes/x.sql`, `python: recipes/x.py` or
+        # `windows: recipes/x.yaml` (windowed per-key features, engine.project.windows).
+        key = "python" if "python" in spec else "windows" if "windows" in spec else "sql"
         sql_file = str(spec.get(key, ""))
         sql_path = root / sql_file
-        if "python" in spec and "sql" in spec:
-            raise ProjectError(f"{where}: give either sql: or python:, not both")
-        if sql_file and sql_file.endswith(".py") != (key == "python"):
+        if sum(k in spec for k in ("sql", "python", "windows")) > 1:
+            raise ProjectError(f"{where}: give one of sql:, python: or windows:, not several")
+        if key == "windows" and not sql_file.endswith((".yaml", ".yml")):
+            raise ProjectError(f"{where}: windows: must name a .yaml file")
+        if key != "windows" and sql_file and sql_file.endswith(".py") != (key == "python"):
             raise ProjectError(
                 f"{where}: {key}: must name a .{'py' if key == 'python' else 'sql'} file"
             )
         if not sql_file or not sql_path.is_file():
             raise ProjectError(
-                f"{where}: {key.upper() if key == 'sql' else 'Python'} file {sql_file!r} not found"
+                f"{where}: {dict(sql='SQL', python='Python', windows='windows')[key]} file "
+                f"{sql_file!r} not found"
             )
-        inputs = {str(k): str(v) for k, v in (spec.get("inputs") or {}).items()}
-        for ds, mode in inputs.items():
-            if ds not in datasets:
-                raise ProjectError(f"{where}: input {ds!r} is not a dataset of the project")
-            if mode not in INPUT_MODES:
-                raise ProjectError(f"{where}: input {ds!r} mode must be one of {INPUT_MODES}")
         output = str(spec.get("output", ""))
         if output not in datasets or datasets[output].kind != "managed":
             raise ProjectError(f"{where}: output {output!r} must be a managed dataset")
+        inputs = _recipe_inputs(where, spec.get("inputs"), datasets, output)
         if output in outputs:
             raise ProjectError(f"{where}: dataset {output!r} is already built by another recipe")
         outputs.add(output)
         out[name] = RecipeDef(name, sql_file, sql_path.read_text(), inputs, output)
     return out
+
+
+def by_day(d: DatasetDef) -> bool:
+    """Whether ``d`` is partitioned by day (its key is ``day`` or declared DATE)."""
+    key = d.partitioned_by
+    return bool(key) and (key == "day" or str((d.schema or {}).get(key, "")).upper() == "DATE")
+
+
+def _recipe_inputs(
+    where: str, raw: object, datasets: dict[str, DatasetDef], output: str
+) -> dict[str, input_modes.InputMode]:
+    """A recipe's ``inputs:`` (dataset → mode), each checked against its dataset and output."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ProjectError(f"{where}: inputs must map each input dataset to its mode")
+    inputs: dict[str, input_modes.InputMode] = {}
+    for key, value in raw.items():
+        name = str(key)
+        if name not in datasets:
+            raise ProjectError(f"{where}: input {name!r} is not a dataset of the project")
+        try:
+            mode = input_modes.parse(value)
+        except input_modes.InputModeError as exc:
+            raise ProjectError(f"{where}: input {name!r}: {exc}") from None
+        d = datasets[name]
+        problem = input_modes.applies_problem(
+            mode, by_day(d), bool(d.partitioned_by), by_day(datasets[output])
+        )
+        if problem:
+            raise ProjectError(f"{where}: input {name!r}: {problem}")
+        inputs[name] = mode
+    return inputs
 
 
 def _load_folder(root: Path, folder: str, key: str) -> dict[str, dict[str, Any]]:

@@ -1,15 +1,17 @@
 """Create and edit recipes, and preview what a recipe would produce before saving it.
 
-A recipe is three pieces of text: its body, ``recipes/<name>.sql`` (SQL run by DuckDB) or
+A recipe is three pieces of text: its body, ``recipes/<name>.sql`` (SQL run by DuckDB),
 ``recipes/<name>.py`` (a Python ``run(inputs, variables)``, see
-:mod:`engine.project.python_recipes`), its entry in ``flow.yaml`` (inputs and their modes, output;
-the body's path is under ``sql:`` for both languages) and, when its output is new, the
+:mod:`engine.project.python_recipes`) or ``recipes/<name>.yaml`` (a windows declaration, see
+:mod:`engine.project.windows`), its entry in ``flow.yaml`` (inputs and their modes, output;
+the body's path is under ``sql:``, ``python:`` or ``windows:``) and, when its output is new, the
 output's entry in ``datasets.yaml``. :func:`save_recipe` writes them together through
 :mod:`engine.project.definitions` (refused on a concurrent edit, or when the flow would break).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +22,15 @@ import pandas as pd
 
 from engine.core import yamltext
 from engine.core.errors import NodalError
-from engine.project import definitions, flow, python_recipes
-from engine.project.project import INPUT_MODES, Project, ProjectError, check_name
+from engine.project import definitions, flow, input_modes, python_recipes, windows
+from engine.project.project import Project, ProjectError, RecipeDef, by_day, check_name
 from engine.storage import datasets as ds
 
 PREVIEW_ROWS = 20
-LANGUAGES = ("sql", "python")
+LANGUAGES = ("sql", "python", "windows")
+_SUFFIX = {"sql": "sql", "python": "py", "windows": "yaml"}
+# What the editor calls each language's body.
+BODY = {"sql": "SQL", "python": "Python", "windows": "windows declaration (YAML)"}
 
 
 class RecipeError(NodalError):
@@ -46,17 +51,20 @@ class Preview:
 
 
 def sql_path(name: str, language: str = "sql") -> str:
-    return f"recipes/{name}.{'py' if language == 'python' else 'sql'}"
+    return f"recipes/{name}.{_SUFFIX.get(language, 'sql')}"
 
 
 def language_of(recipe_file: str) -> str:
-    return "python" if python_recipes.is_python(recipe_file) else "sql"
+    """sql, python or windows (a ``.yaml`` windows declaration, :mod:`engine.project.windows`)."""
+    if python_recipes.is_python(recipe_file):
+        return "python"
+    return "windows" if windows.is_windows(recipe_file) else "sql"
 
 
 def preview(
     project: Project,
     sql: str,
-    inputs: Mapping[str, str] | list[str],
+    inputs: Mapping[str, input_modes.InputMode] | list[str],
     limit: int = PREVIEW_ROWS,
     language: str = "sql",
     output: str | None = None,
@@ -64,15 +72,18 @@ def preview(
 ) -> Preview:
     """The first ``limit`` rows and the output schema of a recipe body over ``inputs``.
 
-    Partitioned inputs read in "same" mode are restricted to their newest partition, as a
-    daily build would read them; others are read whole. SQL must be one query, and it may
-    read files only in the project's data and the landing zone (:class:`RecipeError`
+    Inputs are read as a daily build of the newest day would read them
+    (:func:`preview_reads`): "same" inputs that day, windows the days before it, others
+    whole. SQL must be one query, and it may read files only in the project's data and
+    the landing zone (:class:`RecipeError`
     otherwise, before anything runs or is written). A Python body runs in full, in its
     own process, on those inputs (``output`` and ``name``, if given, name the dataset it
     would build and the recipe, for its checks and messages).
     """
     project.require("write")  # runs or changes the project's code
     modes = dict.fromkeys(inputs, "all") if isinstance(inputs, list) else dict(inputs)
+    if language == "windows":
+        return _preview_windows(project, sql, modes, limit, output, name)
     if language == "python":
         display = sql_path(name, "python") if name else "the recipe"
         return _preview_python(project, sql, modes, limit, output, display)
@@ -80,16 +91,15 @@ def preview(
     if not sql:
         raise RecipeError("the recipe has no SQL yet")
     views: dict[str, Any] = {}
-    for name, mode in modes.items():
+    for name, parts in preview_reads(project, modes).items():
         ref = project.dataset(name)
-        if not ref.exists():
-            raise RecipeError(f"input {name!r} has no data yet: build or import it first")
-        latest = ref.partitions()[-1:] if (mode == "same" and ref.partitioned_by) else None
-        views[name] = (ref, latest)
+        views[name] = (ref, parts)
     folders = flow.data_folders(project)
     try:
         ds.check_query(sql, "a recipe")
-        with ds.session(views, confine_to=folders) as con:
+        with ds.session(confine_to=folders) as con:
+            for name, (ref, parts) in views.items():
+                con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM {flow.scan(ref, parts)}')
             schema = {r[0]: r[1] for r in con.execute(f"DESCRIBE {sql}").fetchall()}
             rows = con.sql(f"SELECT * FROM ({sql}) LIMIT {int(limit)}").df()
     except duckdb.Error as exc:
@@ -100,23 +110,57 @@ def preview(
     return Preview(rows, schema)
 
 
+def preview_reads(
+    project: Project, modes: Mapping[str, input_modes.InputMode]
+) -> dict[str, list[str] | None]:
+    """The partitions of each input a preview reads (None: all of it), as a daily build of the
+    newest day would: the newest partition of the partitioned inputs read "same", or, when
+    none is, the day after the newest partition of the windowed ones. Refuses an input
+    without data (:class:`RecipeError`)."""
+    for name, mode in modes.items():
+        if not project.dataset(name).exists():
+            raise RecipeError(f"input {name!r} has no data yet: build or import it first")
+        d = project.datasets[name]
+        # The output may not be known yet: only the input's side of a window is checked here.
+        problem = input_modes.applies_problem(mode, by_day(d), bool(d.partitioned_by), True)
+        if problem:
+            raise RecipeError(f"input {name}: {problem}")
+    same = [
+        project.dataset(n).partitions()[-1]
+        for n, m in modes.items()
+        if m == input_modes.SAME and by_day(project.datasets[n])
+    ]
+    windowed = [n for n, m in modes.items() if isinstance(m, input_modes.DaysBefore)]
+    day = max(same) if same else None
+    if day is None and windowed:
+        newest = max(project.dataset(n).partitions()[-1] for n in windowed)
+        day = str(dt.date.fromisoformat(newest) + dt.timedelta(days=1))
+    out: dict[str, list[str] | None] = {}
+    for name, mode in modes.items():
+        ref = project.dataset(name)
+        if mode == input_modes.SAME:
+            out[name] = ref.partitions()[-1:] if ref.partitioned_by else None
+        elif isinstance(mode, input_modes.DaysBefore) and day is not None:
+            out[name] = input_modes.partitions_to_read(mode, ref.partitions(), [day], True)
+        else:
+            out[name] = None
+    return out
+
+
 def _preview_python(
     project: Project,
     code: str,
-    modes: dict[str, str],
+    modes: dict[str, input_modes.InputMode],
     limit: int,
     output: str | None,
     display: str,
 ) -> Preview:
     if not code.strip():
         raise RecipeError("the recipe has no Python yet")
-    tables: dict[str, str] = {}
-    for name, mode in modes.items():
-        ref = project.dataset(name)
-        if not ref.exists():
-            raise RecipeError(f"input {name!r} has no data yet: build or import it first")
-        latest = ref.partitions()[-1:] if (mode == "same" and ref.partitioned_by) else None
-        tables[name] = ds.scan_sql(ref, latest)
+    tables = {
+        name: flow.scan(project.dataset(name), parts)
+        for name, parts in preview_reads(project, modes).items()
+    }
     key = None
     if output and output in project.datasets:
         key = project.datasets[output].partitioned_by
@@ -138,6 +182,48 @@ def _preview_python(
     return Preview(rows, schema)
 
 
+def _preview_windows(
+    project: Project,
+    text: str,
+    modes: dict[str, input_modes.InputMode],
+    limit: int,
+    output: str | None,
+    name: str | None,
+) -> Preview:
+    """What a build of the events' newest day would write (checked as on save)."""
+    if not text.strip():
+        raise RecipeError("the recipe has no windows declaration yet")
+    recipe = RecipeDef(
+        name or "recipe", sql_path(name or "recipe", "windows"), text, modes, output or ""
+    )
+    try:
+        rows, schema = windows.preview(project, recipe, limit)
+    except ProjectError as exc:
+        raise RecipeError(str(exc)) from None
+    return Preview(rows, schema)
+
+
+def _check_modes(
+    project: Project,
+    name: str,
+    inputs: Mapping[str, object],
+    output: str,
+    partitioned_by: str | None,
+) -> None:
+    """Refuse an input mode that is not one, or that does not fit its input or the output."""
+    out_def = project.datasets.get(output)
+    out_by_day = by_day(out_def) if out_def else partitioned_by == "day"
+    for ds_name, mode in inputs.items():
+        try:
+            parsed = input_modes.parse(input_modes.to_yaml(mode))  # type: ignore[arg-type]
+        except input_modes.InputModeError as exc:
+            raise RecipeError(f"recipe {name}: input {ds_name}: {exc}") from None
+        d = project.datasets[ds_name]
+        problem = input_modes.applies_problem(parsed, by_day(d), bool(d.partitioned_by), out_by_day)
+        if problem:
+            raise RecipeError(f"recipe {name}: input {ds_name}: {problem}")
+
+
 def read_recipe(project: Project, name: str) -> tuple[str, str]:
     """A recipe's SQL and the version of its file (for a later :func:`save_recipe`)."""
     recipe = project.recipes.get(name)
@@ -151,7 +237,7 @@ def save_recipe(
     project: Project,
     name: str,
     sql: str,
-    inputs: Mapping[str, str],
+    inputs: Mapping[str, input_modes.InputMode],
     output: str,
     base_version: str | None = None,
     partitioned_by: str | None = None,
@@ -162,9 +248,12 @@ def save_recipe(
     ``base_version`` is the file's version the editor started from
     (``definitions.ABSENT`` for a new recipe): a concurrent save is refused with
     :class:`engine.project.definitions.DefinitionConflict`. A new ``output`` dataset is declared as
-    managed (partitioned by ``partitioned_by`` if given). ``language`` (sql or python;
-    default: the existing recipe's, or sql) cannot change for an existing recipe. SQL that fails on the current
-    data is refused; Python is checked (syntax, a ``run(inputs, variables)``), not run.
+    managed (partitioned by ``partitioned_by`` if given). ``language`` (sql, python or
+    windows; default: the existing recipe's, or sql) cannot change for an existing recipe.
+    SQL that fails on the current data is refused; Python is checked (syntax, a
+    ``run(inputs, variables)``), not run; a windows declaration is checked by
+    :func:`engine.project.windows.parse` against the project as it would be saved (its
+    error names the field; nothing is written).
     """
     project.require("write")  # runs or changes the project's code
     check_name(name, "recipe name")
@@ -182,12 +271,7 @@ def save_recipe(
     if language not in LANGUAGES:
         raise RecipeError(f"recipe {name}: language must be one of {', '.join(LANGUAGES)}")
     if not sql.strip():
-        raise RecipeError(
-            f"recipe {name}: the {'Python' if language == 'python' else 'SQL'} is empty"
-        )
-    for ds_name, mode in inputs.items():
-        if mode not in INPUT_MODES:
-            raise RecipeError(f"recipe {name}: input {ds_name} mode must be one of {INPUT_MODES}")
+        raise RecipeError(f"recipe {name}: the {BODY[language]} is empty")
     if not inputs:
         raise RecipeError(f"recipe {name}: choose at least one input dataset")
     if output in inputs:
@@ -195,20 +279,22 @@ def save_recipe(
     unknown = [d for d in inputs if d not in project.datasets]
     if unknown:
         raise RecipeError(f"recipe {name}: {', '.join(unknown)} is not a dataset of the project")
+    _check_modes(project, name, inputs, output, partitioned_by)
     rel = existing.sql_file if existing else sql_path(name, language)
     if language == "python":
         try:
             python_recipes.check_code(sql, rel)
         except python_recipes.PythonRecipeError as exc:
             raise RecipeError(str(exc)) from None
-    elif all(project.dataset(d).exists() for d in inputs):
+    elif language == "sql" and all(project.dataset(d).exists() for d in inputs):
         preview(project, sql, inputs, limit=0)  # a recipe that cannot run is not saved
     text = sql.rstrip() + "\n"
 
     def change(current: dict[str, str | None]) -> dict[str, str | None]:
         out: dict[str, str | None] = {rel: text}
         flow_doc = yamltext.load(current["flow.yaml"])
-        entry = {language: rel, "inputs": dict(inputs), "output": output}
+        modes = {d: input_modes.to_yaml(m) for d, m in inputs.items()}
+        entry = {language: rel, "inputs": modes, "output": output}
         if (flow_doc.get("recipes") or {}).get(name) != entry:
             out["flow.yaml"] = yamltext.set_entry(current["flow.yaml"], name, entry, "recipes")
         if output not in yamltext.load(current["datasets.yaml"]):
@@ -220,6 +306,11 @@ def save_recipe(
         return out
 
     def no_cycle(staged: Project) -> None:
+        if language == "windows":  # the declaration, checked against the staged project
+            try:
+                windows.parse(staged, staged.recipes[name])
+            except ProjectError as exc:
+                raise RecipeError(str(exc)) from None
         flow.build_order(staged, output)
 
     base = {rel: base_version} if base_version is not None else None

@@ -13,7 +13,7 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from engine.project import flow, model_spec, triggers
+from engine.project import flow, model_spec, triggers, windows
 from engine.project.project import Project
 
 STEP_KINDS = (
@@ -25,6 +25,7 @@ STEP_KINDS = (
     "sql",
     "python",
     "evaluate",
+    "publish_enrichment",
 )
 RUN_IF = ("no_prior_failure", "always", "prior_failure")
 REPORTER_TYPES = ("log", "webhook", "email")
@@ -148,6 +149,60 @@ def reporter_problems(name: str, spec: dict[str, Any]) -> list[str]:
     return out
 
 
+PUBLISH_BUILDS = ("day", "next_day")  # publish_enrichment's build: which partition first
+PUBLISH_ROWS = ("latest_day", "all")
+
+
+def _publish_enrichment_problems(project: Project, label: str, step: dict[str, Any]) -> list[str]:
+    """A publish_enrichment step: the dataset an API service of the project looks up, or a
+    windows recipe's output (its windowed state, for the API nodes' online store)."""
+    if _is_windows_output(project, step.get("dataset")):
+        unknown = sorted(set(step) - {"name", "type", "run_if", "dataset", "partition"})
+        if unknown:
+            return [
+                f"{label}: {', '.join(unknown)} cannot be used when publishing the windowed "
+                f"state of {step['dataset']!r} (a windows recipe's output: its events over the "
+                "longest window before the end of the run's day; only partition:)"
+            ]
+        return []
+    problems = []
+    unknown = sorted(set(step) - {"name", "type", "run_if", "dataset", "service", "rows", "build"})
+    if unknown:
+        problems.append(
+            f"{label}: unknown option(s) {', '.join(unknown)} of a publish_enrichment step"
+        )
+    service = step.get("service")
+    if service is not None:
+        spec = project.api_services.get(str(service))
+        looked_up = {
+            enr.get("dataset")
+            for ep in (spec or {}).get("endpoints") or []
+            for enr in ([ep] if ep.get("type") == "lookup" else ep.get("enrichments") or [])
+            if isinstance(enr, dict)
+        }
+        if spec is None:
+            problems.append(f"{label}: service {service!r} is not an API service of the project")
+        elif step.get("dataset") and step["dataset"] not in looked_up:
+            problems.append(
+                f"{label}: API service {service!r} looks nothing up in {step['dataset']!r}"
+            )
+    if step.get("rows", "latest_day") not in PUBLISH_ROWS or ("rows" in step and service):
+        problems.append(
+            f"{label}: rows must be one of {', '.join(PUBLISH_ROWS)}, and only without service: "
+            "(a service's endpoints say which rows they look up)"
+        )
+    if step.get("build") is not None and step["build"] not in PUBLISH_BUILDS:
+        problems.append(f"{label}: build must be one of {', '.join(PUBLISH_BUILDS)}")
+    return problems
+
+
+def _is_windows_output(project: Project, dataset: object) -> bool:
+    """Whether ``dataset`` is written by a windows recipe (a declaration, not SQL)."""
+    return any(
+        r.output == dataset and windows.is_windows(r.sql_file) for r in project.recipes.values()
+    )
+
+
 def _step_problems(project: Project, label: str, step: dict[str, Any]) -> list[str]:
     problems = []
     kind = step.get("type")
@@ -161,7 +216,7 @@ def _step_problems(project: Project, label: str, step: dict[str, Any]) -> list[s
     ):
         problems.append(f"{label}: gate metric must be one of {', '.join(GATE_METRICS)}")
     for key, required in (
-        ("dataset", ("run_checks", "build")),
+        ("dataset", ("run_checks", "build", "publish_enrichment")),
         ("model", ("score", "train", "evaluate")),
         ("input", ("score", "evaluate")),
         ("output", ("score",)),
@@ -170,6 +225,8 @@ def _step_problems(project: Project, label: str, step: dict[str, Any]) -> list[s
         if kind in required and not step.get(key):
             article = "an" if str(kind)[:1] in "aeiou" else "a"
             problems.append(f"{label}: {article} {kind} step needs {key}:")
+    if kind == "publish_enrichment":
+        problems.extend(_publish_enrichment_problems(project, label, step))
     if kind == "evaluate":
         own = set(step) - {"name", "type", "run_if", "partition"}
         unknown = sorted(own - set(model_spec.EVALUATE_OPTIONS))

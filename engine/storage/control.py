@@ -122,6 +122,7 @@ scenario_runs = sa.Table(
     ),  # QUEUED RUNNING SUCCESS WARNING FAILED ABORTED
     sa.Column("message", sa.Text, nullable=False, default=""),
     sa.Column("runner_pid", sa.Integer),
+    sa.Column("lease_epoch", sa.Integer),  # the runner lease's epoch it was fired/claimed under
     _ts("requested_at", False),
     _ts("started_at"),
     _ts("ended_at"),
@@ -268,6 +269,51 @@ api_keys = sa.Table(
     sa.Column("revoked_by", sa.String(100)),
 )
 
+# --- Fresh enrichment without a new package (issue 15; engine/deployer/enrichments.py) -------
+
+# Immutable versions of an API enrichment's rows, published by an automation node's scenario
+# (step publish_enrichment): a Parquet snapshot under the home plus this row. API nodes of
+# the same stage serve the newest one (engine/apinode/enrichment_refresh.py).
+published_enrichments = sa.Table(
+    "published_enrichments",
+    metadata,
+    sa.Column("project", sa.String(100), primary_key=True),
+    sa.Column("dataset", sa.String(100), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),  # 1, 2, … per project and dataset
+    sa.Column("stage", sa.String(50), nullable=False, default=""),  # the publishing node's
+    sa.Column("rows_selection", sa.String(20), nullable=False),  # all | latest_day
+    sa.Column("as_of", sa.String(40)),  # newest value of the rows' day column, if any
+    sa.Column("path", sa.Text, nullable=False),  # the snapshot, relative to NODAL_HOME
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("n_rows", sa.Integer, nullable=False),
+    sa.Column("run_id", sa.Integer),
+    sa.Column("node", sa.String(100), nullable=False),
+    sa.Column("published_by", sa.String(100), nullable=False),
+    _ts("published_at", False),
+)
+
+# What each API worker serves for each enrichment (reported at every sync, like the node's
+# status): the package's copy or a published version, with its age. Monitoring judges it.
+served_enrichments = sa.Table(
+    "served_enrichments",
+    metadata,
+    sa.Column("infra_id", sa.String(100), primary_key=True),
+    sa.Column("service", sa.String(100), primary_key=True),
+    sa.Column("generation", sa.String(100), primary_key=True),
+    sa.Column("endpoint", sa.String(100), primary_key=True),
+    sa.Column("dataset", sa.String(100), primary_key=True),
+    sa.Column("worker", sa.String(100), primary_key=True),  # host-pid of the API worker
+    sa.Column("project", sa.String(100), nullable=False),
+    sa.Column("source", sa.String(20), nullable=False),  # package | published
+    sa.Column("version", sa.Integer),  # the published version (null: the package's copy)
+    sa.Column("as_of", sa.String(40)),
+    sa.Column("published_at", sa.String(40)),  # the package's creation for its own copy
+    sa.Column("sha256", sa.String(64)),
+    sa.Column("max_age_hours", sa.Float),  # declared on the enrichment, if any
+    sa.Column("problem", sa.Text),  # a published version it refused, and why
+    _ts("reported_at", False),
+)
+
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DBAPI objects
     cur = dbapi_conn.cursor()
@@ -404,6 +450,19 @@ runner_state = sa.Table(
     sa.Column("key", sa.String(300), primary_key=True),  # "alive", "dataset:<project>:<…>"
     sa.Column("value", sa.Text, nullable=False),
     _ts("updated_at", False),
+)
+
+# One automation runner per infrastructure schedules and runs: the one holding this lease
+# (engine/automation/lease.py). Times are seconds since 1970 on the database's clock.
+runner_leases = sa.Table(
+    "runner_leases",
+    metadata,
+    sa.Column("infra_id", sa.String(100), primary_key=True),
+    sa.Column("holder", sa.String(200), nullable=False),  # host:pid:random of the runner
+    sa.Column("epoch", sa.Integer, nullable=False),  # +1 each time the lease changes hands
+    sa.Column("acquired_at", sa.Float, nullable=False),
+    sa.Column("renewed_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
 )
 
 

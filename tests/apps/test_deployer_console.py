@@ -143,7 +143,8 @@ def test_an_empty_home_explains_what_to_do_on_both_pages(tmp_path, monkeypatch):
     assert "automation infrastructure" in at.info[1].value
     assert not at.dataframe and [b.key for b in at.button] == ["nodal_sign_out"]
     at = _open("views/bundles.py")
-    assert "No bundle yet" in at.info[0].value and "No API package yet" in at.info[1].value
+    assert "No bundle of a project you may read yet" in at.info[0].value
+    assert "No API package of a project you may read yet" in at.info[1].value
 
 
 # --- promote, roll back, infrastructures by stage, scenario runs, bundle diff ------------------
@@ -218,7 +219,7 @@ def test_infrastructures_page_groups_by_stage_and_adds_stages_and_infras(console
 
 
 def test_runs_page_shows_the_timeline_steps_and_reporters_and_aborts(console_copy):
-    _, store = console_copy
+    settings, store = console_copy
     at = _open("views/runs.py")
     at.selectbox(key="runs_deployment").set_value(DEPLOYMENT).run()
     assert not at.exception
@@ -228,7 +229,10 @@ def test_runs_page_shows_the_timeline_steps_and_reporters_and_aborts(console_cop
         r["status"] for r in runs.list_runs(store, demo.AUTOMATION_INFRA)
     ]
     steps = at.dataframe[1].value
-    assert list(steps["step"]) == ["check_incoming", "build_features", "score", "publish_map"]
+    scenario = design.open_project(settings, demo.PROJECT).scenarios["daily_scoring"]
+    expected = [step["name"] for step in scenario["steps"]]  # every step, in its order
+    assert list(steps["step"]) == expected
+    assert expected[:4] == ["check_incoming", "build_features", "score", "publish_map"]
     assert (steps["status"] == "SUCCESS").all() and steps["seconds"].notna().all()
     assert at.dataframe[2].value.iloc[0]["reporter_type"] == "log"
     assert [e.label for e in at.expander][:1] == ["check_incoming: log and outputs"]

@@ -55,7 +55,7 @@ def api_home(demo_env, tmp_path_factory):
         LOOKUP,
         "card_profiles",
         "card_id",
-        columns=["credit_score", "card_txn_history"],
+        columns=["credit_score", "card_txn_rate_30d"],
         rows="latest_day",
     )
     queries = apidesigner.queries_from_dataset(project, SERVICE, ENDPOINT, "transactions", 3)
@@ -121,8 +121,10 @@ def test_the_official_client_drives_every_endpoint(node):
     assert len(explained["explanations"]) == 3
     assert set(explained["explanations"]) <= set(
         ["amount", "hour_of_day", "distance_km", "amount_ratio", "card_txn_prev_day"]
-        + ["card_txn_prev_7d", "card_txn_history", "credit_score", "account_age_days"]
+        + ["card_txn_prev_7d", "card_txn_rate_30d", "credit_score", "account_age_days"]
         + ["card_present", "merchant_category", "channel"]
+        + ["card_txn_1h", "card_amount_1h", "card_txn_24h", "card_amount_24h"]
+        + ["card_minutes_since_last", "card_new_merchant_7d"]
     )
 
     multi = client.predict_records(

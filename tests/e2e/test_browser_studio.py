@@ -53,6 +53,7 @@ def chromium() -> Iterator[Page]:
 def choose(page: Page, label: str, option: str) -> None:
     """Pick ``option`` in the selectbox or multiselect labelled ``label``."""
     page.get_by_role("combobox", name=label).click()
+    page.keyboard.type(option)  # the list shows a few options at a time: filter it first
     page.get_by_role("option", name=option, exact=True).click()
 
 

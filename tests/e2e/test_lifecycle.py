@@ -13,15 +13,21 @@ import pandas as pd
 import pytest
 from dataikuapi.utils import DataikuException
 
+from engine.apinode import online_state
 from engine.automation import dashboards
 from engine.automation.node import AutomationNode
+from engine.core import home as layout
 from engine.deployer import deployments as deployer
+from engine.deployer import enrichments
+from engine.models.saved import SavedModel
+from engine.project import windows
 from engine.storage import datasets as ds
 from engine.storage.control import open_store
 from nodal_demo import datagen, demo
 from tests.conftest import SMALL, make_settings
 from tests.e2e import procs
 from tests.homes import seed_test_actors
+from tests.window_state import batch_first_of_each_key, bootstrapped
 
 DAYS = 20
 CONFIG = dataclasses.replace(SMALL, n_days=DAYS)
@@ -96,17 +102,43 @@ def test_new_day_is_scored_by_the_runner_and_the_api_agrees(lifecycle):
     node = AutomationNode(settings, store, demo.AUTOMATION_INFRA)
     scored = ds.read_df(node.project(demo.PROJECT).dataset("scored"), [new_day])
     assert len(scored) > 500
+    # The API answers the day after the run's day: the run published the card profiles as of
+    # that day and the card windows' state through its end (the transactions of the 7 days
+    # before). The API node's online store was empty (nothing was scored yet): it replays
+    # the published state at its next poll, no pre-fill by hand.
+    project = node.project(demo.PROJECT)
+    spec = windows.declared(project)["card_windows"]
+    pub = next(
+        p
+        for p in enrichments.versions(store, demo.PROJECT, "card_windows")
+        if p.rows_selection == enrichments.WINDOW_EVENTS
+    )
+    assert pub.as_of == new_day and pub.n_rows > 500
+    state_file = layout.apinode_home(settings.home, demo.API_INFRA) / online_state.FILE
+    procs.wait_for(
+        lambda: bootstrapped(state_file, spec.space, pub.sha256),
+        60,
+        "the API node to replay the published window state",
+        runner_log,
+    )
+    next_day = str(CONFIG.start_day + timedelta(days=DAYS + 1))
+    datagen.generate(dataclasses.replace(CONFIG, n_days=DAYS + 2), settings.data_dir)
+    # Batch of that day (features built from the same profiles and windows), for each card's
+    # first transaction of the day: what real time answers in any order once bootstrapped.
+    batch = batch_first_of_each_key(project, spec, "fraud_model", next_day)
+    threshold = SavedModel.load(project.active_model_dir("fraud_model")).threshold
+    top = batch.sort_values("batch_proba", ascending=False).head(20)
+    sample = pd.concat([top, batch.drop(top.index).sample(30, random_state=1)])
+    assert (sample["w_card_txn_24h"] > 0).sum() >= 5  # the bootstrapped windows matter
 
     # The official client scores the same transactions one by one and in one batch.
     client = dataikuapi.APINodeClient(f"http://127.0.0.1:{port}", "fraud_detection")
-    top = scored.sort_values("proba", ascending=False).head(20)
-    sample = pd.concat([top, scored.drop(top.index).sample(30, random_state=1)])
     records = _records(sample)
     single = [
         client.predict_record("predict_fraud", rec)["result"]["probas"]["1"] for rec in records
     ]
     multi = client.predict_records("predict_fraud", [{"features": r} for r in records])["results"]
-    np.testing.assert_allclose(single, sample["proba"].to_numpy(), rtol=1e-12, atol=0)
+    np.testing.assert_allclose(single, sample["batch_proba"].to_numpy(), rtol=1e-9, atol=0)
     np.testing.assert_allclose([r["probas"]["1"] for r in multi], single, rtol=1e-12, atol=0)
     # MLflow's protocol on the same model: the same probabilities.
     split = {"columns": RAW_FIELDS, "data": [[r[c] for c in RAW_FIELDS] for r in records]}
@@ -116,7 +148,7 @@ def test_new_day_is_scored_by_the_runner_and_the_api_agrees(lifecycle):
     ).json()["predictions"]
     np.testing.assert_allclose(mlflow, single, rtol=1e-12, atol=0)
     flagged = [r["prediction"] == "1" for r in multi]
-    assert flagged == sample["is_flagged"].tolist()
+    assert flagged == (sample["batch_proba"] >= threshold).tolist()
 
 
 def test_bad_requests_get_a_clear_400_and_no_echo(lifecycle):
@@ -128,6 +160,7 @@ def test_bad_requests_get_a_clear_400_and_no_echo(lifecycle):
     secret = "4111111111111111-do-not-echo"
     body = {
         "features": {
+            "transaction_id": "T-bad-amount",
             "ts": "2026-10-21T10:00:00",
             "card_id": secret,
             "merchant_id": "M1",

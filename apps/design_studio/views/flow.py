@@ -54,8 +54,11 @@ def flow_dot(project: Project) -> str:
             f'fillcolor="{fill}", tooltip={_q(kind + " recipe " + recipe.sql_file)}];'
         )
         for name, mode in recipe.inputs.items():
-            # "same": the recipe reads only the partitions being built (dashed).
+            # "same": the recipe reads only the partitions being built (dashed); a window of
+            # days before them: dotted, labelled with its length.
             style = ", style=dashed" if mode == "same" else ""
+            if not isinstance(mode, str):
+                style = f", style=dotted, label={_q(str(mode.days) + ' days before')}"
             lines.append(f"  {_q('ds:' + name)} -> {_q(rid)} [arrowhead=none{style}];")
         lines.append(f"  {_q(rid)} -> {_q('ds:' + recipe.output)};")
     for model, spec in project.models.items():

@@ -1,5 +1,6 @@
-"""Recipes page: create and edit SQL or Python recipes with a preview of the first rows and
-the output schema; save (refused on a concurrent edit, shown the difference) and build."""
+"""Recipes page: create and edit SQL or Python recipes, or windows declarations (YAML), with a
+preview of the first rows and the output schema; save (refused on a concurrent edit, shown the
+difference; a wrong declaration is refused naming its field) and build."""
 
 from __future__ import annotations
 
@@ -8,9 +9,23 @@ import streamlit as st
 
 from apps.design_studio.state import current_project, show_conflict, version_key
 from engine.core.errors import NodalError
-from engine.project import definitions, flow, python_recipes, recipes
+from engine.project import definitions, flow, input_modes, python_recipes, recipes, windows
 
 NEW = "+ New recipe"
+LANGUAGE_NAMES = {
+    "sql": "SQL (DuckDB)",
+    "python": "Python (pandas)",
+    "windows": "Windowed features (YAML)",
+}
+WINDOWS_TEMPLATE = """\
+# Features of each event's key over its earlier events (engine.project.windows).
+events: <the input dataset>
+key: <column>
+time: <a TIMESTAMP column>
+id: <the event id column>
+features:
+  events_1h: {agg: count, window: 1h}
+"""
 
 
 def show_failure(prefix: str, exc: NodalError) -> None:
@@ -49,20 +64,21 @@ else:
     default_inputs, default_modes = [], {}
     language = st.radio(
         "Language",
-        ["sql", "python"],
-        format_func={"sql": "SQL (DuckDB)", "python": "Python (pandas)"}.get,
+        list(LANGUAGE_NAMES),
+        format_func=LANGUAGE_NAMES.get,
         horizontal=True,
         key="new_recipe_language",
     )
 
 sql_key, vkey = f"sql::{choice}", version_key("recipe", choice)
-if not existing and language == "python":  # its own editor, with a template to start
-    sql_key = f"sql::{choice}::python"
+if not existing and language != "sql":  # its own editor, with a template to start
+    sql_key = f"sql::{choice}::{language}"
 if existing and sql_key not in st.session_state:
     text, version = recipes.read_recipe(project, choice)
     st.session_state[sql_key], st.session_state[vkey] = text, version
 if not existing and sql_key not in st.session_state:
-    st.session_state[sql_key] = python_recipes.TEMPLATE if language == "python" else ""
+    templates = {"python": python_recipes.TEMPLATE, "windows": WINDOWS_TEMPLATE}
+    st.session_state[sql_key] = templates.get(language, "")
 
 inputs = st.multiselect(
     "Inputs",
@@ -70,18 +86,32 @@ inputs = st.multiselect(
     default=[i for i in default_inputs if i in project.datasets],
     key=f"inputs::{choice}",
 )
-modes: dict[str, str] = {}
+modes: dict[str, object] = {}
 partitioned = [i for i in inputs if project.datasets[i].partitioned_by]
 if partitioned:
     mode_cols = st.columns(len(partitioned))
     for col, ds_name in zip(mode_cols, partitioned, strict=True):
-        modes[ds_name] = col.selectbox(
+        current = default_modes.get(ds_name, "all")
+        window = isinstance(current, input_modes.DaysBefore)
+        picked = col.selectbox(
             f"{ds_name} is read",
-            ["all", "same"],
-            index=["all", "same"].index(default_modes.get(ds_name, "all")),
+            ["all", "same", "days before"],
+            index=2 if window else ["all", "same"].index(current),
             key=f"mode::{choice}::{ds_name}",
-            help="all: every partition. same: only the partitions being built (daily builds).",
+            help="all: every partition (a day's build: up to that day). same: only the "
+            "partitions being built (daily builds). days before: the N days before each day "
+            "built, that day excluded (inputs and output partitioned by day).",
         )
+        modes[ds_name] = picked
+        if picked == "days before":
+            days = col.number_input(
+                "days before",
+                min_value=1,
+                max_value=input_modes.MAX_DAYS_BEFORE,
+                value=current.days if window else 30,
+                key=f"days::{choice}::{ds_name}",
+            )
+            modes[ds_name] = input_modes.DaysBefore(int(days))
 modes.update({i: "all" for i in inputs if i not in modes})
 partition_output = False
 if not existing and output not in project.datasets:
@@ -97,6 +127,15 @@ if language == "python":
         help="inputs: one pandas DataFrame per input dataset; variables: the project's "
         "variables. Runs in its own process; set TIMEOUT = <seconds> to change the "
         f"{python_recipes.DEFAULT_TIMEOUT:g} s default.",
+    )
+elif language == "windows":
+    sql = st.text_area(
+        "Windowed features (YAML: events, key, time, id, features)",
+        key=sql_key,
+        height=300,
+        help="Each feature is {agg, of, window}: agg one of "
+        f"{', '.join(windows.AGGREGATES)}; window like 90s, 30m, 1h or 7d. An event counts "
+        "only its key's events strictly before it. The input is the events, read same.",
     )
 else:
     sql = st.text_area("SQL (DuckDB; each input is a table of its name)", key=sql_key, height=260)
@@ -118,7 +157,8 @@ if do_preview:
         show_failure("", exc)
     else:
         st.caption(
-            f'First {len(preview.rows)} rows (inputs read "same" show their newest partition).'
+            f'First {len(preview.rows)} rows (inputs read "same" show their newest partition, '
+            "windows the days before it)."
         )
         st.dataframe(preview.rows, hide_index=True, width="stretch", key="preview_rows")
         st.dataframe(

@@ -1,4 +1,5 @@
-"""API health from the API node's query log: volume, errors and latency; generations A/B."""
+"""API health from the API node's query log: volume, errors and latency; generations A/B;
+and the age of the enrichment rows each deployment serves."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import streamlit as st
 
 from apps.common.auth import may
 from apps.common.context import get_settings, get_store
+from apps.common.status import style_status
 from engine.deployer import deployments as deployer
-from engine.monitoring import apihealth
+from engine.monitoring import apihealth, enrichment_age, mirror
 
 NONE = "(none)"  # a NULL name in the query log: a refused query has no generation
 settings = get_settings()
@@ -33,7 +35,26 @@ if not infras:
     )
     st.stop()
 infra = st.selectbox("API node", infras, key="api_infra")
-table = apihealth.source(settings.home, infra)
+
+# How old the looked-up rows (e.g. per-key profiles) each deployment serves are: they follow
+# what the automation node's publish_enrichment steps publish, without a new package.
+ages = enrichment_age.ages(store, infra)
+if ages:
+    st.subheader("Enrichment age")
+    st.dataframe(
+        style_status(enrichment_age.frame(ages), "status"),
+        hide_index=True,
+        width="stretch",
+        key="api_enrichment_age",
+    )
+    st.caption(
+        "Stale (UNHEALTHY) when a newer version was published and a worker still serves an "
+        "older one past a few poll intervals, or when the table is older than the "
+        "enrichment's max_age_hours (the batch stopped publishing)."
+    )
+
+# Another host's API node: its compacted query logs, mirrored from the object store.
+table = apihealth.source(mirror.querylog_home(settings, store), infra)
 if table is None:
     st.info(
         f"No API traffic on {infra} yet. Every query the API node answers is logged; volume, "

@@ -55,9 +55,11 @@ from engine.apinode.http.messages import (
     short_name,
 )
 from engine.apinode.node import ApiNode, LoadedService, ServedService
+from engine.apinode.online_state import StateStoreUnavailable
 from engine.apinode.realtime import InvalidRecord, LookupFailed
 from engine.core.settings import Settings, load_settings
 from engine.storage.control import open_store
+from engine.storage.objects import open_store as open_objects
 
 log = logging.getLogger("nodal.serving")
 
@@ -112,6 +114,7 @@ def create_app(
     handlers = Handlers(node)
     qlog = querylog.QueryLog(settings.home, infra_id)
     metrics = querylog.Metrics(settings.home, infra_id, qlog.worker)
+    objects = open_objects(settings)  # compacted query logs go there (NODAL_STORE_URL)
 
     def answer(req: QueryRequest, service: str, endpoint: str, method: str) -> Answer:
         t0 = time.perf_counter()
@@ -122,7 +125,7 @@ def create_app(
             if method == "invocations" and not service:
                 q.service, q.endpoint = handlers.only_prediction_endpoint()
             content = METHODS[method](handlers, req, q, body, t0)
-        except ApiError as exc:
+        except (ApiError, StateStoreUnavailable) as exc:  # the latter: 503, retry it
             status, error_type, content = (
                 exc.status,
                 exc.error_type,
@@ -169,6 +172,7 @@ def create_app(
         qlog.rotate_if_due()
         metrics.snapshot()
         await asyncio.to_thread(querylog.compact, settings.home, infra_id)
+        await asyncio.to_thread(querylog.publish_compacted, settings.home, infra_id, objects)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -204,6 +208,7 @@ def create_app(
             metrics.snapshot()
             with contextlib.suppress(Exception):
                 querylog.compact(settings.home, infra_id)
+                querylog.publish_compacted(settings.home, infra_id, objects)
 
     @get("/isAlive/", sync_to_thread=False, summary="Liveness: the generations this worker serves")
     def is_alive() -> dict[str, Any]:

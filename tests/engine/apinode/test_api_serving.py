@@ -115,7 +115,7 @@ def test_explanations_are_treeshap_contributions_that_add_up(client):
     body = {"features": GOOD, "explanations": {"enabled": True, "nExplanations": 50}}
     result = client.post(f"{URL}/predict", json=body).json()["result"]
     contrib = result["explanations"]
-    assert len(contrib) == 12 and result["explanationsMethod"] == "TREESHAP"
+    assert len(contrib) == 18 and result["explanationsMethod"] == "TREESHAP"  # every feature
     p = result["probas"]["1"]
     # TreeSHAP: contributions + bias = log-odds of the prediction; the bias is the same for
     # every row, so two rows' log-odds differ by the difference of their contributions.

@@ -12,7 +12,7 @@ from engine.core.artifacts import extract_verified
 from engine.deployer import apipackages
 from engine.design import projects as design
 from engine.models import feature_parity
-from engine.project import sql_functions
+from engine.project import sql_functions, windows
 from nodal_demo import demo
 from tests.homes import copy_home
 
@@ -31,7 +31,10 @@ def test_the_example_package_proves_real_time_equals_batch(home, tmp_path):
     assert {p.name for p in ep_dir.glob("parity*.parquet")} == {
         "parity.parquet",
         "parity_card_profiles.parquet",
+        "parity_card_windows.parquet",  # batch's windowed features of the sampled rows
+        "parity_events_card_windows.parquet",  # the events real time replays to recompute them
     }
+    assert (ep_dir / "windows" / "card_windows.json").exists()
     _, endpoints = load_service(tmp_path / "pkg")  # re-checks the sample at load
     assert set(endpoints["predict_fraud"].request_fields) >= {"ts", "card_id", "amount"}
 
@@ -55,6 +58,22 @@ def test_a_node_refuses_a_package_whose_sample_no_longer_holds(home, tmp_path, m
     with pytest.raises(feature_parity.ParityError, match="feature 'hour_of_day'"):
         load_service(tmp_path / "pkg")
     shutil.rmtree(tmp_path / "pkg")
+
+
+def test_windowed_features_are_recomputed_from_the_events_not_copied(home, tmp_path, monkeypatch):
+    """The sample's windowed features are replayed through a state store: real time that
+    counted an event in its own window (not strictly before) is refused, at packaging and
+    when a node loads a package built before."""
+    settings, store = home
+    info = apipackages.get_package(store, demo.SERVICE, "v1")
+    extract_verified(info.path, tmp_path / "pkg", apipackages.KIND)
+    real = windows.compute
+    monkeypatch.setattr(windows, "compute", lambda spec, t, *a: real(spec, t + 1, *a))
+    with pytest.raises(feature_parity.ParityError, match="feature 'card_txn_1h'"):
+        load_service(tmp_path / "pkg")
+    project = design.open_project(settings, demo.PROJECT)
+    with pytest.raises(apipackages.PackageError, match="feature 'card_txn_1h' differently"):
+        apipackages.create_package(settings.home, store, project, demo.SERVICE, "v-w", "", "test")
 
 
 def _break_hours(monkeypatch):

@@ -40,10 +40,28 @@ PROFILE = {
     "card_avg_amount": "DOUBLE",
     "card_txn_prev_day": "BIGINT",
     "card_txn_prev_7d": "BIGINT",
-    "card_txn_history": "BIGINT",
+    "card_txn_rate_30d": "DOUBLE",
     "credit_score": "INTEGER",
     "account_open_date": "DATE",
 }
+# The card's windowed features (recipes/card_windows.yaml): a row computed live by the API.
+WINDOWS = {
+    "transaction_id": "VARCHAR",
+    "card_txn_1h": "BIGINT",
+    "card_amount_1h": "DOUBLE",
+    "card_txn_24h": "BIGINT",
+    "card_amount_24h": "DOUBLE",
+    "card_seconds_since_last": "DOUBLE",
+    "card_new_merchant_7d": "BOOLEAN",
+}
+WINDOWED = [
+    "card_txn_1h",
+    "card_amount_1h",
+    "card_txn_24h",
+    "card_amount_24h",
+    "card_minutes_since_last",
+    "card_new_merchant_7d",
+]
 EXAMPLE_FEATURES = [
     "amount",
     "hour_of_day",
@@ -51,7 +69,7 @@ EXAMPLE_FEATURES = [
     "amount_ratio",
     "card_txn_prev_day",
     "card_txn_prev_7d",
-    "card_txn_history",
+    "card_txn_rate_30d",
     "credit_score",
     "account_age_days",
     "card_present",
@@ -128,17 +146,14 @@ def _same(a, b):
     return a == b
 
 
-def _check(sql, request, request_schema, join_name, join_schema, row, features, keys):
+def _check(sql, request, request_schema, join_name, join_schema, row, features, keys, more=None):
     plan = feature_sql.plan(sql, request_schema, features, keys)
     raw = {k: (v.isoformat() if isinstance(v, (datetime, date)) else v) for k, v in request.items()}
     typed = feature_sql.typed_record(plan.request_fields, raw)
-    got = plan.compute(typed, (row or {},))
+    joined = {join_name: (join_schema, row), **(more or {})}  # more: other joins' rows
+    got = plan.compute(typed, tuple(joined[j.dataset][1] or {} for j in plan.joins))
     request_name = plan.request_dataset
-    want = _duckdb_row(
-        sql,
-        {request_name: (request_schema, request), join_name: (join_schema, row)},
-        features,
-    )
+    want = _duckdb_row(sql, {request_name: (request_schema, request), **joined}, features)
     for f in features:
         assert _same(got[f], want[f]), (f, got[f], want[f])
 
@@ -179,12 +194,34 @@ def test_the_example_recipe_compiles_to_what_duckdb_computes(
         "card_avg_amount": avg,
         "card_txn_prev_day": 2,
         "card_txn_prev_7d": 9,
-        "card_txn_history": 40,
+        "card_txn_rate_30d": 1.4,
         "credit_score": 700,
         "account_open_date": opened,
     }
-    keys = {"card_profiles": {"card_id": "card_id"}}
-    _check(EXAMPLE_SQL, request, TXN, "card_profiles", PROFILE, row, EXAMPLE_FEATURES, keys)
+    keys = {
+        "card_profiles": {"card_id": "card_id"},
+        "card_windows": {"transaction_id": "transaction_id"},
+    }
+    windowed = {
+        "transaction_id": "T1",
+        "card_txn_1h": 1,
+        "card_amount_1h": amount,
+        "card_txn_24h": 3,
+        "card_amount_24h": 120.5,
+        "card_seconds_since_last": None if home is None else 754.0,
+        "card_new_merchant_7d": None if avg is None else avg > 0,
+    }
+    _check(
+        EXAMPLE_SQL,
+        request | {"transaction_id": "T1", "merchant_id": "M1"},
+        TXN,
+        "card_profiles",
+        PROFILE,
+        row,
+        EXAMPLE_FEATURES + WINDOWED,
+        keys,
+        {"card_windows": (WINDOWS, windowed)},
+    )
 
 
 @hsettings(max_examples=150, deadline=None, derandomize=True)
@@ -239,10 +276,13 @@ def test_another_vocabulary_compiles_to_what_duckdb_computes(
 
 
 def test_the_contract_is_what_the_model_features_read():
-    plan = feature_sql.plan(
-        EXAMPLE_SQL, TXN, EXAMPLE_FEATURES, {"card_profiles": {"card_id": "card_id"}}
-    )
+    keys = {
+        "card_profiles": {"card_id": "card_id"},
+        "card_windows": {"transaction_id": "transaction_id"},  # joined by the event id
+    }
+    plan = feature_sql.plan(EXAMPLE_SQL, TXN, EXAMPLE_FEATURES, keys)
     assert set(plan.request_fields) == {
+        "transaction_id",
         "card_id",
         "ts",
         "amount",
@@ -253,8 +293,9 @@ def test_the_contract_is_what_the_model_features_read():
         "channel",
     }
     assert plan.request_fields["ts"] == "timestamp"
-    only = feature_sql.plan(EXAMPLE_SQL, TXN, ["amount"], {"card_profiles": {"card_id": "card_id"}})
-    assert set(only.request_fields) == {"card_id", "ts", "amount"}  # join key and condition
+    only = feature_sql.plan(EXAMPLE_SQL, TXN, ["amount"], keys)
+    # join keys and conditions (the windows' own fields are added by the package builder)
+    assert set(only.request_fields) == {"transaction_id", "card_id", "ts", "amount"}
 
 
 def test_a_feature_named_like_the_examples_gets_its_own_formula():

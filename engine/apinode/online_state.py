@@ -1,0 +1,377 @@
+"""The online state of windowed features: each key's recent events, shared by the API node's
+workers (embedded SQLite, one host) or replicas (Redis, several hosts).
+
+A store implements :class:`engine.project.windows.StateStore`: ``record`` adds an event once
+per (key, event id) (a retried request, or a repeated event id, changes nothing), drops the
+key's events older than the longest window before it, and returns the key's events, in one
+step: one SQLite transaction, or one ``EVALSHA`` of a Lua script in Redis. The features are
+computed from what it returns (:func:`engine.project.windows.compute`), counting only events
+strictly before the request's own time, so the answer of a retry is the answer of the first
+try. State nobody touched for the longest window expires (Redis: the key's TTL; SQLite: a
+sweep every minute).
+
+*Decision:* one key's events are kept whole (time and the aggregated values), not running
+aggregates: "strictly before t" and windows ending at any t then come out exactly as batch
+computes them, whatever order same-time or late events arrive in, and a key holds only its
+events of the longest window (typically a few to a few hundred).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from engine.core.errors import NodalError
+from engine.core.settings import Settings
+
+FILE = "online_state.sqlite"
+SWEEP_SECONDS = 60.0
+BULK_CHUNK = 2000  # events per SQLite transaction / Redis pipeline of a bulk record
+# Between two SQLite transactions of a bulk record: a serving worker waiting for the write
+# lock (SQLite's busy handler sleeps and retries) gets it instead of the next chunk.
+BULK_PAUSE_SECONDS = 0.005
+
+
+class StateStoreUnavailable(NodalError):
+    """The online state store cannot be reached: the request is answered 503 (retry it)."""
+
+    status, error_type = 503, "StateStoreUnavailable"
+
+    def __init__(self, what: str) -> None:
+        self.message = f"the online state store is unavailable ({what})"
+        super().__init__(self.message)
+
+
+class OnlineStoreError(NodalError):
+    """NODAL_ONLINE_STORE_URL is not a store nodal can use; the message says why."""
+
+
+def _dumps(event: list[Any]) -> str:
+    return json.dumps(event, separators=(",", ":"))
+
+
+def _loads(events: list[str]) -> list[list[Any]]:
+    """Many events' JSON in one parse."""
+    return json.loads("[" + ",".join(events) + "]")
+
+
+class SqliteState:
+    """Embedded store: one SQLite file in WAL mode under the API node's home, shared by every
+    worker process of that home (a connection per process, opened on first use)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._con: sqlite3.Connection | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+        self._next_sweep = 0.0
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._con is None or self._pid != os.getpid():  # never a connection across fork
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            con.execute("PRAGMA busy_timeout = 5000")
+            con.execute("PRAGMA journal_mode = WAL")
+            con.execute("PRAGMA synchronous = NORMAL")  # a killed process loses nothing
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS window_events (space TEXT NOT NULL, key TEXT NOT "
+                "NULL, id TEXT NOT NULL, t INTEGER NOT NULL, event TEXT NOT NULL, expires REAL "
+                "NOT NULL, PRIMARY KEY (space, key, id)) WITHOUT ROWID"
+            )
+            con.execute(
+                "CREATE INDEX IF NOT EXISTS window_events_expiry ON window_events (expires)"
+            )
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS window_bootstraps (space TEXT NOT NULL, tag TEXT NOT "
+                "NULL, state TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (space, tag))"
+            )
+            self._con, self._pid = con, os.getpid()
+        return self._con
+
+    def record(
+        self, space: str, key: str, event_id: str, event: list[Any], keep_from_us: int, ttl_us: int
+    ) -> list[list[Any]]:
+        now = time.time()
+        try:
+            with self._lock:
+                con = self._connect()
+                con.execute("BEGIN IMMEDIATE")
+                try:
+                    con.execute(
+                        "INSERT OR IGNORE INTO window_events VALUES (?, ?, ?, ?, ?, ?)",
+                        (space, key, event_id, event[0], _dumps(event), now + ttl_us / 1e6),
+                    )
+                    rows = con.execute(
+                        "SELECT t, event FROM window_events WHERE space = ? AND key = ?",
+                        (space, key),
+                    ).fetchall()
+                    if any(r[0] < keep_from_us for r in rows):  # only then a delete
+                        con.execute(
+                            "DELETE FROM window_events WHERE space = ? AND key = ? AND t < ?",
+                            (space, key, keep_from_us),
+                        )
+                        rows = [r for r in rows if r[0] >= keep_from_us]
+                    if now >= self._next_sweep:
+                        con.execute("DELETE FROM window_events WHERE expires < ?", (now,))
+                        self._next_sweep = now + SWEEP_SECONDS
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            raise StateStoreUnavailable(f"{self.path.name}: {exc}") from None
+        return _loads([r[1] for r in rows])
+
+    def record_many(
+        self, space: str, events: Sequence[tuple[str, str, list[Any]]], window_us: int, ttl_us: int
+    ) -> int:
+        """Add many ``(key, event id, event)`` at once, each once per (key, id) like
+        :meth:`record`, except one the key's newest event has moved out of its window
+        (``window_us``, the longest: a request trimmed it, it never counts again); one short
+        transaction per :data:`BULK_CHUNK` events so serving workers wait at most one chunk.
+        Returns how many were new."""
+        added = 0
+        try:
+            for start in range(0, len(events), BULK_CHUNK):
+                expires = time.time() + ttl_us / 1e6
+                rows = [
+                    (space, key, event_id, event[0], _dumps(event), expires)
+                    + (space, key, event[0] + window_us)
+                    for key, event_id, event in events[start : start + BULK_CHUNK]
+                ]
+                with self._lock:
+                    con = self._connect()
+                    before = con.total_changes
+                    con.execute("BEGIN IMMEDIATE")
+                    try:
+                        con.executemany(
+                            "INSERT OR IGNORE INTO window_events SELECT ?, ?, ?, ?, ?, ? WHERE "
+                            "NOT EXISTS (SELECT 1 FROM window_events WHERE space = ? AND key = ? "
+                            "AND t > ?)",
+                            rows,
+                        )
+                        con.execute("COMMIT")
+                    except BaseException:
+                        con.execute("ROLLBACK")
+                        raise
+                    added += con.total_changes - before
+                time.sleep(BULK_PAUSE_SECONDS)  # a waiting request takes the lock now
+        except sqlite3.Error as exc:
+            raise StateStoreUnavailable(f"{self.path.name}: {exc}") from None
+        return added
+
+    def claim_bootstrap(self, space: str, tag: str, lease_s: float) -> bool:
+        """Whether this caller should replay snapshot ``tag`` into ``space``: not done yet,
+        and nobody else's claim younger than ``lease_s`` (then it is claimed for the caller)."""
+        now = time.time()
+        try:
+            with self._lock:
+                con = self._connect()
+                con.execute("BEGIN IMMEDIATE")
+                try:
+                    row = con.execute(
+                        "SELECT state, at FROM window_bootstraps WHERE space = ? AND tag = ?",
+                        (space, tag),
+                    ).fetchone()
+                    mine = row is None or (row[0] == "claimed" and row[1] < now - lease_s)
+                    if mine:
+                        con.execute(
+                            "INSERT OR REPLACE INTO window_bootstraps VALUES (?, ?, 'claimed', ?)",
+                            (space, tag, now),
+                        )
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            raise StateStoreUnavailable(f"{self.path.name}: {exc}") from None
+        return mine
+
+    def finish_bootstrap(self, space: str, tag: str, keep_s: float) -> None:
+        """Mark snapshot ``tag`` replayed into ``space`` (an emptied store forgets it too)."""
+        try:
+            with self._lock:
+                self._connect().execute(
+                    "INSERT OR REPLACE INTO window_bootstraps VALUES (?, ?, 'done', ?)",
+                    (space, tag, time.time()),
+                )
+        except sqlite3.Error as exc:
+            raise StateStoreUnavailable(f"{self.path.name}: {exc}") from None
+
+    def release_bootstrap(self, space: str, tag: str) -> None:
+        """Drop an unfinished claim (the replay failed before adding anything)."""
+        try:
+            with self._lock:
+                self._connect().execute(
+                    "DELETE FROM window_bootstraps WHERE space = ? AND tag = ? AND state = "
+                    "'claimed'",
+                    (space, tag),
+                )
+        except sqlite3.Error as exc:
+            raise StateStoreUnavailable(f"{self.path.name}: {exc}") from None
+
+    def key_events(self, space: str) -> dict[str, int]:
+        """How many events each key of ``space`` holds (for checks and tests)."""
+        with self._lock:
+            rows = self._connect().execute(
+                "SELECT key, count(*) FROM window_events WHERE space = ? GROUP BY key", (space,)
+            )
+            return {k: int(n) for k, n in rows.fetchall()}
+
+
+# KEYS[1]: the key's hash (field: event id, value: the event as JSON [t_us, ...values]).
+# ARGV: event id, event, keep from (µs), TTL (ms). Add once, drop the old, refresh the TTL,
+# return the key's events: one round trip, atomic.
+_LUA = """
+redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+local all = redis.call('HGETALL', KEYS[1])
+local keep = tonumber(ARGV[3])
+local out = {}
+for i = 1, #all, 2 do
+  local t = tonumber(string.match(all[i + 1], '^%[(%-?%d+)'))
+  if t < keep then
+    redis.call('HDEL', KEYS[1], all[i])
+  else
+    out[#out + 1] = all[i + 1]
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return out
+"""
+
+
+# Bulk (a bootstrap): KEYS[1] the key's hash; ARGV[1] TTL (ms), ARGV[2] the longest window
+# (µs), then event id, event pairs. An event the key's newest one moved out of its window (a
+# request trimmed it) is not added back.
+_LUA_MANY = """
+local newest = nil
+for _, v in ipairs(redis.call('HVALS', KEYS[1])) do
+  local t = tonumber(string.match(v, '^%[(%-?%d+)'))
+  if newest == nil or t > newest then newest = t end
+end
+local window = tonumber(ARGV[2])
+local added = 0
+for i = 3, #ARGV, 2 do
+  local t = tonumber(string.match(ARGV[i + 1], '^%[(%-?%d+)'))
+  if newest == nil or t + window >= newest then
+    added = added + redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return added
+"""
+
+
+class RedisState:
+    """Redis: one hash per (declaration, key); one ``EVALSHA`` per scored event. Every key
+    a request touches is one Redis key, so a Redis Cluster works too."""
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self._errors = (redis.RedisError, OSError)
+        try:
+            self.client = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        except ValueError as exc:
+            raise OnlineStoreError(f"NODAL_ONLINE_STORE_URL: {exc}") from None
+        self.script = self.client.register_script(_LUA)
+        self.script_many = self.client.register_script(_LUA_MANY)
+
+    def record(
+        self, space: str, key: str, event_id: str, event: list[Any], keep_from_us: int, ttl_us: int
+    ) -> list[list[Any]]:
+        try:
+            raw = self.script(
+                keys=[f"nodal:win:{space}:{key}"],
+                args=[event_id, _dumps(event), keep_from_us, max(1, ttl_us // 1000)],
+            )
+        except self._errors as exc:
+            raise StateStoreUnavailable(type(exc).__name__) from None
+        return _loads([r.decode() for r in raw])
+
+    def _hash(self, space: str, key: str) -> str:
+        return f"nodal:win:{space}:{key}"
+
+    def record_many(
+        self, space: str, events: Sequence[tuple[str, str, list[Any]]], window_us: int, ttl_us: int
+    ) -> int:
+        """Add many ``(key, event id, event)`` at once, each once per (key, id) like
+        :meth:`record` (not one the key's newest event has moved out of its ``window_us``):
+        one ``EVALSHA`` per key (HSETNX each event, then PEXPIRE), sent in
+        pipelines of about :data:`BULK_CHUNK` events (one round trip each, not atomic
+        together: a request in between sees some of them, as it would in serving)."""
+        by_key: dict[str, list[str]] = {}
+        for key, event_id, event in events:
+            by_key.setdefault(key, []).extend((event_id, _dumps(event)))
+        ttl_ms = max(1, ttl_us // 1000)
+        added = 0
+        try:
+            self.client.script_load(_LUA_MANY)  # once per bulk: EVALSHA in pipelines needs it
+            pipe, queued = self.client.pipeline(transaction=False), 0
+            for key, args in by_key.items():
+                pipe.evalsha(
+                    self.script_many.sha, 1, self._hash(space, key), ttl_ms, window_us, *args
+                )
+                queued += len(args) // 2
+                if queued >= BULK_CHUNK:
+                    added += sum(pipe.execute())
+                    pipe, queued = self.client.pipeline(transaction=False), 0
+            if queued:
+                added += sum(pipe.execute())
+        except self._errors as exc:
+            raise StateStoreUnavailable(type(exc).__name__) from None
+        return int(added)
+
+    def claim_bootstrap(self, space: str, tag: str, lease_s: float) -> bool:
+        """As :meth:`SqliteState.claim_bootstrap`: one ``SET NX EX`` (a claim expires)."""
+        try:
+            return bool(
+                self.client.set(
+                    f"nodal:winboot:{space}:{tag}", "claimed", nx=True, ex=max(1, int(lease_s))
+                )
+            )
+        except self._errors as exc:
+            raise StateStoreUnavailable(type(exc).__name__) from None
+
+    def finish_bootstrap(self, space: str, tag: str, keep_s: float) -> None:
+        try:
+            self.client.set(f"nodal:winboot:{space}:{tag}", "done", ex=max(1, int(keep_s)))
+        except self._errors as exc:
+            raise StateStoreUnavailable(type(exc).__name__) from None
+
+    def release_bootstrap(self, space: str, tag: str) -> None:
+        """Drop an unfinished claim (the replay failed before adding anything)."""
+        try:
+            key = f"nodal:winboot:{space}:{tag}"
+            if self.client.get(key) == b"claimed":
+                self.client.delete(key)
+        except self._errors as exc:
+            raise StateStoreUnavailable(type(exc).__name__) from None
+
+    def key_events(self, space: str) -> dict[str, int]:
+        """How many events each key of ``space`` holds (for checks and tests)."""
+        prefix = f"nodal:win:{space}:"
+        return {
+            k.decode()[len(prefix) :]: int(self.client.hlen(k))
+            for k in self.client.scan_iter(match=prefix + "*", count=1000)
+        }
+
+
+def open_state(settings: Settings, node_home: Path) -> SqliteState | RedisState:
+    """The store ``NODAL_ONLINE_STORE_URL`` names (redis://, rediss://, unix://), else the
+    embedded one in ``node_home``."""
+    url = settings.online_store_url.strip()
+    if not url:
+        return SqliteState(Path(node_home) / FILE)
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisState(url)
+    raise OnlineStoreError(
+        "NODAL_ONLINE_STORE_URL must be redis://host:port/db (or rediss://, unix://) or empty "
+        "(the embedded store)"
+    )

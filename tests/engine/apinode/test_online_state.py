@@ -1,0 +1,130 @@
+"""The online state of windowed features: the embedded SQLite store shared by processes of
+one home, and Redis (a real redis-server on loopback) shared by replicas. Each records an
+event once per (key, id), drops what is older than the longest window, and answers in one
+step (Redis: one EVALSHA)."""
+
+from __future__ import annotations
+
+import multiprocessing
+from datetime import datetime, timedelta
+
+import pytest
+import redis
+
+from engine.apinode import online_state
+from engine.apinode.online_state import RedisState, SqliteState, StateStoreUnavailable
+from engine.core.settings import load_settings
+from engine.project import windows
+from tests.redis_server import redis_server
+
+H = 3_600_000_000  # one hour in µs
+SPEC = windows.WindowSpec(
+    "user_windows",
+    "user_windows",
+    "logins",
+    "user_id",
+    "at",
+    "login_id",
+    "day",
+    (
+        windows.WindowFeature("logins_1h", "count", None, "1h", H),
+        windows.WindowFeature("seconds_2h", "sum", "seconds", "2h", 2 * H),
+        windows.WindowFeature("new_device_2h", "first_seen", "device", "2h", 2 * H),
+    ),
+    "logins",
+)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        yield SqliteState(tmp_path / "state.sqlite")
+        return
+    with redis_server(tmp_path / "redis") as url:
+        yield RedisState(url)
+
+
+def _login(i: int, minutes: float, user: int = 7, device: str = "d1") -> dict:
+    at = datetime(2026, 3, 1, 12) + timedelta(minutes=minutes)
+    return {"login_id": f"L{i}", "user_id": user, "at": at, "device": device, "seconds": 10.0 * i}
+
+
+def test_an_event_counts_once_and_a_retry_gets_the_same_answer(store):
+    live = windows.Windowed(SPEC, store)
+    assert live.find(_login(1, 0))["logins_1h"] == 0
+    second = live.find(_login(2, 10))
+    assert second["logins_1h"] == 1 and second["new_device_2h"] is False
+    assert live.find(_login(2, 10)) == second  # a retry: same answer, not counted again
+    assert live.find(_login(3, 10, device="d2"))["logins_1h"] == 1  # same time: not counted
+    third = live.find(_login(4, 20, device="d2"))
+    assert third["logins_1h"] == 3 and third["seconds_2h"] == 10.0 + 20.0 + 30.0
+    assert third["new_device_2h"] is False
+    assert live.find(_login(4, 20, device="d2")) == third  # a repeated id: still once
+    assert live.find(_login(5, 20, user=8))["logins_1h"] == 0  # another key
+
+
+def test_events_older_than_the_longest_window_are_dropped(store):
+    live = windows.Windowed(SPEC, store)
+    for i in range(5):
+        live.find(_login(i, i))
+    later = _login(9, 3 * 60)  # three hours later: everything before is out of every window
+    row = live.find(later)
+    assert row["logins_1h"] == 0 and row["seconds_2h"] == 0.0
+    kept = store.record(SPEC.space, windows.key_text(7), "L9", [0], 0, 2 * H)
+    assert len(kept) == 1  # only the newest event is left
+
+
+def _record_many(path: str, worker: int, n: int) -> None:
+    store = SqliteState(path)
+    t0 = windows.epoch_us(datetime(2026, 3, 1))
+    for i in range(n):
+        store.record("s", "k", f"{worker}-{i}", [t0 + i], t0 - H, H)
+        store.record("s", "k", f"{worker}-{i}", [t0 + i], t0 - H, H)  # a retry
+
+
+def test_the_embedded_store_is_shared_by_the_processes_of_one_home(tmp_path):
+    path = str(tmp_path / "state.sqlite")
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_record_many, args=(path, w, 150)) for w in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    events = SqliteState(path).record("s", "k", "probe", [0], 0, H)
+    assert len(events) == 3 * 150 + 1  # every worker's events, each once
+
+
+def test_redis_answers_in_one_round_trip_and_expires_idle_keys(tmp_path):
+    with redis_server(tmp_path / "redis") as url:
+        store = RedisState(url)
+        live = windows.Windowed(SPEC, store)
+        client = redis.Redis.from_url(url)
+        live.find(_login(0, 0))  # the first call loads the script (NOSCRIPT, SCRIPT LOAD)
+        client.config_resetstat()
+        for i in range(1, 6):
+            live.find(_login(i, i))
+        stats = client.info("commandstats")
+        calls = {k: v["calls"] for k, v in stats.items()}
+        assert calls.get("cmdstat_evalsha") == 5 and calls.get("cmdstat_hgetall") == 5
+        keys = client.keys("nodal:win:*")
+        assert len(keys) == 1 and 0 < client.pttl(keys[0]) <= 2 * 3600 * 1000
+
+
+def test_a_store_that_cannot_be_reached_is_a_503_not_a_crash(tmp_path):
+    with redis_server(tmp_path / "redis") as url:
+        pass  # stopped: nothing listens there any more
+    live = windows.Windowed(SPEC, RedisState(url))
+    with pytest.raises(StateStoreUnavailable) as err:
+        live.find(_login(1, 0))
+    assert err.value.status == 503 and "unavailable" in err.value.message
+
+
+def test_the_setting_chooses_the_store(tmp_path):
+    embedded = online_state.open_state(load_settings(environ={}), tmp_path)
+    assert isinstance(embedded, SqliteState) and embedded.path.parent == tmp_path
+    remote = load_settings(environ={"NODAL_ONLINE_STORE_URL": "redis://127.0.0.1:1/0"})
+    assert isinstance(online_state.open_state(remote, tmp_path), RedisState)
+    assert "127.0.0.1:1" not in repr(remote)  # a URL may hold a password: never shown
+    with pytest.raises(online_state.OnlineStoreError, match="NODAL_ONLINE_STORE_URL"):
+        online_state.open_state(load_settings(environ={"NODAL_ONLINE_STORE_URL": "x"}), tmp_path)
