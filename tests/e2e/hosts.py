@@ -12,6 +12,7 @@ processes) is removed by :meth:`Hosts.close`, processes by the PID they were sta
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import signal
@@ -102,13 +103,17 @@ def kill(proc: subprocess.Popen) -> None:
 class Hosts:
     """A bridge and hosts on it: ``with Hosts(tmp) as hosts: api = hosts.add("api1")``.
 
-    Addresses are 10.<a>.<b>.<n>/24 with <a>.<b> from this process's id, so two test
-    sessions on one machine do not collide; the bridge (the test process's side) is .254.
+    Addresses are 10.<a>.<b>.<n>/24 with <a>.<b> from this process's id and a count of the
+    instances it made (links and names of a closed instance may linger a moment in the
+    kernel), so neither two sessions nor two tests collide; the bridge (the test process's
+    side) is .254.
     """
+
+    _made = itertools.count()  # a new tag per instance: links of an earlier one may linger
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        tag = os.getpid() % 60000
+        tag = (os.getpid() % 3700) * 16 + next(Hosts._made) % 16  # < 60,000: 4 hex digits
         self.tag = f"{tag:x}"
         self.subnet = f"10.{200 + tag // 10000 % 50}.{tag % 250}"
         self.bridge = f"nb{self.tag}"
@@ -145,7 +150,8 @@ class Hosts:
             for proc in reversed(host.procs):
                 with contextlib.suppress(Exception):
                     stop(proc, grace=5)
-        for host in self.hosts.values():
+        for n, host in enumerate(self.hosts.values(), start=1):
+            subprocess.run(["ip", "link", "del", f"v{self.tag}o{n}"], check=False)
             subprocess.run(["ip", "netns", "del", host.ns], check=False)
             for folder in host.scratch:
                 shutil.rmtree(folder, ignore_errors=True)

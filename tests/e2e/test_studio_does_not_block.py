@@ -51,7 +51,7 @@ def test_the_cli_builds_while_the_studio_is_open_and_busy_on_the_same_project(de
         assert checked.returncode in (0, 1), checked.stderr  # 1: a check found an ERROR
         assert "columns_unchanged" in checked.stdout
         assert _open_database_files(proc.pid) == []
-        expect(page.get_by_text("Built training_set: 3 recipes")).to_be_visible(timeout=180_000)
+        expect(page.get_by_text("Built training_set: 4 recipes")).to_be_visible(timeout=180_000)
         page.screenshot(path=str(tmp_path / "studio-while-cli.png"))
     project = design.open_project(settings, "fraud")
     assert project.dataset("training_set").exists()

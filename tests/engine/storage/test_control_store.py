@@ -141,8 +141,9 @@ def test_the_whole_deploy_and_run_path_on_postgresql(demo_env, tmp_path):
         assert deployer.get_deployment(store, dep.deployment_id).status == "HEALTHY"
         run_id = runs.request_run(store, "automation-pg", "fraud", "daily_scoring", "test")
         assert node.run(run_id) == runs.SUCCESS, runs.get_run(store, run_id)
-        # … the fifth step publishes the card profiles for the API nodes (issue 15)
-        assert [s["status"] for s in runs.get_run(store, run_id)["steps"]] == ["SUCCESS"] * 5
+        # … the fifth and sixth publish the card profiles and the card windows' state for the
+        # API nodes (issue 15)
+        assert [s["status"] for s in runs.get_run(store, run_id)["steps"]] == ["SUCCESS"] * 6
         published = dashboards.published(store, "fraud", "fraud_map", "automation-pg")
         assert len(published) == 1 and published.iloc[0]["run_id"] == run_id
         with store.read() as conn:
