@@ -106,3 +106,49 @@ def streamlit_app(
         yield url, proc
     finally:
         stop(proc)
+
+
+_BALANCER_CONF = """
+daemon off;
+master_process off;
+worker_processes 1;
+error_log {root}/nginx-error.log warn;
+pid {root}/nginx.pid;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {root}/nginx-body;
+    proxy_temp_path {root}/nginx-proxy;
+    fastcgi_temp_path {root}/nginx-fastcgi;
+    uwsgi_temp_path {root}/nginx-uwsgi;
+    scgi_temp_path {root}/nginx-scgi;
+    client_max_body_size 11m;
+    upstream apinode {{
+{servers}
+        keepalive 16;
+    }}
+    server {{
+        listen {listen};
+        location / {{
+            proxy_pass http://apinode;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            # A replica that dies mid-request: send the request to the other one.
+            proxy_next_upstream error timeout non_idempotent;
+            proxy_next_upstream_tries 2;
+            proxy_connect_timeout 2s;
+        }}
+    }}
+}}
+"""
+
+
+def balancer_conf(root: Path, upstreams: list[str], listen: str) -> Path:
+    """Write an nginx configuration (in ``root``, its own prefix) balancing ``listen`` over
+    the API replicas ``upstreams`` (``host:port``), retrying a request on the other replica
+    when one dies mid-request, as a production balancer in front of API nodes does; the
+    file's path."""
+    servers = "\n".join(f"        server {u} max_fails=1 fail_timeout=30s;" for u in upstreams)
+    conf = root / "nginx.conf"
+    conf.write_text(_BALANCER_CONF.format(root=root, servers=servers, listen=listen))
+    return conf

@@ -308,56 +308,14 @@ def test_switching_versions_under_load_fails_no_request(node):
     assert "v2" not in in_order[in_order.index("v3") :]
 
 
-NGINX_CONF = """
-daemon off;
-master_process off;
-worker_processes 1;
-error_log {root}/nginx-error.log warn;
-pid {root}/nginx.pid;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {root}/nginx-body;
-    proxy_temp_path {root}/nginx-proxy;
-    fastcgi_temp_path {root}/nginx-fastcgi;
-    uwsgi_temp_path {root}/nginx-uwsgi;
-    scgi_temp_path {root}/nginx-scgi;
-    client_max_body_size 11m;
-    upstream apinode {{
-        server 127.0.0.1:{a} max_fails=1 fail_timeout=30s;
-        server 127.0.0.1:{b} max_fails=1 fail_timeout=30s;
-        keepalive 16;
-    }}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://apinode;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            # A replica that dies mid-request: send the request to the other one.
-            proxy_next_upstream error timeout non_idempotent;
-            proxy_next_upstream_tries 2;
-            proxy_connect_timeout 2s;
-        }}
-    }}
-}}
-"""
-
-
 def test_two_replicas_behind_nginx_survive_a_sigkill(api_home, tmp_path):
     settings, store, env, _ = api_home
     a, b, port = procs.free_port(), procs.free_port(), procs.free_port()
     rep_a = _serve(env, tmp_path / "a.log", a)
     rep_b = _serve(env, tmp_path / "b.log", b)
-    (tmp_path / "nginx.conf").write_text(NGINX_CONF.format(root=tmp_path, a=a, b=b, port=port))
+    conf = procs.balancer_conf(tmp_path, [f"127.0.0.1:{a}", f"127.0.0.1:{b}"], f"127.0.0.1:{port}")
     nginx = subprocess.Popen(
-        [
-            shutil.which("nginx") or "/usr/sbin/nginx",
-            "-p",
-            str(tmp_path),
-            "-c",
-            str(tmp_path / "nginx.conf"),
-        ],
+        [shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(tmp_path), "-c", str(conf)],
         stdout=subprocess.DEVNULL,
         stderr=open(tmp_path / "nginx.out", "wb"),  # noqa: SIM115 - closed with the process
         start_new_session=True,

@@ -54,38 +54,6 @@ RECORD = {
     "merchant_latitude": 25.76,
     "merchant_longitude": -80.19,
 }
-NGINX_CONF = """
-daemon off;
-master_process off;
-worker_processes 1;
-error_log {root}/nginx-error.log warn;
-pid {root}/nginx.pid;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {root}/nginx-body;
-    proxy_temp_path {root}/nginx-proxy;
-    fastcgi_temp_path {root}/nginx-fastcgi;
-    uwsgi_temp_path {root}/nginx-uwsgi;
-    scgi_temp_path {root}/nginx-scgi;
-    upstream apinode {{
-        server {a}:{api} max_fails=1 fail_timeout=30s;
-        server {b}:{api} max_fails=1 fail_timeout=30s;
-        keepalive 16;
-    }}
-    server {{
-        listen {lb}:{port};
-        location / {{
-            proxy_pass http://apinode;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_next_upstream error timeout non_idempotent;
-            proxy_next_upstream_tries 2;
-            proxy_connect_timeout 2s;
-        }}
-    }}
-}}
-"""
 
 
 def _env(host: h.Host, shared: dict[str, str], data_dir: Path | None = None) -> dict[str, str]:
@@ -275,11 +243,10 @@ def test_the_lifecycle_on_hosts_that_share_no_folder(demo_env, tmp_path):  # noq
                                             timeout=5).json().get("services"),
                 120, f"the API node on {host.name}", host.root / "serve.log",
             )  # fmt: skip
-        (lb.root / "nginx.conf").write_text(
-            NGINX_CONF.format(root=lb.root, a=api1.address, b=api2.address, api=API_PORT,
-                              lb=lb.address, port=LB_PORT)
-        )  # fmt: skip
-        nginx = lb.start(["nginx", "-p", str(lb.root), "-c", str(lb.root / "nginx.conf")],
+        conf = procs.balancer_conf(lb.root, [f"{api1.address}:{API_PORT}",
+                                             f"{api2.address}:{API_PORT}"],
+                                   f"{lb.address}:{LB_PORT}")  # fmt: skip
+        nginx = lb.start(["nginx", "-p", str(lb.root), "-c", str(conf)],
                          lb.root / "nginx.out")  # fmt: skip
         h.wait_port(lb.address, LB_PORT, proc=nginx)
         # Both API hosts serve the card profiles the daily run published, read from S3.
