@@ -5,7 +5,10 @@ it: key, time, id and two ``of`` values; ~20 events per key over 7 days) into th
 store (SQLite) and into a real redis-server on loopback, through the bulk form of
 ``record`` (:func:`engine.apinode.window_bootstrap.replay`), and for comparison one
 ``record`` per event on a smaller N. Meanwhile another process keeps calling ``record`` as
-a serving worker does and reports its slowest call (how long a bootstrap blocks a request).
+a serving worker does and reports its slowest call (how long a bootstrap blocks a request),
+and so does a thread of the replaying process itself, on the same store object (the
+worker's event loop while its poll thread replays: GIL and lock; ``inproc_*``).
+Run it on an older checkout too (copy it there): it uses what that checkout has.
 
     flock /tmp/nodal-bench.lock .venv/bin/python bench/bench_window_bootstrap.py --n 10000 100000 1000000
 """
@@ -18,6 +21,7 @@ import multiprocessing as mp
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -86,6 +90,36 @@ def _serve(kind: str, where: str, ready, stop, out) -> None:
     out.put((max(times) if times else 0.0, statistics.median(times) if times else 0.0, len(times)))
 
 
+class InProcess(threading.Thread):
+    """A request path in the replaying process (the event loop of the worker whose sync
+    thread replays): record() on the same store object every millisecond; its latencies."""
+
+    def __init__(self, state) -> None:
+        super().__init__(daemon=True)
+        self.state, self.stop, self.times = state, threading.Event(), []
+
+    def run(self) -> None:
+        i = 0
+        while not self.stop.is_set():
+            t = T0 + 7 * DAY_US + i
+            start = time.perf_counter()
+            self.state.record(
+                SPEC.space, f'"P{i % 500}"', f"P{i}", [t, 1.0, "M1"], t - 7 * DAY_US, 7 * DAY_US
+            )
+            self.times.append((time.perf_counter() - start) * 1000)
+            i += 1
+            time.sleep(0.001)
+
+    def summary(self) -> dict:
+        t = sorted(self.times) or [0.0]
+        return {
+            "inproc_p50_ms": round(statistics.median(t), 3),
+            "inproc_p99_ms": round(t[int(len(t) * 0.99)], 2),
+            "inproc_max_ms": round(t[-1], 1),
+            "inproc_requests": len(self.times),
+        }
+
+
 def run(kind: str, where: str, data: bytes, n: int) -> dict:
     state = (
         online_state.SqliteState(Path(where))
@@ -98,11 +132,16 @@ def run(kind: str, where: str, data: bytes, n: int) -> dict:
     worker.start()
     ready.wait(60)
     time.sleep(0.5)  # the worker is recording
+    probe = InProcess(state)
+    probe.start()
     start = time.perf_counter()
-    events = window_bootstrap.events_of(data, SPEC)
+    # columns_of: the columnar decoding (events_of where it is not there: an older checkout)
+    events = getattr(window_bootstrap, "columns_of", window_bootstrap.events_of)(data, SPEC)
     parsed = time.perf_counter() - start
     added = window_bootstrap.replay(state, SPEC, events)
     total = time.perf_counter() - start
+    probe.stop.set()
+    probe.join()
     again = time.perf_counter()
     assert window_bootstrap.replay(state, SPEC, events) == 0  # idempotent
     second = time.perf_counter() - again
@@ -121,6 +160,7 @@ def run(kind: str, where: str, data: bytes, n: int) -> dict:
         "request_p50_ms": round(p50, 3),
         "request_max_ms": round(slowest, 1),
         "requests": calls,
+        **probe.summary(),
     }
 
 
@@ -150,7 +190,11 @@ def main() -> None:
     ap.add_argument("--n", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     ap.add_argument("--one-by-one", type=int, default=20_000)
     ap.add_argument("--stores", nargs="+", default=["sqlite", "redis"])
+    ap.add_argument("--chunk", type=int, help="events per bulk chunk (default: BULK_CHUNK)")
     args = ap.parse_args()
+    if args.chunk:
+        online_state.BULK_CHUNK = args.chunk
+    print({"bulk_chunk": online_state.BULK_CHUNK}, flush=True)
     with tempfile.TemporaryDirectory() as tmp, redis_server(Path(tmp) / "redis") as url:
         for n in args.n:
             data = snapshot(n)

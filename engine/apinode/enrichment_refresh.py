@@ -17,7 +17,9 @@ the worker's online store, once per store (:mod:`engine.apinode.window_bootstrap
 the first services are swapped in.
 
 What each worker serves is reported at every sync (``served_enrichments``: version, as-of
-day, when it was published), which Monitoring judges (:mod:`engine.monitoring.enrichment_age`).
+day, when it was published), which Monitoring judges (:mod:`engine.monitoring.enrichment_age`);
+for an endpoint computing windowed features, also the window-state snapshot its online store
+has replayed (source ``window_state``, dataset: the windows output; no version: none yet).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import sqlalchemy as sa
 
 from engine.apinode.realtime import KeyedTable, LookupEndpoint, PredictionEndpoint
 from engine.apinode.window_bootstrap import WindowBootstrapper
+from engine.apinode.window_bootstrap import uses as window_uses
 from engine.core import home as layout
 from engine.deployer import apipackages, enrichments
 from engine.storage.control import ControlStore, now_iso, served_enrichments
@@ -50,6 +53,7 @@ def _hours(value: Any) -> float | None:
 
 
 PACKAGE, PUBLISHED = "package", "published"
+WINDOW_STATE = "window_state"  # a windows output's state the online store replayed
 FORGET_AFTER = timedelta(days=1)  # a worker's report older than this: the worker is gone
 
 
@@ -57,7 +61,7 @@ FORGET_AFTER = timedelta(days=1)  # a worker's report older than this: the worke
 class Origin:
     """Where the rows a table holds come from."""
 
-    source: str  # package | published
+    source: str  # package | published | window_state
     version: int | None
     as_of: str | None
     published_at: str | None
@@ -183,8 +187,28 @@ class EnrichmentRefresher:
             self.windows.run(services, newest)
         except Exception:  # noqa: BLE001 - empty windows must not stop the tables' refresh
             log.exception("replaying the published window state failed; retried next sync")
+        served += self._window_states(services)
         self._report(served)
         return served
+
+    def _window_states(self, services: dict[str, Any]) -> list[Served]:
+        """What the online store holds for each endpoint computing windowed features: the
+        window-state snapshot it replayed (none yet: the events recorded live only)."""
+        out = []
+        for service, generation, endpoint, live in window_uses(services):
+            spec = live.spec
+            project, _ = self._package(service, generation)
+            pub = self.windows.replayed.get(spec.space)
+            origin = (
+                Origin(WINDOW_STATE, None, None, None, None)
+                if pub is None
+                else Origin(WINDOW_STATE, pub.version, pub.as_of, pub.published_at, pub.sha256)
+            )
+            problem = self.windows.problems.get(spec.space)
+            out.append(
+                Served(service, generation, endpoint, spec.output, project, origin, None, problem)
+            )
+        return out
 
     def _refresh_slot(
         self,

@@ -24,6 +24,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,12 @@ from engine.core.settings import Settings
 
 FILE = "online_state.sqlite"
 SWEEP_SECONDS = 60.0
-BULK_CHUNK = 2000  # events per SQLite transaction / Redis pipeline of a bulk record
-# Between two SQLite transactions of a bulk record: a serving worker waiting for the write
-# lock (SQLite's busy handler sleeps and retries) gets it instead of the next chunk.
+# Events per SQLite transaction / Redis pipeline of a bulk record (a bootstrap): ~5 ms of
+# SQLite's write lock each, or of Redis's time (bench/bench_window_bootstrap.py: 2,500 and
+# 5,000 replay as fast; the smaller keeps a request of the same worker under ~10 ms).
+BULK_CHUNK = 2500
+# Between two SQLite transactions of a bulk record, at least: a serving worker waiting for
+# the write lock (SQLite's busy handler sleeps and retries) gets it instead of the next chunk.
 BULK_PAUSE_SECONDS = 0.005
 
 
@@ -54,6 +58,41 @@ class OnlineStoreError(NodalError):
 
 def _dumps(event: list[Any]) -> str:
     return json.dumps(event, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class EventColumns:
+    """Many events for a bulk record, as columns of equal length: each key's text (as
+    :func:`engine.project.windows.key_text` writes it), each event id, time (µs) and JSON
+    text ``[t_us, *values]``. Python lists, or pyarrow arrays (a bootstrap decodes its
+    snapshot into those without a Python object per value; :meth:`rows` turns one chunk at a
+    time into Python values)."""
+
+    keys: Sequence[Any]
+    ids: Sequence[Any]
+    times: Sequence[Any]
+    texts: Sequence[Any]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def rows(self, start: int, stop: int) -> tuple[list[str], list[str], list[int], list[str]]:
+        """The events ``start:stop`` as four Python lists."""
+        out = []
+        for col in (self.keys, self.ids, self.times, self.texts):
+            part = col[start:stop]
+            out.append(part.to_pylist() if hasattr(part, "to_pylist") else list(part))
+        return out[0], out[1], out[2], out[3]
+
+    @classmethod
+    def of(cls, events: Sequence[tuple[str, str, list[Any]]]) -> EventColumns:
+        """From ``(key text, event id, [t_us, *values])`` tuples."""
+        return cls(
+            [e[0] for e in events],
+            [e[1] for e in events],
+            [e[2][0] for e in events],
+            [_dumps(e[2]) for e in events],
+        )
 
 
 def _loads(events: list[str]) -> list[list[Any]]:
@@ -128,42 +167,73 @@ class SqliteState:
             raise StateStoreUnavailable(f"{self.path.name}: {exc}") from None
         return _loads([r[1] for r in rows])
 
-    def record_many(
-        self, space: str, events: Sequence[tuple[str, str, list[Any]]], window_us: int, ttl_us: int
-    ) -> int:
-        """Add many ``(key, event id, event)`` at once, each once per (key, id) like
-        :meth:`record`, except one the key's newest event has moved out of its window
-        (``window_us``, the longest: a request trimmed it, it never counts again); one short
-        transaction per :data:`BULK_CHUNK` events so serving workers wait at most one chunk.
-        Returns how many were new."""
+    def _bulk_connection(self) -> sqlite3.Connection:
+        """A connection of its own for a bulk record: its temporary table is filled outside
+        the write lock (and outside ``_lock``), without touching the serving connection's
+        transactions."""
+        self._connect()  # the file and its tables exist
+        con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        con.execute("PRAGMA busy_timeout = 5000")
+        con.execute("PRAGMA synchronous = NORMAL")
+        con.execute("PRAGMA temp_store = MEMORY")
+        # Its commits never copy the WAL into the file under the write lock: it checkpoints
+        # (PASSIVE: nobody waits) between two chunks, so serving commits rarely find a WAL
+        # to checkpoint either.
+        con.execute("PRAGMA wal_autocheckpoint = 0")
+        con.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS bulk (key TEXT NOT NULL, id TEXT NOT NULL, t INTEGER "
+            "NOT NULL, event TEXT NOT NULL)"
+        )
+        return con
+
+    def record_many(self, space: str, events: EventColumns, window_us: int, ttl_us: int) -> int:
+        """Add many events at once, each once per (key, id) like :meth:`record`, except one
+        the key's newest event has moved out of its window (``window_us``, the longest: a
+        request trimmed it, it never counts again). Returns how many were new.
+
+        Per :data:`BULK_CHUNK` events: the rows go into a temporary table of a connection of
+        its own (no lock held), then one ``INSERT … SELECT`` (C only, the GIL released) in a
+        short write transaction under this process's lock; then the replay pauses as long as
+        it held the write lock (at least :data:`BULK_PAUSE_SECONDS`), so the serving workers
+        of every process of this home, whose writes wait meanwhile, get the store at least
+        half of the time."""
         added = 0
+        con = None
         try:
+            con = self._bulk_connection()
             for start in range(0, len(events), BULK_CHUNK):
+                keys, ids, times, texts = events.rows(start, start + BULK_CHUNK)
+                con.execute("BEGIN")  # touches the temporary table only: no lock on the file
+                con.execute("DELETE FROM temp.bulk")
+                con.executemany(
+                    "INSERT INTO temp.bulk VALUES (?, ?, ?, ?)",
+                    zip(keys, ids, times, texts, strict=True),
+                )
+                con.execute("COMMIT")
                 expires = time.time() + ttl_us / 1e6
-                rows = [
-                    (space, key, event_id, event[0], _dumps(event), expires)
-                    + (space, key, event[0] + window_us)
-                    for key, event_id, event in events[start : start + BULK_CHUNK]
-                ]
                 with self._lock:
-                    con = self._connect()
-                    before = con.total_changes
+                    began = time.perf_counter()
                     con.execute("BEGIN IMMEDIATE")
                     try:
-                        con.executemany(
-                            "INSERT OR IGNORE INTO window_events SELECT ?, ?, ?, ?, ?, ? WHERE "
-                            "NOT EXISTS (SELECT 1 FROM window_events WHERE space = ? AND key = ? "
-                            "AND t > ?)",
-                            rows,
-                        )
+                        added += con.execute(
+                            "INSERT OR IGNORE INTO main.window_events SELECT ?, b.key, b.id, b.t, "
+                            "b.event, ? FROM temp.bulk b WHERE NOT EXISTS (SELECT 1 FROM "
+                            "main.window_events w WHERE w.space = ? AND w.key = b.key AND w.t > "
+                            "b.t + ?)",
+                            (space, expires, space, window_us),
+                        ).rowcount
                         con.execute("COMMIT")
                     except BaseException:
                         con.execute("ROLLBACK")
                         raise
-                    added += con.total_changes - before
-                time.sleep(BULK_PAUSE_SECONDS)  # a waiting request takes the lock now
+                    held = time.perf_counter() - began
+                con.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                time.sleep(max(BULK_PAUSE_SECONDS, held))  # waiting writers take the lock now
         except sqlite3.Error as exc:
             raise StateStoreUnavailable(f"{self.path.name}: {exc}") from None
+        finally:
+            if con is not None:
+                con.close()
         return added
 
     def claim_bootstrap(self, space: str, tag: str, lease_s: float) -> bool:
@@ -203,6 +273,22 @@ class SqliteState:
                 )
         except sqlite3.Error as exc:
             raise StateStoreUnavailable(f"{self.path.name}: {exc}") from None
+
+    def bootstrap_done(self, space: str, tag: str) -> bool:
+        """Whether snapshot ``tag`` has been replayed into ``space`` (by any worker)."""
+        try:
+            with self._lock:
+                row = (
+                    self._connect()
+                    .execute(
+                        "SELECT state FROM window_bootstraps WHERE space = ? AND tag = ?",
+                        (space, tag),
+                    )
+                    .fetchone()
+                )
+        except sqlite3.Error as exc:
+            raise StateStoreUnavailable(f"{self.path.name}: {exc}") from None
+        return row is not None and row[0] == "done"
 
     def release_bootstrap(self, space: str, tag: str) -> None:
         """Drop an unfinished claim (the replay failed before adding anything)."""
@@ -298,31 +384,29 @@ class RedisState:
     def _hash(self, space: str, key: str) -> str:
         return f"nodal:win:{space}:{key}"
 
-    def record_many(
-        self, space: str, events: Sequence[tuple[str, str, list[Any]]], window_us: int, ttl_us: int
-    ) -> int:
-        """Add many ``(key, event id, event)`` at once, each once per (key, id) like
-        :meth:`record` (not one the key's newest event has moved out of its ``window_us``):
-        one ``EVALSHA`` per key (HSETNX each event, then PEXPIRE), sent in
-        pipelines of about :data:`BULK_CHUNK` events (one round trip each, not atomic
-        together: a request in between sees some of them, as it would in serving)."""
-        by_key: dict[str, list[str]] = {}
-        for key, event_id, event in events:
-            by_key.setdefault(key, []).extend((event_id, _dumps(event)))
+    def record_many(self, space: str, events: EventColumns, window_us: int, ttl_us: int) -> int:
+        """Add many events at once, each once per (key, id) like :meth:`record` (not one the
+        key's newest event has moved out of its ``window_us``): one ``EVALSHA`` per key and
+        :data:`BULK_CHUNK` events (HSETNX each event, then PEXPIRE), each chunk one pipeline
+        (one round trip, not atomic together: a request in between sees some of them, as it
+        would in serving; Redis serves other clients between two scripts)."""
         ttl_ms = max(1, ttl_us // 1000)
+        sha = self.script_many.sha
         added = 0
         try:
             self.client.script_load(_LUA_MANY)  # once per bulk: EVALSHA in pipelines needs it
-            pipe, queued = self.client.pipeline(transaction=False), 0
-            for key, args in by_key.items():
-                pipe.evalsha(
-                    self.script_many.sha, 1, self._hash(space, key), ttl_ms, window_us, *args
-                )
-                queued += len(args) // 2
-                if queued >= BULK_CHUNK:
-                    added += sum(pipe.execute())
-                    pipe, queued = self.client.pipeline(transaction=False), 0
-            if queued:
+            for start in range(0, len(events), BULK_CHUNK):
+                keys, ids, _, texts = events.rows(start, start + BULK_CHUNK)
+                by_key: dict[str, list[str]] = {}
+                for key, event_id, text in zip(keys, ids, texts, strict=True):
+                    args = by_key.get(key)
+                    if args is None:
+                        args = by_key[key] = []
+                    args.append(event_id)
+                    args.append(text)
+                pipe = self.client.pipeline(transaction=False)
+                for key, args in by_key.items():
+                    pipe.evalsha(sha, 1, self._hash(space, key), ttl_ms, window_us, *args)
                 added += sum(pipe.execute())
         except self._errors as exc:
             raise StateStoreUnavailable(type(exc).__name__) from None
@@ -342,6 +426,13 @@ class RedisState:
     def finish_bootstrap(self, space: str, tag: str, keep_s: float) -> None:
         try:
             self.client.set(f"nodal:winboot:{space}:{tag}", "done", ex=max(1, int(keep_s)))
+        except self._errors as exc:
+            raise StateStoreUnavailable(type(exc).__name__) from None
+
+    def bootstrap_done(self, space: str, tag: str) -> bool:
+        """Whether snapshot ``tag`` has been replayed into ``space`` (by any replica)."""
+        try:
+            return self.client.get(f"nodal:winboot:{space}:{tag}") == b"done"
         except self._errors as exc:
             raise StateStoreUnavailable(type(exc).__name__) from None
 

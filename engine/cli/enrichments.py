@@ -1,5 +1,5 @@
-"""Published enrichments (fresh lookup rows for API nodes): ``nodal enrichment
-publish|list|age``."""
+"""Published enrichments (fresh lookup rows, and windows outputs' window state, for API
+nodes): ``nodal enrichment publish|list|age``."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from engine.core.settings import Settings
 
 def cmd_publish(s: Settings, a: argparse.Namespace) -> int:
     """Publish by hand what a ``publish_enrichment`` step publishes, from an automation
-    node's data, as NODAL_USER (the ``run`` right on that node)."""
+    node's data, as NODAL_USER (the ``run`` right on that node): a dataset's rows, or a
+    windows output's window state through ``--day`` (default: its newest built day)."""
     from engine.automation.node import AutomationNode
     from engine.deployer import deployments as deployer
     from engine.deployer import enrichments
+    from engine.project import windows
     from engine.storage.objects import open_store as open_objects
 
     control = store(s)
@@ -26,6 +28,24 @@ def cmd_publish(s: Settings, a: argparse.Namespace) -> int:
         )
     name = project_name(s, a)
     project = AutomationNode(s, control, a.infra).project(name)  # ProjectError if inactive
+    if a.dataset in windows.declared(project):  # a windows output: its window state
+        if a.service or a.rows:
+            raise enrichments.EnrichmentError(
+                f"{a.dataset} is a windows output: its window state is published (--day), "
+                "not rows (no --service or --rows)"
+            )
+        pub = enrichments.publish_window_state_by_hand(
+            open_objects(s), control, project, a.dataset, a.day, node=a.infra, actor=s.user
+        )
+        print(
+            f"published {pub.dataset} v{pub.version} (window state through {pub.as_of}, "
+            f"{pub.n_rows} events, stage {pub.stage or '-'}, by {pub.published_by})"
+        )
+        return 0
+    if a.day:
+        raise enrichments.EnrichmentError(
+            f"--day is for a windows output; {a.dataset} publishes its rows (--service/--rows)"
+        )
     if a.service and a.rows:
         raise enrichments.EnrichmentError("give --service or --rows, not both")
     selections = (
@@ -91,13 +111,21 @@ def register(top: Any) -> None:
         cmd_publish,
         "Publish the newest rows of a dataset API endpoints look up, from an automation "
         "node's data, as a new version the API nodes of its stage serve within "
-        "NODAL_POLL_SECONDS (what a publish_enrichment step does; needs the run right on "
-        "the node).",
+        "NODAL_POLL_SECONDS; for a windows output, its window state instead: the events of "
+        "its longest window before the end of --day, which API nodes replay into their "
+        "online store at their next poll. What a publish_enrichment step does; needs the run "
+        "right on the node; recorded (and audited) as NODAL_USER.",
     )
-    p.add_argument("dataset")
+    p.add_argument("dataset", help="a dataset endpoints look up, or a windows output")
     p.add_argument("--infra", required=True, help="the automation node whose data to publish")
     p.add_argument("--service", help="the API service whose endpoints say which rows")
     p.add_argument("--rows", choices=["latest_day", "all"], help="without --service")
+    p.add_argument(
+        "--day",
+        metavar="YYYY-MM-DD",
+        help="windows output only: publish the state through the end of this day (default: "
+        "the newest day it was built for; a day it was not built for is refused)",
+    )
     add_project(p)
     p = add(grp, "list", cmd_list, "Published versions, newest first.")
     p.add_argument("--project", metavar="NAME")

@@ -277,6 +277,21 @@ def publish_window_state(
     so they answer like batch from their first request. The node's action, as
     :func:`publish`."""
     data, n = window_state_bytes(project, output, day)
+    return _publish_state(objects, store, project, output, day, data, n, node, actor, run_id)
+
+
+def _publish_state(
+    objects: ObjectStore,
+    store: ControlStore,
+    project: Project,
+    output: str,
+    day: str,
+    data: bytes,
+    n: int,
+    node: str,
+    actor: str,
+    run_id: int | None,
+) -> Published:
     digest = hashlib.sha256(data).hexdigest()
     relpath = f"{SNAPSHOTS}/{project.name}/{output}/{digest}.parquet"
     try:
@@ -338,9 +353,74 @@ def publish_by_hand(
     actor: str,
 ) -> Published:
     """:func:`publish` by a person (the CLI): ``run`` on ``node`` when it is an
-    infrastructure, else ``write`` on the project (the design node)."""
+    infrastructure, else ``write`` on the project (the design node). A windows output
+    publishes its window state instead (:func:`publish_window_state_by_hand`, its newest
+    built day): what the daily step publishes for it, never its rows."""
+    if dataset in windows.declared(project):
+        return publish_window_state_by_hand(
+            objects, store, project, dataset, None, node=node, actor=actor
+        )
     rights.require_on_node(store, actor, node, project.name, "run")
     return publish(objects, store, project, dataset, rows_selection, node=node, actor=actor)
+
+
+def newest_built_day(project: Project, output: str) -> str:
+    """The newest day windows output ``output`` was built for (its newest day partition;
+    without day partitions, its events' newest): what a hand publish defaults to."""
+    spec = windows.declared(project).get(output)
+    if spec is None:
+        raise EnrichmentError(f"project {project.name!r} has no windows recipe writing {output!r}")
+    for ref in (project.dataset(output), project.dataset(spec.events)):
+        if ref.partitioned_by and ref.date_partitions:
+            days = ref.partitions()
+            if days:
+                return days[-1]
+    raise EnrichmentError(
+        f"{output} has no built day to publish the window state of (build it first, or give "
+        "the day)"
+    )
+
+
+def publish_window_state_by_hand(
+    objects: ObjectStore,
+    store: ControlStore,
+    project: Project,
+    output: str,
+    day: str | None,
+    *,
+    node: str,
+    actor: str,
+) -> Published:
+    """:func:`publish_window_state` by a person (the CLI), through the end of ``day``
+    (default: the newest built day, :func:`newest_built_day`), as the daily step publishes
+    it; the rights of :func:`publish_by_hand`. A day the output was not built for, or whose
+    window holds no event, is refused and nothing is published."""
+    rights.require_on_node(store, actor, node, project.name, "run")
+    if output not in windows.declared(project):
+        raise EnrichmentError(f"project {project.name!r} has no windows recipe writing {output!r}")
+    if day is None:
+        day = newest_built_day(project, output)
+    else:
+        try:
+            day = date.fromisoformat(day).isoformat()
+        except ValueError:
+            raise EnrichmentError(f"{output}: {day!r} is not a day (YYYY-MM-DD)") from None
+        ref = project.dataset(output)
+        if ref.partitioned_by and ref.date_partitions:
+            built = ref.partitions()
+            if day not in built:
+                newest = f"the newest built day is {built[-1]}" if built else "none is built"
+                raise EnrichmentError(
+                    f"{output} has no data for {day} ({newest}): nothing published"
+                )
+    data, n = window_state_bytes(project, output, day)
+    if n == 0:
+        spec = windows.declared(project)[output]
+        raise EnrichmentError(
+            f"{output}: no event of {spec.events} in the window before the end of {day}: "
+            "nothing published"
+        )
+    return _publish_state(objects, store, project, output, day, data, n, node, actor, None)
 
 
 # --- reading ----------------------------------------------------------------------------------------

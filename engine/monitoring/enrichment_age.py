@@ -14,10 +14,17 @@ while it reported within ``grace`` of the node's newest report):
   the enrichment's declared ``max_age_hours`` ago: the batch has stalled.
 
 Either is UNHEALTHY, on Monitoring's Status (through the status alerts) and API health.
+
+An endpoint computing windowed features also reports which window-state snapshot its online
+store has replayed (source ``window_state``, dataset: the windows output; as-of: the day it
+runs through): **behind** as above when the newest published window state has not been
+replayed within ``grace`` (a version the worker refused says why); never ``too old`` (the
+live events keep the windows current between snapshots).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -29,6 +36,7 @@ from engine.deployer import enrichments
 from engine.storage.control import ControlStore, served_enrichments
 
 STALE = "UNHEALTHY"
+WINDOW_STATE = "window_state"  # a source: the window-state snapshot an online store replayed
 
 
 @dataclass(frozen=True)
@@ -38,7 +46,7 @@ class EnrichmentAge:
     endpoint: str
     dataset: str
     generation: str
-    source: str  # package | published
+    source: str  # package | published | window_state (the online store's replayed snapshot)
     version: int | None
     as_of: str | None
     published_at: str | None
@@ -53,6 +61,8 @@ class EnrichmentAge:
 
     @property
     def served(self) -> str:
+        if self.source == WINDOW_STATE:
+            return "window state: none" if self.version is None else f"window state v{self.version}"
         return "the package's copy" if self.version is None else f"v{self.version}"
 
 
@@ -99,15 +109,28 @@ def ages(
     for (infra, svc, gen, endpoint, dataset), reports in sorted(groups.items()):
         stage = enrichments.stage_of(store, infra)
         if stage not in published:
-            published[stage] = {
-                (p.project, p.dataset): p for p in enrichments.newest(store, stage).values()
-            }
+            published[stage] = _newest_by_kind(enrichments.newest(store, stage).values())
         oldest = min(reports, key=lambda r: (r["published_at"] or "", r["version"] or 0))
         problem = next((r["problem"] for r in reports if r["problem"]), None)
-        newest = published[stage].get((oldest["project"], dataset))
+        kind = WINDOW_STATE if oldest["source"] == WINDOW_STATE else "rows"
+        newest = published[stage].get((oldest["project"], dataset, kind))
         out.append(
             _judge(infra, svc, gen, endpoint, dataset, oldest, newest, reports, problem, now, grace)
         )
+    return out
+
+
+def _newest_by_kind(
+    versions: Iterable[enrichments.Published],
+) -> dict[tuple[str, str, str], enrichments.Published]:
+    """(project, dataset, rows | window_state) → the newest version: a windows output's
+    window state is judged against window states only, a table against rows only."""
+    out: dict[tuple[str, str, str], enrichments.Published] = {}
+    for p in versions:
+        kind = WINDOW_STATE if p.rows_selection == enrichments.WINDOW_EVENTS else "rows"
+        held = out.get((p.project, p.dataset, kind))
+        if held is None or p.version > held.version:
+            out[(p.project, p.dataset, kind)] = p
     return out
 
 
@@ -127,15 +150,30 @@ def _judge(
     at = _time(row["published_at"])
     age = (now - at).total_seconds() / 3600 if at else None
     max_age = row["max_age_hours"]
-    what = f"{dataset} {'v' + str(row['version']) if row['version'] else '(package copy)'}"
-    as_of = f"as of {row['as_of']}, " if row["as_of"] else ""
+    window = row["source"] == WINDOW_STATE
+    if window:
+        what = (
+            f"{dataset} window state v{row['version']} (replayed)"
+            if row["version"]
+            else f"{dataset} window state (none replayed: live events only)"
+        )
+    else:
+        what = f"{dataset} {'v' + str(row['version']) if row['version'] else '(package copy)'}"
+    as_of = (
+        f"through {row['as_of']}, "
+        if window and row["as_of"]
+        else f"as of {row['as_of']}, "
+        if row["as_of"]
+        else ""
+    )
     reasons, status = [], "HEALTHY"
     newer = newest is not None and (row["published_at"] or "") < newest.published_at
     if newer and newest is not None and now - (_time(newest.published_at) or now) > grace:
         status = STALE
         reasons.append(
             f"{what} is stale: v{newest.version} (as of {newest.as_of or '-'}) was published "
-            f"at {newest.published_at[:19]} and is not served"
+            f"at {newest.published_at[:19]} and is not "
+            + ("replayed into the online store" if window else "served")
             + (f" ({problem})" if problem else "")
         )
     if max_age is not None and age is not None and age > max_age:

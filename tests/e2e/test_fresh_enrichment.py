@@ -229,9 +229,14 @@ def test_the_daily_run_refreshes_the_profiles_the_api_answers_with(fresh):
     assert len(apipackages.list_packages(store, demo.SERVICE)) == fresh["packages"]
     served = _served(store)
     assert served and all(r["version"] == pub.version for r in served), served
-    ages = enrichment_age.ages(store, demo.API_INFRA, demo.SERVICE)
-    assert [a.status for a in ages] == ["HEALTHY"], ages
-    assert ages[0].as_of == fresh["today"] and ages[0].version == pub.version
+    ages = {a.dataset: a for a in enrichment_age.ages(store, demo.API_INFRA, demo.SERVICE)}
+    assert [a.status for a in ages.values()] == ["HEALTHY", "HEALTHY"], ages
+    profiles = ages[PROFILES]
+    assert profiles.as_of == fresh["today"] and profiles.version == pub.version
+    # The card windows' state the node's online store replayed: the version the run published.
+    state = ages["card_windows"]
+    assert (state.source, state.version) == ("window_state", here.windows["after"].version)
+    assert state.as_of == here.windows["after"].as_of and state.endpoint == demo.ENDPOINT
 
 
 def test_a_stalled_batch_makes_the_status_alarm(fresh):
@@ -296,6 +301,10 @@ def test_a_corrupted_version_is_refused_and_the_old_table_keeps_serving(fresh, m
     assert all(r["version"] == pub.version for r in _served(store))
     assert "refused" in fresh["log"].read_text()
     later = datetime.fromisoformat(bad.published_at) + timedelta(minutes=5)
-    ages = enrichment_age.ages(store, demo.API_INFRA, demo.SERVICE, now=later)
+    ages = [
+        a
+        for a in enrichment_age.ages(store, demo.API_INFRA, demo.SERVICE, now=later)
+        if a.dataset == PROFILES
+    ]
     assert ages[0].status == "UNHEALTHY", ages
     assert f"v{bad.version}" in ages[0].message and "SHA-256" in ages[0].message

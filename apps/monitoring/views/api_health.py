@@ -37,7 +37,8 @@ if not infras:
 infra = st.selectbox("API node", infras, key="api_infra")
 
 # How old the looked-up rows (e.g. per-key profiles) each deployment serves are: they follow
-# what the automation node's publish_enrichment steps publish, without a new package.
+# what the automation node's publish_enrichment steps publish, without a new package; and
+# which window-state snapshot the online store replayed, for windowed features.
 ages = enrichment_age.ages(store, infra)
 if ages:
     st.subheader("Enrichment age")
@@ -50,7 +51,10 @@ if ages:
     st.caption(
         "Stale (UNHEALTHY) when a newer version was published and a worker still serves an "
         "older one past a few poll intervals, or when the table is older than the "
-        "enrichment's max_age_hours (the batch stopped publishing)."
+        "enrichment's max_age_hours (the batch stopped publishing). A windows output's row "
+        "(served: window state vN, as of: the day it runs through) is the snapshot the "
+        "online store replayed; stale when a newer one was published and not replayed "
+        "within a few poll intervals."
     )
 
 # Another host's API node: its compacted query logs, mirrored from the object store.

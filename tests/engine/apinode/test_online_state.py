@@ -128,3 +128,30 @@ def test_the_setting_chooses_the_store(tmp_path):
     assert "127.0.0.1:1" not in repr(remote)  # a URL may hold a password: never shown
     with pytest.raises(online_state.OnlineStoreError, match="NODAL_ONLINE_STORE_URL"):
         online_state.open_state(load_settings(environ={"NODAL_ONLINE_STORE_URL": "x"}), tmp_path)
+
+
+def test_a_store_remembers_which_snapshot_it_replayed(store):
+    assert not store.bootstrap_done("s", "sha1")
+    assert store.claim_bootstrap("s", "sha1", 600)
+    assert not store.claim_bootstrap("s", "sha1", 600)  # another worker: it is claimed
+    assert not store.bootstrap_done("s", "sha1")  # claimed is not done
+    store.finish_bootstrap("s", "sha1", 600)
+    assert store.bootstrap_done("s", "sha1") and not store.bootstrap_done("s", "sha2")
+    assert not store.claim_bootstrap("s", "sha1", 600)
+
+
+def test_a_bulk_record_counts_each_key_and_id_once_and_never_brings_back_a_trimmed_event(store):
+    t0 = windows.epoch_us(datetime(2026, 3, 1))
+    live = [("k1", "live", [t0 + 5 * H])]  # recorded live, 5 h after the bulk's events
+    store.record("s", *live[0], t0 + 3 * H, 2 * H)
+    bulk = [("k1", f"e{i}", [t0 + i * 60_000_000, float(i), "d"]) for i in range(10)]
+    bulk += [("k2", f"e{i}", [t0 + i * 60_000_000, None, 'é"q"']) for i in range(10)]
+    bulk += [("k2", "e3", [t0, 99.0, "dup"])]  # a repeated id of the same key
+    assert store.record_many("s", online_state.EventColumns.of(bulk), 2 * H, 2 * H) == 10
+    assert store.record_many("s", online_state.EventColumns.of(bulk), 2 * H, 2 * H) == 0
+    assert store.key_events("s") == {"k1": 1, "k2": 10}
+    events = store.record("s", "k2", "probe", [t0 + H], t0 - H, 2 * H)
+    assert sorted(e[0] for e in events) == sorted(
+        [t0 + i * 60_000_000 for i in range(10)] + [t0 + H]
+    )
+    assert [e for e in events if e[0] == t0 + 3 * 60_000_000] == [[t0 + 180_000_000, None, 'é"q"']]
