@@ -1,10 +1,20 @@
 """API node throughput and latency against MLflow's server and a bare Litestar endpoint.
 
-One run, one machine, one model, one transaction, three servers, each with one worker
-pinned to CPU 0 while wrk (Debian's package) runs pinned to CPU 1:
+One run, one machine, one model, one transaction, four servers (five measurements), each with
+one worker pinned to CPU 0 while wrk (Debian's package) runs pinned to CPU 1:
 
 - **nodal**: ``nodal serve``, single-record ``predict`` through the full path (JSON parsing,
-  validation, card-profile enrichment, features, model, audit log, metrics);
+  validation, card-profile enrichment, the card's windowed features (recipes/card_windows.yaml:
+  one read and update of the online state, the embedded SQLite store of the node's home),
+  features, model, audit log, metrics), sent the same transaction every time: its event is
+  recorded once and then re-read (a client's retry);
+- **nodal-fresh**: the same server, each request a new transaction (a wrk Lua script: a new
+  ``transaction_id``, cards taken in turn among the data's cards (not the one ``nodal`` is
+  sent), ``ts`` advancing at the demo data's rate of transactions, so every card keeps about
+  its real number of events in its 7-day window): every request inserts an event, trims the
+  card's old ones and reads the rest, the honest cost of the state read and update;
+- **nodal-plain**: the fraud example without its card windows (features and model without
+  them, retrained; ``--no-plain`` skips it), another ``nodal serve`` and home, for comparison;
 - **bare**: a Litestar endpoint that only runs ``Booster.predict`` on a ready numpy row
   (the practical limit of Python + Litestar + LightGBM), sent the same request body;
 - **mlflow**: ``mlflow models serve`` of the same LightGBM booster, sent the transaction's
@@ -15,18 +25,19 @@ nodal and bare run on the same uvicorn with the same event loop, HTTP parser and
 class (uvloop, httptools and ``engine.apinode.http.protocol.ApiNodeProtocol``, as ``nodal serve``
 uses them). nodal's queries take that protocol's direct lane (answered in the protocol,
 without an ASGI round, see docs/architecture.md); the bare Litestar app has no such lane,
-so it is served through ASGI and Litestar, as any Litestar app is. All three servers stay up for the whole run and are
-measured in interleaved rounds (nodal, bare, mlflow, then again), so a burst of load from
-elsewhere hits all of them alike; each figure is the best round. The load average is
+so it is served through ASGI and Litestar, as any Litestar app is. All servers stay up for
+the whole run and are measured in interleaved rounds (nodal, nodal-fresh, nodal-plain, bare,
+mlflow, then again), so a burst of load from elsewhere hits all of them alike; each figure is
+the best round. The load average is
 printed before and after: compare ratios, not absolutes.
 
-Prints requests/s, p50/p99 at 1 and 16 connections and the ratios, the server-side p50 of
-nodal's ``predict`` (from its audit log) and the server time of a 1,000-record
-``predict-multi``.
+Prints requests/s, p50/p99 at 1 and 16 connections and the ratios, the server-side p50/p99 of
+nodal's ``predict`` (from its audit log; same transaction and fresh ones apart), the state
+store's size afterwards and the server time of a 1,000-record ``predict-multi``.
 
     apt-get install -y wrk
     pip install -e ".[bench]"   # mlflow (or pass --mlflow /path/to/a/venv/bin/mlflow)
-    python bench/bench_serving.py [--seconds 10] [--rounds 3]
+    flock /tmp/nodal-bench.lock python bench/bench_serving.py [--seconds 10] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -130,12 +141,22 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def wrk(
-    url: str, body: bytes, content_type: str, connections: int, seconds: int, tmp: Path
+    url: str,
+    body: bytes,
+    content_type: str,
+    connections: int,
+    seconds: int,
+    tmp: Path,
+    lua: str | None = None,
 ) -> dict[str, float]:
+    """One wrk run: the same ``body`` every request, or what the Lua script ``lua`` makes."""
     script = tmp / "post.lua"
     script.write_text(
-        f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "{content_type}"\n'
-        f"wrk.body = {json.dumps(body.decode())}\n"
+        lua
+        or (
+            f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "{content_type}"\n'
+            f"wrk.body = {json.dumps(body.decode())}\n"
+        )
     )
     out = subprocess.run(
         [
@@ -161,7 +182,8 @@ def wrk(
     socket_errors = re.search(r"Socket errors: (.*)", out)
     if errors or socket_errors:
         raise SystemExit(f"errors during the run against {url}:\n{out}")
-    return {"rps": rps, "p50_ms": lat["50"], "p99_ms": lat["99"]}
+    done = int(re.search(r"(\d+) requests in", out).group(1))
+    return {"rps": rps, "p50_ms": lat["50"], "p99_ms": lat["99"], "requests": done}
 
 
 def _ms(text: str) -> float:
@@ -182,6 +204,56 @@ def prepare(root: Path):  # noqa: ANN201 - (home, env, loaded service)
     return settings.home, env, loaded
 
 
+def state_of(loaded):  # noqa: ANN001, ANN201 - (the Windowed, its SqliteState)
+    """The endpoint's windowed features and their store: refuses a package without windows,
+    or a store other than the embedded one."""
+    from engine.apinode.online_state import SqliteState
+    from engine.project.windows import Windowed
+
+    ep = loaded.endpoints[demo.ENDPOINT]
+    live = [t for t in ep.enrichments if isinstance(t, Windowed)]
+    if len(live) != 1 or not isinstance(live[0].state, SqliteState):
+        raise SystemExit(f"expected one windows join in the embedded store, not {live}")
+    return live[0], live[0].state
+
+
+def fresh_lua(content_type: str, cards: list[str], base_s: int, step_s: float) -> str:
+    """A wrk script sending TRANSACTION as a new transaction every request: the n-th (from
+    ``__OFFSET__``, replaced before each run) has id ``T-fresh-<n>``, card ``cards[n % len]`` and time
+    ``base_s + n * step_s``."""
+    holders = {"transaction_id": "@ID@", "ts": "@TS@", "card_id": "@CARD@"}
+    template = json.dumps({"features": {**TRANSACTION, **holders}})
+    assert "%" not in template and list(holders) == [k for k in TRANSACTION if k in holders]
+    for v in holders.values():
+        template = template.replace(f'"{v}"', '"%s"')
+    return f"""
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "{content_type}"
+local cards = {{{", ".join(json.dumps(c) for c in cards)}}}
+local template = {json.dumps(template)}
+local n = __OFFSET__
+function request()
+  local body = string.format(template, "T-fresh-" .. n,
+    os.date("!%Y-%m-%dT%H:%M:%S", {base_s} + math.floor(n * {step_s!r})), cards[n % #cards + 1])
+  n = n + 1
+  return wrk.format(nil, nil, nil, body)
+end
+"""
+
+
+def fresh_plan(data_dir: Path) -> tuple[list[str], int, float]:
+    """The data's cards (but TRANSACTION's), the first fresh time (a minute after the data's
+    newest transaction) and the seconds between two transactions at the data's rate."""
+    ref = ds.DatasetRef("transactions", Path(data_dir) / "transactions", "day")
+    row = ds.query_df(
+        "SELECT list(DISTINCT card_id ORDER BY card_id) AS cards, epoch(max(ts)) AS hi, "
+        "epoch(min(ts)) AS lo, count(*) AS n FROM t",
+        {"t": ref},
+    ).iloc[0]
+    cards = [c for c in row["cards"] if c != TRANSACTION["card_id"]]
+    return cards, int(row["hi"]) + 60, float(row["hi"] - row["lo"]) / float(row["n"])
+
+
 def model_inputs(loaded) -> tuple[Path, list[float], list[str]]:  # noqa: ANN001
     """The model file, and the transaction encoded exactly as nodal encodes it."""
     ep = loaded.endpoints[demo.ENDPOINT]
@@ -194,10 +266,20 @@ def load_average() -> str:
 
 
 class Server:
-    """One server under test: its URL and the request body it is sent."""
+    """One server under test: its URL and the request body it is sent (or, with ``lua``, the
+    wrk script making each request's body, started at ``offset``: a count of what was sent)."""
 
-    def __init__(self, name: str, url: str, body: bytes, content_type: str) -> None:
+    def __init__(
+        self, name: str, url: str, body: bytes, content_type: str, lua: str | None = None
+    ) -> None:
         self.name, self.url, self.body, self.content_type = name, url, body, content_type
+        self.lua, self.offset = lua, 0
+
+    def run(self, connections: int, seconds: int, tmp: Path) -> dict[str, float]:
+        lua = self.lua and self.lua.replace("__OFFSET__", str(self.offset))
+        res = wrk(self.url, self.body, self.content_type, connections, seconds, tmp, lua)
+        self.offset += res["requests"] + 100  # and what was sent but not answered (≤ conns)
+        return res
 
     def check(self) -> str:
         resp = httpx.post(
@@ -229,6 +311,9 @@ def main() -> int:
         default=str(Path(sys.executable).parent / "mlflow"),
         help="the mlflow executable (default: next to this Python)",
     )
+    parser.add_argument(
+        "--no-plain", action="store_true", help="skip nodal-plain (the example without windows)"
+    )
     args = parser.parse_args()
     for tool in ("wrk", "taskset"):
         if not shutil.which(tool):
@@ -243,7 +328,22 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="nodal-bench-"))
     print(f"preparing the fraud example in {tmp} …", flush=True)
     home, env, loaded = prepare(tmp)
+    windowed, state = state_of(loaded)
+    print(f"windowed features {[f.name for f in windowed.spec.features]} in {state.path}")
     model_file, row, names = model_inputs(loaded)
+    cards, base_s, step_s = fresh_plan(Path(env["NODAL_DATA_DIR"]))
+    print(f"nodal-fresh: {len(cards)} cards in turn, a transaction every {step_s:.1f} s of data")
+    plain_home = None
+    if not args.no_plain:
+        from bench.bench_card_state import example_without_windows
+        from bench.bench_card_state import prepare as prepare_plain
+
+        print("preparing the fraud example without its card windows …", flush=True)
+        plain, env_plain = prepare_plain(
+            tmp / "plain", example_without_windows(tmp / "example_plain")
+        )
+        env_plain.pop("NODAL_POLL_SECONDS")  # as the nodal server: the default
+        plain_home = plain.home
 
     # MLflow model folder of the same booster (saved by mlflow's own Python).
     mlflow_model = tmp / "mlflow_model"
@@ -261,7 +361,7 @@ def main() -> int:
         capture_output=True,
     )
     bare_py = tmp / "bare_app.py"
-    bare_py.write_text(BARE_APP.format(row=", ".join(repr(x) for x in row)))
+    bare_py.write_text(BARE_APP.format(row=", ".join(repr(x) if x == x else "np.nan" for x in row)))
     transaction = json.dumps({"features": TRANSACTION}).encode()
     js = "application/json"
     print(f"uvicorn for nodal and bare: {options}; load average {load_average()}", flush=True)
@@ -280,6 +380,23 @@ def main() -> int:
         procs.append(proc)
         url = f"http://127.0.0.1:{port}/public/api/v1/{demo.SERVICE}/{demo.ENDPOINT}/predict"
         servers.append(Server("nodal", url, transaction, js))
+        check = {**TRANSACTION, "transaction_id": "T-fresh-check", "card_id": cards[0]}
+        check["ts"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(base_s - 30))
+        lua = fresh_lua(js, cards, base_s, step_s)
+        servers.append(
+            Server("nodal-fresh", url, json.dumps({"features": check}).encode(), js, lua)
+        )
+        if plain_home is not None:
+            port = free_port()
+            proc = start(
+                [*cmd, "--port", str(port)],
+                env_plain,
+                tmp / "nodal_plain.log",
+                f"http://127.0.0.1:{port}/isAlive/",
+            )
+            procs.append(proc)
+            plain_url = url.replace(url.split("/")[2], f"127.0.0.1:{port}")
+            servers.append(Server("nodal-plain", plain_url, transaction, js))
         port = free_port()
         cmd = [sys.executable, str(bare_py), str(model_file), str(port), *options.values()]
         proc = start(cmd, {}, tmp / "bare.log", f"http://127.0.0.1:{port}/schema")
@@ -308,15 +425,14 @@ def main() -> int:
 
         for server in servers:
             print(f"{server.name}: {server.check()}", flush=True)
-            wrk(server.url, server.body, server.content_type, 4, 2, tmp)  # warm-up
+            server.run(4, 2, tmp)  # warm-up
         runs: dict[str, dict[int, list[dict[str, float]]]] = {
             s.name: {1: [], 16: []} for s in servers
         }
         for r in range(args.rounds):
             for server in servers:
                 for c in (1, 16):
-                    res = wrk(server.url, server.body, server.content_type, c, args.seconds, tmp)
-                    runs[server.name][c].append(res)
+                    runs[server.name][c].append(server.run(c, args.seconds, tmp))
             print(f"round {r + 1}/{args.rounds} done; load average {load_average()}", flush=True)
 
         nodal = servers[0]
@@ -336,33 +452,50 @@ def main() -> int:
         for name, by_c in runs.items()
     }
     table = querylog.scan_sql(home, demo.API_INFRA)
-    p50_us = ds.query_df(
-        f"SELECT quantile_cont(duration_us, 0.5) AS p50, count(*) AS n FROM {table} "
-        "WHERE method = 'predict' AND status = 200"
-    )
+    sides = ds.query_df(
+        "SELECT CASE WHEN json_extract_string(features, '$.transaction_id') LIKE 'T-fresh-%' "
+        "THEN 'nodal-fresh' ELSE 'nodal' END AS server, quantile_cont(duration_us, 0.5) AS p50, "
+        f"quantile_cont(duration_us, 0.99) AS p99, count(*) AS n, count(DISTINCT "
+        f"json_extract_string(features, '$.transaction_id')) AS ids FROM {table} "
+        "WHERE method = 'predict' AND status = 200 GROUP BY 1 ORDER BY 1"
+    ).to_dict("records")
+    if plain_home is not None:
+        table = querylog.scan_sql(plain_home, demo.API_INFRA)
+        sides += ds.query_df(
+            "SELECT 'nodal-plain' AS server, quantile_cont(duration_us, 0.5) AS p50, "
+            f"quantile_cont(duration_us, 0.99) AS p99, count(*) AS n, 1 AS ids FROM {table} "
+            "WHERE method = 'predict' AND status = 200"
+        ).to_dict("records")
+    held = state.key_events(windowed.spec.space)
     print()
     print(
         f"best of {args.rounds} interleaved rounds of {args.seconds} s; load average now {load_average()}"
     )
     print(
-        f"{'server':<8} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}  (all rounds' req/s)"
+        f"{'server':<11} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}  (all rounds' req/s)"
     )
     for name, by_c in results.items():
         for c, r in by_c.items():
             every = ", ".join(f"{x['rps']:.0f}" for x in runs[name][c])
             print(
-                f"{name:<8} {c:>5} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f}  ({every})"
+                f"{name:<11} {c:>5} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f}  ({every})"
             )
     print()
-    for c in (1, 16):
-        n, m, b = results["nodal"][c], results["mlflow"][c], results["bare"][c]
+    for name in (s.name for s in servers if s.name.startswith("nodal")):
+        for c in (1, 16):
+            n, m, b = results[name][c], results["mlflow"][c], results["bare"][c]
+            print(
+                f"{name:<11} {c:>2} connections: /mlflow throughput ×{n['rps'] / m['rps']:.1f} "
+                f"(p99 {n['p99_ms']:.2f} vs {m['p99_ms']:.2f} ms); /bare {n['rps'] / b['rps']:.0%}"
+            )
+    for side in sides:
         print(
-            f"{c:>2} connections: nodal/mlflow throughput ×{n['rps'] / m['rps']:.1f} "
-            f"(p99 {n['p99_ms']:.2f} vs {m['p99_ms']:.2f} ms); "
-            f"nodal/bare {n['rps'] / b['rps']:.0%}"
+            f"{side['server']} server-side predict: p50 {side['p50']:.0f} µs, "
+            f"p99 {side['p99']:.0f} µs over {side['n']:,} queries ({side['ids']:,} transactions)"
         )
     print(
-        f"nodal server-side p50 of predict: {p50_us['p50'][0]:.0f} µs over {p50_us['n'][0]:,} queries"
+        f"online state afterwards: {len(held)} cards, {sum(held.values()):,} events, "
+        f"at most {max(held.values(), default=0)} per card"
     )
     print(
         f"nodal predict-multi, 1,000 records: server time median {statistics.median(server_ms):.1f} ms "
