@@ -47,6 +47,10 @@ if ages:
         hide_index=True,
         width="stretch",
         key="api_enrichment_age",
+        column_config={
+            "age (h)": st.column_config.NumberColumn(format="%.1f"),
+            "max age (h)": st.column_config.NumberColumn(format="%.1f"),
+        },
     )
     st.caption(
         "Stale (UNHEALTHY) when a newer version was published and a worker still serves an "
