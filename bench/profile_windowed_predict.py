@@ -16,13 +16,21 @@ Times, per call (median of ``--repeat`` batches of ``--n`` calls):
 
 Then a cProfile of the fresh-transaction loop (top functions by own time).
 
-    flock /tmp/nodal-bench.lock python bench/profile_windowed_predict.py [--n 5000]
+``--ab``: only the figures an A/B of a change compares, at steady state (first 12,000 new
+transactions: every card's 7-day window full), in ``--rounds`` interleaved rounds: a new
+transaction per ``predict`` (mean µs per call over ``--n`` calls), ``predict_multi`` of 1,000
+new records and of the same record ×1,000 (median ms of 5 calls), after ``gc.freeze()`` as
+``nodal serve`` does. Run it on both sides of a change (e.g. the code of ``git archive HEAD``
+with this file copied in) and compare, with the load averages it prints.
+
+    flock /tmp/nodal-bench.lock python bench/profile_windowed_predict.py [--n 5000] [--ab]
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import io
 import json
 import os
@@ -138,10 +146,48 @@ class CachedSqlite(online_state.SqliteState):
         return online_state._loads([e for _, e in rows.values()])
 
 
+def ab(ep, fresh, n: int, rounds: int) -> None:  # noqa: ANN001
+    """The A/B figures: predict (new transaction), predict_multi of 1,000 new records and of
+    the same record ×1,000."""
+    for i in range(12_000):  # steady state
+        ep.predict(fresh(i))
+
+    def loop() -> float:
+        t0 = time.perf_counter()
+        for i in range(n):
+            ep.predict(fresh(i))
+        return (time.perf_counter() - t0) / n * 1e6
+
+    def multi(same: bool) -> float:
+        out = []
+        for _ in range(5):
+            items = [{"features": TRANSACTION if same else fresh(0)} for _ in range(1000)]
+            t0 = time.perf_counter()
+            ep.predict_multi(items)
+            out.append((time.perf_counter() - t0) * 1000)
+        return statistics.median(out)
+
+    res: dict[str, list[float]] = {
+        "predict, new transaction (µs, mean)": [],
+        "predict_multi, 1,000 new records (ms, median of 5)": [],
+        "predict_multi, same record x1,000 (ms, median of 5)": [],
+    }
+    for r in range(rounds):
+        for name, fn in zip(res, (loop, lambda: multi(False), lambda: multi(True)), strict=True):
+            res[name].append(fn())
+        print(f"round {r + 1} done; load average {load_average()}", flush=True)
+    for name, vals in res.items():
+        rounds_text = ", ".join(f"{v:.1f}" for v in vals)
+        print(f"{name:<54} median {statistics.median(vals):8.1f}  (rounds {rounds_text})")
+    print(f"load average {load_average()}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=5000, help="calls per batch")
     parser.add_argument("--repeat", type=int, default=5, help="batches (median kept)")
+    parser.add_argument("--ab", action="store_true", help="only the A/B figures (see above)")
+    parser.add_argument("--rounds", type=int, default=3, help="--ab: interleaved rounds")
     args = parser.parse_args()
     os.sched_setaffinity(0, {0})
     tmp = Path(tempfile.mkdtemp(prefix="nodal-profile-"))
@@ -166,6 +212,11 @@ def main() -> int:
 
     n, rep = args.n, args.repeat
     print(f"load average {load_average()}", flush=True)
+    if args.ab:
+        gc.freeze()  # as `nodal serve` does after start-up (engine/apinode/http/app.py)
+        ab(ep, fresh, n, args.rounds)
+        shutil.rmtree(tmp, ignore_errors=True)
+        return 0
     ep.predict(TRANSACTION)
     results: dict[str, float] = {}
     results["predict, same transaction (re-read)"] = per_call_us(

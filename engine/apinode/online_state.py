@@ -7,8 +7,10 @@ key's events older than the longest window before it, and returns the key's even
 step: one SQLite transaction, or one ``EVALSHA`` of a Lua script in Redis. The features are
 computed from what it returns (:func:`engine.project.windows.compute`), counting only events
 strictly before the request's own time, so the answer of a retry is the answer of the first
-try. State nobody touched for the longest window expires (Redis: the key's TTL; SQLite: a
-sweep every minute).
+try. ``record_batch`` does the same for the records of a ``predict-multi`` in one step (one
+SQLite transaction, one Redis pipeline). State nobody touched for the longest window expires
+(Redis: the key's TTL; SQLite: a sweep at most every :data:`SWEEP_SECONDS` per process, in a
+thread of its own, never in a request).
 
 *Decision:* one key's events are kept whole (time and the aggregated values), not running
 aggregates: "strictly before t" and windows ending at any t then come out exactly as batch
@@ -18,11 +20,13 @@ events of the longest window (typically a few to a few hundred).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +34,14 @@ from typing import Any
 
 from engine.core.errors import NodalError
 from engine.core.settings import Settings
+from engine.project.windows import oldest_keep
 
 FILE = "online_state.sqlite"
+# The SQLite sweep of expired events: once when a process first uses the store, then every
+# SWEEP_SECONDS, in a daemon thread with a connection of its own; each DELETE transaction
+# covers at most SWEEP_KEYS keys (the write lock stays short for the serving workers).
 SWEEP_SECONDS = 60.0
+SWEEP_KEYS = 500
 # Events per SQLite transaction / Redis pipeline of a bulk record (a bootstrap): ~5 ms of
 # SQLite's write lock each, or of Redis's time (bench/bench_window_bootstrap.py: 2,500 and
 # 5,000 replay as fast; the smaller keeps a request of the same worker under ~10 ms).
@@ -100,6 +109,31 @@ def _loads(events: list[str]) -> list[list[Any]]:
     return json.loads("[" + ",".join(events) + "]")
 
 
+def _decoded(held: dict[str, list[tuple[str, str]]]) -> dict[str, list[tuple[str, list[Any]]]]:
+    """(id, JSON text) per key → (id, event), all the JSON in one parse."""
+    events = iter(_loads([text for rows in held.values() for _, text in rows]))
+    return {key: [(i, next(events)) for i, _ in rows] for key, rows in held.items()}
+
+
+def _start_sweeper(state: SqliteState) -> None:
+    """A daemon thread sweeping ``state`` now and every :data:`SWEEP_SECONDS` (read at each
+    turn) while the state exists (it holds only a weak reference) in this process."""
+    ref = weakref.ref(state)
+    pid = os.getpid()
+
+    def run() -> None:
+        while True:
+            target = ref()
+            if target is None or target._pid != pid:
+                return
+            with contextlib.suppress(sqlite3.Error):  # busy or gone: the next turn tries again
+                target.swept += target.sweep()
+            del target
+            time.sleep(SWEEP_SECONDS)
+
+    threading.Thread(target=run, name="nodal-state-sweep", daemon=True).start()
+
+
 class SqliteState:
     """Embedded store: one SQLite file in WAL mode under the API node's home, shared by every
     worker process of that home (a connection per process, opened on first use)."""
@@ -109,7 +143,7 @@ class SqliteState:
         self._con: sqlite3.Connection | None = None
         self._pid = 0
         self._lock = threading.Lock()
-        self._next_sweep = 0.0
+        self.swept = 0  # events the sweeper of this process deleted (for checks and tests)
 
     def _connect(self) -> sqlite3.Connection:
         if self._con is None or self._pid != os.getpid():  # never a connection across fork
@@ -123,15 +157,49 @@ class SqliteState:
                 "NULL, id TEXT NOT NULL, t INTEGER NOT NULL, event TEXT NOT NULL, expires REAL "
                 "NOT NULL, PRIMARY KEY (space, key, id)) WITHOUT ROWID"
             )
-            con.execute(
-                "CREATE INDEX IF NOT EXISTS window_events_expiry ON window_events (expires)"
-            )
+            # No index on ``expires``: it cost a page per request's commit; the sweep (off the
+            # request path) scans instead. A file of an older nodal loses it.
+            con.execute("DROP INDEX IF EXISTS window_events_expiry")
             con.execute(
                 "CREATE TABLE IF NOT EXISTS window_bootstraps (space TEXT NOT NULL, tag TEXT NOT "
                 "NULL, state TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (space, tag))"
             )
             self._con, self._pid = con, os.getpid()
+            _start_sweeper(self)
         return self._con
+
+    def sweep(self, now: float | None = None) -> int:
+        """Delete the events whose TTL passed (``now``: time.time()); how many. The expired
+        keys are found by a read (no lock: WAL), then deleted :data:`SWEEP_KEYS` keys per
+        short write transaction, on a connection of its own (not under ``_lock``)."""
+        now = time.time() if now is None else now
+        deleted = 0
+        con = sqlite3.connect(  # mode=rw: never creates a file that is gone
+            f"{self.path.resolve().as_uri()}?mode=rw",
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            con.execute("PRAGMA busy_timeout = 5000")
+            keys = con.execute(
+                "SELECT DISTINCT space, key FROM window_events WHERE expires < ?", (now,)
+            ).fetchall()
+            for start in range(0, len(keys), SWEEP_KEYS):
+                con.execute("BEGIN IMMEDIATE")
+                try:
+                    for space, key in keys[start : start + SWEEP_KEYS]:
+                        deleted += con.execute(
+                            "DELETE FROM window_events WHERE space = ? AND key = ? AND expires < ?",
+                            (space, key, now),
+                        ).rowcount
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+        finally:
+            con.close()
+        return deleted
 
     def record(
         self, space: str, key: str, event_id: str, event: list[Any], keep_from_us: int, ttl_us: int
@@ -156,9 +224,6 @@ class SqliteState:
                             (space, key, keep_from_us),
                         )
                         rows = [r for r in rows if r[0] >= keep_from_us]
-                    if now >= self._next_sweep:
-                        con.execute("DELETE FROM window_events WHERE expires < ?", (now,))
-                        self._next_sweep = now + SWEEP_SECONDS
                     con.execute("COMMIT")
                 except BaseException:
                     con.execute("ROLLBACK")
@@ -166,6 +231,44 @@ class SqliteState:
         except sqlite3.Error as exc:
             raise StateStoreUnavailable(f"{self.path.name}: {exc}") from None
         return _loads([r[1] for r in rows])
+
+    def record_batch(
+        self, space: str, batch: Sequence[tuple[str, str, list[Any], int]], ttl_us: int
+    ) -> dict[str, list[tuple[str, list[Any]]]]:
+        """Many records in one transaction (see ``StateStore``): per key its events before
+        the batch from the batch's oldest keep-from on, as (id, event)."""
+        keep = oldest_keep(batch)
+        now = time.time()
+        expires = now + ttl_us / 1e6
+        held: dict[str, list[tuple[str, str]]] = {}
+        try:
+            with self._lock:
+                con = self._connect()
+                con.execute("BEGIN IMMEDIATE")
+                try:
+                    for key, keep_from in keep.items():
+                        rows = con.execute(
+                            "SELECT id, t, event FROM window_events WHERE space = ? AND key = ?",
+                            (space, key),
+                        ).fetchall()
+                        if any(r[1] < keep_from for r in rows):
+                            con.execute(
+                                "DELETE FROM window_events WHERE space = ? AND key = ? AND t < ?",
+                                (space, key, keep_from),
+                            )
+                            rows = [r for r in rows if r[1] >= keep_from]
+                        held[key] = [(r[0], r[2]) for r in rows]
+                    con.executemany(
+                        "INSERT OR IGNORE INTO window_events VALUES (?, ?, ?, ?, ?, ?)",
+                        [(space, k, i, e[0], _dumps(e), expires) for k, i, e, _ in batch],
+                    )
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            raise StateStoreUnavailable(f"{self.path.name}: {exc}") from None
+        return _decoded(held)
 
     def _bulk_connection(self) -> sqlite3.Connection:
         """A connection of its own for a bulk record: its temporary table is filled outside
@@ -332,6 +435,31 @@ return out
 """
 
 
+# A batch's records of one key (predict-multi): KEYS[1] the key's hash; ARGV[1] the batch's
+# oldest keep-from (µs), ARGV[2] TTL (ms), then event id, event pairs in the batch's order.
+# Drop the old, return what the key held (id, event, ...), then add each once, refresh the
+# TTL: atomic for the key.
+_LUA_BATCH = """
+local all = redis.call('HGETALL', KEYS[1])
+local keep = tonumber(ARGV[1])
+local out = {}
+for i = 1, #all, 2 do
+  local t = tonumber(string.match(all[i + 1], '^%[(%-?%d+)'))
+  if t < keep then
+    redis.call('HDEL', KEYS[1], all[i])
+  else
+    out[#out + 1] = all[i]
+    out[#out + 1] = all[i + 1]
+  end
+end
+for i = 3, #ARGV, 2 do
+  redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return out
+"""
+
+
 # Bulk (a bootstrap): KEYS[1] the key's hash; ARGV[1] TTL (ms), ARGV[2] the longest window
 # (µs), then event id, event pairs. An event the key's newest one moved out of its window (a
 # request trimmed it) is not added back.
@@ -368,6 +496,7 @@ class RedisState:
             raise OnlineStoreError(f"NODAL_ONLINE_STORE_URL: {exc}") from None
         self.script = self.client.register_script(_LUA)
         self.script_many = self.client.register_script(_LUA_MANY)
+        self.script_batch = self.client.register_script(_LUA_BATCH)
 
     def record(
         self, space: str, key: str, event_id: str, event: list[Any], keep_from_us: int, ttl_us: int
@@ -380,6 +509,29 @@ class RedisState:
         except self._errors as exc:
             raise StateStoreUnavailable(type(exc).__name__) from None
         return _loads([r.decode() for r in raw])
+
+    def record_batch(
+        self, space: str, batch: Sequence[tuple[str, str, list[Any], int]], ttl_us: int
+    ) -> dict[str, list[tuple[str, list[Any]]]]:
+        """Many records in one pipeline (one round trip) of one ``EVALSHA`` per key (see
+        ``StateStore``): per key its events before the batch, as (id, event). Each key is
+        atomic; two keys of the batch are not atomic together (features are per key)."""
+        keep = oldest_keep(batch)
+        args: dict[str, list[Any]] = {k: [v, max(1, ttl_us // 1000)] for k, v in keep.items()}
+        for key, event_id, event, _ in batch:
+            args[key] += (event_id, _dumps(event))
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for key, a in args.items():
+                self.script_batch(keys=[self._hash(space, key)], args=a, client=pipe)
+            answers = pipe.execute()
+        except self._errors as exc:
+            raise StateStoreUnavailable(type(exc).__name__) from None
+        held = {
+            key: [(raw[i].decode(), raw[i + 1].decode()) for i in range(0, len(raw), 2)]
+            for key, raw in zip(args, answers, strict=True)
+        }
+        return _decoded(held)
 
     def _hash(self, space: str, key: str) -> str:
         return f"nodal:win:{space}:{key}"

@@ -164,6 +164,47 @@ class PredictionEndpoint:
         except (ValueError, TypeError, ArithmeticError) as exc:
             raise InvalidRecord(f"the features cannot be computed: {exc}") from None
 
+    def _try(self, record: Any) -> dict[str, Any] | InvalidRecord:
+        try:
+            return self.features_of(record)
+        except InvalidRecord as exc:
+            return exc
+
+    def _features_many(self, records: list[Any]) -> list[dict[str, Any] | InvalidRecord]:
+        """What :meth:`features_of` gives each record (its features or why it is refused),
+        the windowed joins' state recorded for all records at once
+        (:meth:`windows.Windowed.find_many`). The same as one by one: a record refused by a
+        lookup before a windowed join records no event there, as it would alone."""
+        n = len(records)
+        typed: list[dict[str, Any] | None] = [None] * n
+        out: list[dict[str, Any] | InvalidRecord] = [_EMPTY] * n
+        for i, rec in enumerate(records):
+            try:
+                typed[i] = feature_sql.typed_record(self.plan.request_fields, rec)
+            except RecordError as exc:
+                out[i] = InvalidRecord(str(exc))
+        found: list[list[dict[str, Any]]] = [[] for _ in range(n)]
+        for table in self.enrichments:
+            live = [i for i in range(n) if typed[i] is not None and out[i] is _EMPTY]
+            if isinstance(table, windows.Windowed):
+                answers = table.find_many([typed[i] for i in live])
+                for i, row in zip(live, answers, strict=True):
+                    found[i].append(row)
+                continue
+            for i in live:
+                try:
+                    found[i].append(table.find(typed[i]) or _EMPTY)
+                except InvalidRecord as exc:
+                    out[i] = exc
+        for i in range(n):
+            if typed[i] is None or out[i] is not _EMPTY:
+                continue
+            try:
+                out[i] = self.plan.compute(typed[i], tuple(found[i]))
+            except (ValueError, TypeError, ArithmeticError) as exc:
+                out[i] = InvalidRecord(f"the features cannot be computed: {exc}")
+        return out
+
     def encode(self, records: list[Any]) -> tuple[np.ndarray, list[InvalidRecord | None]]:
         """The model's input matrix for the valid ``records`` (in order) and, for each record,
         why it is refused (None: it has a row).
@@ -176,14 +217,13 @@ class PredictionEndpoint:
         getters = self._getters
         rows: list[list[Any]] = []
         refused: list[InvalidRecord | None] = []
-        for rec in records:
-            try:
-                feats = self.features_of(rec)
-            except InvalidRecord as exc:
-                refused.append(exc)
+        many = len(records) > 1 and any(isinstance(t, windows.Windowed) for t in self.enrichments)
+        for answer in self._features_many(records) if many else map(self._try, records):
+            if isinstance(answer, InvalidRecord):
+                refused.append(answer)
                 continue
             refused.append(None)
-            rows.append([get(feats) for get in getters])
+            rows.append([get(answer) for get in getters])
         # None → NaN and bool → 0/1: numpy's float conversion does both.
         matrix = np.array(rows, dtype="float64") if rows else np.empty((0, len(getters)))
         return matrix, refused

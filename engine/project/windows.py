@@ -105,21 +105,23 @@ class WindowSpec:
     features: tuple[WindowFeature, ...]
     project: str = ""
 
-    @property
+    # cached_property: the dataclass is frozen but not slotted (each value cached in the
+    # instance's __dict__ once; equality and hash use the fields only).
+    @functools.cached_property
     def longest_us(self) -> int:
         return max(f.window_us for f in self.features)
 
-    @property
+    @functools.cached_property
     def values(self) -> tuple[str, ...]:
         """The events columns the state keeps per event (the ``of`` columns), in order."""
         return tuple(dict.fromkeys(f.of for f in self.features if f.of))
 
-    @property
+    @functools.cached_property
     def fields(self) -> tuple[str, ...]:
         """The request fields real time needs: key, time, id and the ``of`` columns."""
         return tuple(dict.fromkeys((self.key, self.time, self.id, *self.values)))
 
-    @property
+    @functools.cached_property
     def space(self) -> str:
         """The state store's name for this declaration's events: the same declaration in
         any package version shares its state; another one (other columns, a longer
@@ -514,12 +516,17 @@ def _plan(spec: WindowSpec) -> tuple[int, tuple[tuple[int, tuple[tuple[str, str,
 
 
 def compute(
-    spec: WindowSpec, t_us: int, current: Sequence[Any], history: Iterable[Sequence[Any]]
+    spec: WindowSpec,
+    t_us: int,
+    current: Sequence[Any],
+    history: Iterable[Sequence[Any]],
+    plan: tuple[int, tuple[tuple[int, tuple[tuple[str, str, int], ...]], ...]] | None = None,
 ) -> dict[str, Any]:
     """The features of an event at ``t_us`` whose ``of`` values are ``current`` (in
     :attr:`WindowSpec.values` order), from the key's recorded events ``[t_us, *values]``
-    (any order; those at ``t_us`` or later, or older than a window, do not count)."""
-    longest, windows_ = _plan(spec)
+    (any order; those at ``t_us`` or later, or older than a window, do not count).
+    ``plan``: ``_plan(spec)`` when the caller keeps it."""
+    longest, windows_ = plan or _plan(spec)
     earlier = [e for e in history if t_us - longest <= e[0] < t_us]
     out: dict[str, Any] = {}
     for window_us, features in windows_:
@@ -554,11 +561,32 @@ class StateStore(Protocol):
     ``record`` adds the event once per (key, id): a retried request or a repeated id changes
     nothing. It drops the key's events older than ``keep_from_us`` and returns the key's
     events (each ``[t_us, *values]``), all in one step (one round trip where remote).
+
+    ``record_batch`` does it for many records ``(key, id, event, keep_from_us)`` at once
+    (one transaction, or one round trip): it returns, per key, the ``(id, event)`` the key
+    held *before* the batch, from the batch's oldest ``keep_from_us`` of that key on, then
+    adds the batch's events (each once per (key, id), the first in the batch's order) and
+    drops the key's events older than that oldest ``keep_from_us``. Each key is one atomic
+    step; the caller works out what each record of the batch sees (:meth:`Windowed.find_many`).
+    A store without it is used one record at a time.
     """
 
     def record(
         self, space: str, key: str, event_id: str, event: list[Any], keep_from_us: int, ttl_us: int
     ) -> list[list[Any]]: ...
+
+
+Batch = Sequence[tuple[str, str, list[Any], int]]  # (key text, event id, event, keep from µs)
+
+
+def oldest_keep(batch: Batch) -> dict[str, int]:
+    """Per key of a batch, its oldest ``keep_from_us``, keys in their first order."""
+    keep: dict[str, int] = {}
+    for key, _, _, keep_from in batch:
+        old = keep.get(key)
+        if old is None or keep_from < old:
+            keep[key] = keep_from
+    return keep
 
 
 class MemoryState:
@@ -577,6 +605,20 @@ class MemoryState:
             del events[old]
         return list(events.values())
 
+    def record_batch(
+        self, space: str, batch: Batch, ttl_us: int
+    ) -> dict[str, list[tuple[str, list[Any]]]]:
+        keep = oldest_keep(batch)
+        before: dict[str, list[tuple[str, list[Any]]]] = {}
+        for key, keep_from in keep.items():
+            events = self.keys.setdefault((space, key), {})
+            for old in [i for i, e in events.items() if e[0] < keep_from]:
+                del events[old]
+            before[key] = list(events.items())
+        for key, event_id, event, _ in batch:
+            self.keys[(space, key)].setdefault(event_id, event)
+        return before
+
 
 def key_text(value: Any) -> str:
     """A key value as the state store names it (its JSON text: "C1" and 1 differ)."""
@@ -591,21 +633,76 @@ class Windowed:
     spec: WindowSpec
     state: StateStore
 
+    def __post_init__(self) -> None:
+        self._space = self.spec.space
+        self._longest = self.spec.longest_us
+        self._plan = _plan(self.spec)
+
     def find(self, record: dict[str, Any]) -> dict[str, Any]:
         spec = self.spec
         t_us = epoch_us(record[spec.time])
         current = [record.get(c) for c in spec.values]
         history = self.state.record(
-            spec.space,
+            self._space,
             key_text(record[spec.key]),
             str(record[spec.id]),
             [t_us, *current],
-            t_us - spec.longest_us,
-            spec.longest_us,
+            t_us - self._longest,
+            self._longest,
         )
         row = {spec.id: record[spec.id], spec.key: record[spec.key], spec.time: record[spec.time]}
-        row.update(compute(spec, t_us, current, history))
+        row.update(compute(spec, t_us, current, history, self._plan))
         return row
+
+    def find_many(self, records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The rows of many records, as :meth:`find` one after the other in their order
+        gives them, with the state recorded in one step (``record_batch``). Each record sees
+        what the key held before the batch and the batch's events of records before it or
+        itself (a repeated id: its first); "strictly before" keeps the rest out. The key is
+        trimmed only to the batch's oldest window start, so an older record of the batch
+        sees its whole window (one by one, a newer record before it would have trimmed it)."""
+        batch_of = getattr(self.state, "record_batch", None)
+        if batch_of is None or len(records) < 2:
+            return [self.find(r) for r in records]
+        spec, longest, plan = self.spec, self._longest, self._plan
+        values = spec.values
+        batch: list[tuple[str, str, list[Any], int]] = []
+        for r in records:
+            t_us = epoch_us(r[spec.time])
+            batch.append(
+                (
+                    key_text(r[spec.key]),
+                    str(r[spec.id]),
+                    [t_us, *[r.get(c) for c in values]],
+                    t_us - longest,
+                )
+            )
+        before = batch_of(self._space, batch, longest)
+        # Per key: the events it held, then the batch's new ids as they come.
+        seen: dict[str, set[str]] = {}
+        history: dict[str, list[list[Any]]] = {}
+        for key, held in before.items():
+            seen[key] = {i for i, _ in held}
+            history[key] = [e for _, e in held]
+        rows = []
+        last: dict[str, tuple[Any, ...]] = {}  # per key: the previous record's input, answer
+        for r, (key, event_id, event, _) in zip(records, batch, strict=True):
+            ids = seen[key]
+            events = history[key]
+            if event_id not in ids:
+                ids.add(event_id)
+                events.append(event)
+            current = event[1:]
+            prev = last.get(key)
+            if prev is not None and prev[0] == event and prev[1] == len(events):
+                feats = prev[2]  # the same event again, nothing new: the same answer
+            else:
+                feats = compute(spec, event[0], current, events, plan)
+                last[key] = (event, len(events), feats)
+            row = {spec.id: r[spec.id], spec.key: r[spec.key], spec.time: r[spec.time]}
+            row.update(feats)
+            rows.append(row)
+        return rows
 
 
 def join_keys(specs: dict[str, WindowSpec]) -> dict[str, dict[str, str]]:
