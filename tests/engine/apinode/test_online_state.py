@@ -5,8 +5,10 @@ step (Redis: one EVALSHA)."""
 
 from __future__ import annotations
 
-import multiprocessing
+import subprocess
+import sys
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 import redis
@@ -16,6 +18,8 @@ from engine.apinode.online_state import RedisState, SqliteState, StateStoreUnava
 from engine.core.settings import load_settings
 from engine.project import windows
 from tests.redis_server import redis_server
+
+REPO = Path(__file__).resolve().parents[3]
 
 H = 3_600_000_000  # one hour in µs
 SPEC = windows.WindowSpec(
@@ -74,23 +78,31 @@ def test_events_older_than_the_longest_window_are_dropped(store):
     assert len(kept) == 1  # only the newest event is left
 
 
-def _record_many(path: str, worker: int, n: int) -> None:
-    store = SqliteState(path)
-    t0 = windows.epoch_us(datetime(2026, 3, 1))
-    for i in range(n):
-        store.record("s", "k", f"{worker}-{i}", [t0 + i], t0 - H, H)
-        store.record("s", "k", f"{worker}-{i}", [t0 + i], t0 - H, H)  # a retry
+_WORKER = """
+import sys
+from datetime import datetime, timedelta
+from engine.apinode.online_state import SqliteState
+from engine.project import windows
+path, worker, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+H = int(timedelta(hours=1).total_seconds() * 1_000_000)
+store = SqliteState(path)
+t0 = windows.epoch_us(datetime(2026, 3, 1))
+for i in range(n):
+    store.record("s", "k", f"{worker}-{i}", [t0 + i], t0 - H, H)
+    store.record("s", "k", f"{worker}-{i}", [t0 + i], t0 - H, H)  # a retry
+"""
 
 
 def test_the_embedded_store_is_shared_by_the_processes_of_one_home(tmp_path):
+    # Separate interpreters, as the API node's workers are (not multiprocessing's spawn, which
+    # re-runs whatever script an earlier test left as __main__, e.g. a Streamlit page).
     path = str(tmp_path / "state.sqlite")
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_record_many, args=(path, w, 150)) for w in range(3)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _WORKER, path, str(w), "150"], cwd=REPO)
+        for w in range(3)
+    ]
     for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
+        assert p.wait(120) == 0
     events = SqliteState(path).record("s", "k", "probe", [0], 0, H)
     assert len(events) == 3 * 150 + 1  # every worker's events, each once
 
