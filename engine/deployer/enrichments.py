@@ -192,26 +192,11 @@ def publish(
     if dataset not in project.datasets:
         raise EnrichmentError(f"project {project.name!r} has no dataset {dataset!r}")
     data = rows_bytes(project, dataset, rows_selection)
-    digest = hashlib.sha256(data).hexdigest()
-    relpath = f"{SNAPSHOTS}/{project.name}/{dataset}/{digest}.parquet"
-    try:
-        write_snapshot(objects, relpath, data)
-    except ObjectStoreError as exc:
-        raise EnrichmentError(f"{dataset}: the snapshot was not published: {exc}") from None
-    values = {
-        "project": project.name,
-        "dataset": dataset,
-        "stage": stage_of(store, node),
-        "rows_selection": rows_selection,
-        "as_of": as_of(data),
-        "path": relpath,
-        "sha256": digest,
-        "n_rows": pq.read_metadata(io.BytesIO(data)).num_rows,
-        "run_id": run_id,
-        "node": node,
-        "published_by": actor,
-    }
-    return _insert_version(store, values, actor)
+    n_rows = pq.read_metadata(io.BytesIO(data)).num_rows
+    return _publish_bytes(
+        objects, store, project, dataset, data, rows_selection, as_of(data), n_rows,
+        node=node, actor=actor, run_id=run_id, what="the snapshot",
+    )  # fmt: skip
 
 
 # --- the windowed state: the events an API node's online store replays ----------------------
@@ -277,36 +262,44 @@ def publish_window_state(
     so they answer like batch from their first request. The node's action, as
     :func:`publish`."""
     data, n = window_state_bytes(project, output, day)
-    return _publish_state(objects, store, project, output, day, data, n, node, actor, run_id)
+    return _publish_bytes(
+        objects, store, project, output, data, WINDOW_EVENTS, day, n,
+        node=node, actor=actor, run_id=run_id, what="the window state",
+    )  # fmt: skip
 
 
-def _publish_state(
+def _publish_bytes(
     objects: ObjectStore,
     store: ControlStore,
     project: Project,
-    output: str,
-    day: str,
+    dataset: str,
     data: bytes,
-    n: int,
+    rows_selection: str,
+    as_of_day: str | None,
+    n_rows: int,
+    *,
     node: str,
     actor: str,
     run_id: int | None,
+    what: str,
 ) -> Published:
+    """Write ``data`` to the object store under its digest and record it as the next
+    version of ``dataset`` (``what`` names it in the error when the store refuses)."""
     digest = hashlib.sha256(data).hexdigest()
-    relpath = f"{SNAPSHOTS}/{project.name}/{output}/{digest}.parquet"
+    relpath = f"{SNAPSHOTS}/{project.name}/{dataset}/{digest}.parquet"
     try:
         write_snapshot(objects, relpath, data)
     except ObjectStoreError as exc:
-        raise EnrichmentError(f"{output}: the window state was not published: {exc}") from None
+        raise EnrichmentError(f"{dataset}: {what} was not published: {exc}") from None
     values = {
         "project": project.name,
-        "dataset": output,
+        "dataset": dataset,
         "stage": stage_of(store, node),
-        "rows_selection": WINDOW_EVENTS,
-        "as_of": day,
+        "rows_selection": rows_selection,
+        "as_of": as_of_day,
         "path": relpath,
         "sha256": digest,
-        "n_rows": n,
+        "n_rows": n_rows,
         "run_id": run_id,
         "node": node,
         "published_by": actor,
@@ -420,7 +413,10 @@ def publish_window_state_by_hand(
             f"{output}: no event of {spec.events} in the window before the end of {day}: "
             "nothing published"
         )
-    return _publish_state(objects, store, project, output, day, data, n, node, actor, None)
+    return _publish_bytes(
+        objects, store, project, output, data, WINDOW_EVENTS, day, n,
+        node=node, actor=actor, run_id=None, what="the window state",
+    )  # fmt: skip
 
 
 # --- reading ----------------------------------------------------------------------------------------
