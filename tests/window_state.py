@@ -7,6 +7,28 @@ from __future__ import annotations
 from engine.project import windows
 from engine.storage import datasets as ds
 
+# The example's request fields: a transaction as a client sends it.
+FIELDS = (
+    "transaction_id",
+    "ts",
+    "card_id",
+    "merchant_id",
+    "merchant_category",
+    "amount",
+    "channel",
+    "card_present",
+    "merchant_latitude",
+    "merchant_longitude",
+)
+
+
+def as_request(row: dict) -> dict:
+    """A transaction row (numpy/pandas values) as a client sends it (JSON types)."""
+    rec = {f: row[f].item() if hasattr(row[f], "item") else row[f] for f in FIELDS}
+    rec["ts"] = row["ts"].isoformat()
+    rec["card_present"] = bool(rec["card_present"])
+    return rec
+
 
 def batch_first_of_each_key(project, spec: windows.WindowSpec, model_name: str, day: str):
     """Batch's answer for the first event of each key on ``day`` (features built for that

@@ -31,28 +31,9 @@ from nodal_demo import demo
 from tests.e2e import procs
 from tests.e2e.test_fresh_enrichment import _land_next_day
 from tests.homes import copy_home, environ
-from tests.window_state import batch_first_of_each_key, bootstrapped
+from tests.window_state import as_request, batch_first_of_each_key, bootstrapped
 
 URL = f"/public/api/v1/{demo.SERVICE}/{demo.ENDPOINT}/predict"
-FIELDS = (
-    "transaction_id",
-    "ts",
-    "card_id",
-    "merchant_id",
-    "merchant_category",
-    "amount",
-    "channel",
-    "card_present",
-    "merchant_latitude",
-    "merchant_longitude",
-)
-
-
-def _record(row: dict) -> dict:
-    rec = {f: row[f].item() if hasattr(row[f], "item") else row[f] for f in FIELDS}
-    rec["ts"] = row["ts"].isoformat()
-    rec["card_present"] = bool(rec["card_present"])
-    return rec
 
 
 def _proba(port: int, rec: dict) -> float:
@@ -115,7 +96,7 @@ def test_a_fresh_api_node_answers_the_next_day_like_batch_from_its_first_request
     proc, port = _serve(env, root / "api1.log")
     try:
         first, rest = batch.iloc[:40], batch.iloc[40:80]
-        probas = [_proba(port, _record(r)) for r in first.to_dict("records")]
+        probas = [_proba(port, as_request(r)) for r in first.to_dict("records")]
         np.testing.assert_allclose(probas, first["batch_proba"], rtol=1e-9, atol=1e-12)
         assert bootstrapped(state_file, spec.space, pub.sha256)
         state = online_state.SqliteState(state_file)
@@ -129,7 +110,7 @@ def test_a_fresh_api_node_answers_the_next_day_like_batch_from_its_first_request
         try:
             assert state.key_events(spec.space) == before
             assert "replayed" not in (root / "api2.log").read_text()
-            probas = [_proba(port2, _record(r)) for r in rest.to_dict("records")]
+            probas = [_proba(port2, as_request(r)) for r in rest.to_dict("records")]
             np.testing.assert_allclose(probas, rest["batch_proba"], rtol=1e-9, atol=1e-12)
         finally:
             procs.stop(proc2)

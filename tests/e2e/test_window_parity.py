@@ -26,27 +26,9 @@ from nodal_demo import demo
 from tests.e2e import procs
 from tests.homes import copy_home, environ
 from tests.redis_server import redis_server
+from tests.window_state import as_request
 
 URL = f"/public/api/v1/{demo.SERVICE}/{demo.ENDPOINT}/predict"
-FIELDS = (
-    "transaction_id",
-    "ts",
-    "card_id",
-    "merchant_id",
-    "merchant_category",
-    "amount",
-    "channel",
-    "card_present",
-    "merchant_latitude",
-    "merchant_longitude",
-)
-
-
-def _record(row: dict) -> dict:
-    """A transaction as a client sends it (JSON types)."""
-    rec = {f: row[f].item() if hasattr(row[f], "item") else row[f] for f in FIELDS}
-    rec["ts"] = row["ts"].isoformat()
-    return rec
 
 
 def _rows(frame) -> list[dict]:
@@ -138,7 +120,7 @@ def test_two_replicas_sharing_redis_reproduce_batch_through_a_crash(day_and_batc
         state = RedisState(url)
         live = windows.Windowed(spec, state)
         for row in history:
-            live.find(_record(row) | {"ts": row["ts"]})  # typed as the node types it
+            live.find(as_request(row) | {"ts": row["ts"]})  # typed as the node types it
         env = {**environ(settings), "NODAL_POLL_SECONDS": "0.5", "NODAL_ONLINE_STORE_URL": url}
         ports = [procs.free_port(), procs.free_port()]
         replicas = [_serve(env, root / f"api{i}.log", p) for i, p in enumerate(ports)]
@@ -148,7 +130,7 @@ def test_two_replicas_sharing_redis_reproduce_batch_through_a_crash(day_and_batc
         try:
             with httpx.Client(timeout=10) as client:
                 for i, row in enumerate(rows):
-                    rec = _record(row)
+                    rec = as_request(row)
                     if i == killed_at:
                         sock = _send_unanswered(ports[0], rec)
                         key = f"nodal:win:{spec.space}:{windows.key_text(rec['card_id'])}"
